@@ -1,0 +1,36 @@
+"""Gradient estimators: ES, TES, PES and NRES behind one ``init`` / ``estimate`` interface.
+
+Examples:
+  >>> import jax
+  >>> from pes_rl import agents, envs, policies
+  >>> env = envs.make("influence_balancing")
+  >>> policy = policies.make("constant", env)
+  >>> agent = agents.make("pes", env=env, policy=policy, num_particles=4, sigma=0.1,
+  ...                     unroll_length=1)
+  >>> params = policy.init(jax.random.key(0))
+  >>> state = agent.init(jax.random.key(1), params)
+  >>> grad, state, metrics = agent.estimate(state, params, jax.random.key(2))
+  >>> grad.shape
+  (1,)
+"""
+
+from typing import Any
+
+from pes_rl.agents.base import Estimator
+from pes_rl.agents.es import ES, ESState
+from pes_rl.agents.nres import NRES, NRESState
+from pes_rl.agents.pes import PES, PESState
+from pes_rl.agents.tes import TES, TESState
+
+AGENTS: dict[str, type[Estimator]] = {"es": ES, "tes": TES, "pes": PES, "nres": NRES}
+
+
+def make(name: str, **kwargs: Any) -> Estimator:
+    """Builds estimator ``name`` (``es``, ``tes``, ``pes`` or ``nres``); see ``Estimator``."""
+    if name not in AGENTS:
+        raise ValueError(f"unknown estimator {name!r}: agent must be one of {list(AGENTS)}")
+    return AGENTS[name](**kwargs)
+
+
+__all__ = ["AGENTS", "ES", "ESState", "Estimator", "NRES", "NRESState", "PES", "PESState",
+           "TES", "TESState", "make"]

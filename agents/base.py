@@ -1,0 +1,202 @@
+"""The uniform estimator interface: ``init(key, params)`` and ``estimate(state, params, key)``.
+
+The base class owns what every estimator shares: argument checks, flattening θ, sampling
+(antithetic) perturbations, fitness shaping, observation normalization and metrics. Each
+estimator (``es.py``, ``tes.py``, ``pes.py``, ``nres.py``) supplies only ``_init`` and
+``_window``: how perturbations and accumulators evolve and where particles start.
+
+``estimate`` returns the gradient of expected return: an ascent direction. The trainer hands
+``-grad`` to the optax optimizer.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.flatten_util import ravel_pytree
+from pes_rl.agents import shaping
+from pes_rl.envs.base import Env
+
+from pes_rl import engine, normalization
+from pes_rl.policies import Policy
+
+Params = Any
+
+
+class WindowWeights(NamedTuple):
+    """How a window's rewards are credited to perturbations."""
+
+    first: jax.Array  # [N, D] weight of the reward before the first episode end in the window
+    rest: jax.Array  # [N, D] weight of the reward after it
+
+
+class Estimator:
+    """Base class of the ES-family gradient estimators (ascent direction on E[return])."""
+
+    name: ClassVar[str]
+    supports_stagger: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        env: Env,
+        policy: Policy,
+        num_particles: int,
+        sigma: float,
+        unroll_length: int | None = None,
+        antithetic: bool = True,
+        stagger: bool = False,
+        fitness_shaping: str = "none",
+        obs_normalization: bool = False,
+    ):
+        if not _is_positive_int(num_particles):
+            raise ValueError(f"num_particles must be an int >= 1, got {num_particles!r}")
+        if antithetic and num_particles % 2:
+            raise ValueError(
+                f"num_particles must be even with antithetic=True (±ε pairs), got {num_particles}; "
+                "use an even number or antithetic=False"
+            )
+        if not isinstance(sigma, int | float) or not math.isfinite(sigma) or sigma <= 0:
+            raise ValueError(f"sigma must be a finite number > 0, got {sigma!r}")
+        if unroll_length is not None and not _is_positive_int(unroll_length):
+            raise ValueError(f"unroll_length must be an int >= 1, got {unroll_length!r}")
+        if fitness_shaping not in shaping.FITNESS_SHAPINGS:
+            raise ValueError(
+                f"fitness_shaping must be one of {list(shaping.FITNESS_SHAPINGS)}, "
+                f"got {fitness_shaping!r}"
+            )
+        if stagger and (env.spec.horizon is None or not self.supports_stagger):
+            raise ValueError(
+                f"stagger=True needs a finite env horizon and a persistent estimator "
+                f"(tes, pes, nres); got {self.name} on horizon {env.spec.horizon}"
+            )
+        if getattr(env, "is_host", False):
+            raise ValueError(
+                f"env {env!r} is stepped on the host; the JAX estimators need a JAX env"
+            )
+        self.env = env
+        self.policy = policy
+        self.num_particles = num_particles
+        self.sigma = float(sigma)
+        self.unroll_length = self._check_unroll_length(unroll_length)
+        self.antithetic = antithetic
+        self.stagger = stagger
+        self.fitness_shaping = fitness_shaping
+        self.obs_normalization = obs_normalization
+        # Antithetic partners share reset keys, so each pair starts its episodes alike.
+        self.num_groups = num_particles // 2 if antithetic else num_particles
+        self.reset_group = np.arange(num_particles) // (2 if antithetic else 1)
+        self._jit_init = jax.jit(self._init_state)
+        self._jit_estimate = jax.jit(self._estimate, donate_argnums=0)
+
+    def _check_unroll_length(self, unroll_length: int | None) -> int:
+        if unroll_length is None:
+            raise ValueError(f"unroll_length is required for {self.name}: an int >= 1")
+        return unroll_length
+
+    # Public API ----------------------------------------------------------------------------
+
+    def init(self, key: jax.Array, params: Params) -> Any:
+        """The estimator's state for a population started at ``params``."""
+        return self._jit_init(key, params)
+
+    def estimate(self, state: Any, params: Params, key: jax.Array) -> tuple[Params, Any, dict]:
+        """One window: (gradient of E[return] w.r.t. ``params``, new state, metrics).
+
+        ``state`` is donated: use the returned state, not the one passed in.
+        """
+        return self._jit_estimate(state, params, key)
+
+    # Shared pieces -------------------------------------------------------------------------
+
+    def _init_state(self, key: jax.Array, params: Params) -> Any:
+        flat, unravel = ravel_pytree(params)
+        obs_norm = None
+        if self.obs_normalization:
+            obs_size = math.prod(self.env.spec.observation_space.shape)
+            obs_norm = normalization.init(obs_size)
+        return self._init(key, flat, self._act_fn(unravel), obs_norm)
+
+    def _estimate(self, state: Any, params: Params, key: jax.Array):
+        flat, unravel = ravel_pytree(params)
+        state, weights, window = self._window(state, flat, key, self._act_fn(unravel))
+        shaped_first, shaped_rest, scale = shaping.shape(
+            self.fitness_shaping, window.reward_first, window.reward_rest, window.ended, self.sigma
+        )
+        grad_flat = scale * (weights.first.T @ shaped_first + weights.rest.T @ shaped_rest)
+        if self.obs_normalization:
+            obs_norm = normalization.update(state.obs_norm, window.obs_moments)
+            state = state._replace(obs_norm=obs_norm)
+        count = window.completed_count
+        metrics = {
+            "env_steps": window.env_steps + self._extra_env_steps(),
+            "train_return": jnp.where(count > 0, window.completed_return_sum / count, jnp.nan),
+            "episodes": count,
+            "window_reward": jnp.mean(window.reward_first + window.reward_rest),
+        }
+        return unravel(grad_flat), state, metrics
+
+    def _act_fn(self, unravel) -> engine.ActFn:
+        apply = self.policy.apply
+        return lambda theta, obs: apply(unravel(theta), obs)
+
+    def _extra_env_steps(self) -> int:
+        """Env steps a window takes outside the particles (TES's unperturbed trajectory)."""
+        return 0
+
+    def sample_perturbations(self, key: jax.Array, dim: int) -> jax.Array:
+        """[N, D] Gaussian perturbations with std σ; with antithetic pairs, rows 2j, 2j+1 = ±ε_j."""
+        if not self.antithetic:
+            return self.sigma * jax.random.normal(key, (self.num_particles, dim))
+        half = self.sigma * jax.random.normal(key, (self.num_particles // 2, dim))
+        return jnp.stack([half, -half], axis=1).reshape(self.num_particles, dim)
+
+    def reset_population(self, key: jax.Array) -> engine.Particles:
+        """Fresh episodes for all particles (antithetic partners from the same key)."""
+        keys = jax.random.split(key, self.num_particles)[self.reset_group]
+        return engine.reset_particles(self.env, keys)
+
+    def staggered_start(
+        self, key: jax.Array, particles: engine.Particles, theta: jax.Array, act: engine.ActFn,
+        obs_norm: normalization.ObsNormState | None, theta_after_end: jax.Array | None = None,
+    ) -> tuple[engine.Particles, engine.Window]:
+        """Burns each particle (pair) in for a uniform random number of steps in [0, T).
+
+        ``theta`` [N, D] drives the burn-in (``theta_after_end`` after an early episode end);
+        the caller credits it like a window so that the first estimates are unbiased too.
+        """
+        clock_key, unroll_key = jax.random.split(key)
+        starts = jax.random.randint(clock_key, (self.num_groups,), 0, self.env.spec.horizon)
+        horizon = self.env.spec.horizon
+        return engine.unroll(
+            self.env, act, particles, theta, unroll_key, horizon - 1,
+            theta_after_end=theta_after_end, reset_group=self.reset_group,
+            step_limit=starts[self.reset_group], obs_norm=obs_norm,
+        )
+
+    # Estimator-specific pieces ---------------------------------------------------------------
+
+    def _init(self, key, theta, act, obs_norm):
+        raise NotImplementedError
+
+    def _window(self, state, theta, key, act) -> tuple[Any, WindowWeights, engine.Window]:
+        raise NotImplementedError
+
+
+def _is_positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def episode_accumulator(
+    accumulator: jax.Array, eps: jax.Array, window: engine.Window
+) -> jax.Array:
+    """Σ ε since each particle's episode began, after a window that used ``eps``.
+
+    No episode end in the window: ``accumulator + eps``. An end inside it: the new episode has
+    seen only ``eps`` (or nothing, when the end fell on the window's last step).
+    """
+    restarted = jnp.where((window.steps_since_end > 0)[:, None], eps, 0.0)
+    return jnp.where(window.ended[:, None], restarted, accumulator + eps)

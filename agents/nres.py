@@ -1,0 +1,55 @@
+"""Noise-Reuse Evolution Strategies (Li, Harrison, Sohl-Dickstein, Smith & Metz, NeurIPS 2023).
+
+Each particle draws one perturbation ε per episode and reuses it in every window of that
+episode; a window's reward is credited to that ε. It is unbiased like PES with lower variance.
+When an episode ends inside a window the particle switches to a fresh ε at once, and the
+reward after the end is credited to the fresh one.
+
+References: https://arxiv.org/abs/2304.12180
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from pes_rl.agents.base import Estimator, WindowWeights
+
+from pes_rl import engine, normalization
+
+
+class NRESState(NamedTuple):
+    particles: engine.Particles  # [N, ...] persistent env states, clocks, episode returns
+    eps: jax.Array  # [N, D] each particle's perturbation, kept for its whole episode
+    obs_norm: normalization.ObsNormState | None
+
+
+class NRES(Estimator):
+    """NRES: persistent particles, one ε per episode."""
+
+    name = "nres"
+
+    def _init(self, key, theta, act, obs_norm):
+        reset_key, eps_key, next_key, stagger_key = jax.random.split(key, 4)
+        particles = self.reset_population(reset_key)
+        eps = self.sample_perturbations(eps_key, theta.size)
+        if self.stagger:
+            eps_next = self.sample_perturbations(next_key, theta.size)
+            particles, window = self.staggered_start(
+                stagger_key, particles, theta + eps, act, obs_norm, theta_after_end=theta + eps_next
+            )
+            eps = jnp.where(window.ended[:, None], eps_next, eps)
+        return NRESState(particles, eps, obs_norm)
+
+    def _window(self, state, theta, key, act):
+        eps_key, unroll_key = jax.random.split(key)
+        eps_next = self.sample_perturbations(eps_key, theta.size)
+        particles, window = engine.unroll(
+            self.env, act, state.particles, theta + state.eps, unroll_key, self.unroll_length,
+            theta_after_end=theta + eps_next, reset_group=self.reset_group,
+            obs_norm=state.obs_norm,
+        )
+        weights = WindowWeights(first=state.eps, rest=eps_next)
+        eps = jnp.where(window.ended[:, None], eps_next, state.eps)
+        return state._replace(particles=particles, eps=eps), weights, window

@@ -1,0 +1,55 @@
+"""Persistent Evolution Strategies (Vicol, Metz & Sohl-Dickstein, ICML 2021), Algorithm 2.
+
+Each particle keeps its own env state across windows and an accumulator ξ = Σ ε of every
+perturbation it used since its episode began. A window's reward is credited to ξ + ε, which
+makes the estimate unbiased for the gradient through the whole episode, not just the window.
+When an episode ends inside a window, the reward after the end is credited to ε alone and
+ξ restarts.
+
+References: https://arxiv.org/abs/2112.13835
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from pes_rl.agents.base import Estimator, WindowWeights, episode_accumulator
+
+from pes_rl import engine, normalization
+
+
+class PESState(NamedTuple):
+    particles: engine.Particles  # [N, ...] persistent env states, clocks, episode returns
+    xi: jax.Array  # [N, D] ε summed since each particle's episode began
+    obs_norm: normalization.ObsNormState | None
+
+
+class PES(Estimator):
+    """PES: persistent particles, per-window ε, reward credited to the accumulated ξ."""
+
+    name = "pes"
+
+    def _init(self, key, theta, act, obs_norm):
+        reset_key, eps_key, stagger_key = jax.random.split(key, 3)
+        particles = self.reset_population(reset_key)
+        xi = jnp.zeros((self.num_particles, theta.size))
+        if self.stagger:
+            eps = self.sample_perturbations(eps_key, theta.size)
+            particles, window = self.staggered_start(
+                stagger_key, particles, theta + eps, act, obs_norm
+            )
+            xi = episode_accumulator(xi, eps, window)
+        return PESState(particles, xi, obs_norm)
+
+    def _window(self, state, theta, key, act):
+        eps_key, unroll_key = jax.random.split(key)
+        eps = self.sample_perturbations(eps_key, theta.size)
+        particles, window = engine.unroll(
+            self.env, act, state.particles, theta + eps, unroll_key, self.unroll_length,
+            reset_group=self.reset_group, obs_norm=state.obs_norm,
+        )
+        weights = WindowWeights(first=state.xi + eps, rest=eps)
+        xi = episode_accumulator(state.xi, eps, window)
+        return state._replace(particles=particles, xi=xi), weights, window

@@ -1,0 +1,188 @@
+"""The persistent vectorized rollout engine shared by every estimator.
+
+N particles each carry their own env state, episode clock and running episode return. One call
+of :func:`unroll` advances all of them ``unroll_length`` steps inside a single ``lax.scan`` over
+a ``vmap``'d env step; nothing goes to the host inside the window. Per particle it returns the
+window's reward split at the first episode end inside the window, so that estimators can weight
+the part of the window that belongs to the old episode differently from what follows
+(DESIGN.md, "The engine").
+
+Sign convention, stated once: rewards are "higher is better"; estimators built on this engine
+return the ascent direction of expected return, and the trainer hands ``-grad`` to optax.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from pes_rl import normalization
+from pes_rl.envs.base import Env
+
+ActFn = Callable[[jax.Array, jax.Array], jax.Array]  # (flat θ of one particle, obs) -> action
+
+
+@struct.dataclass
+class Particles:
+    """The persistent part of a population (or of TES's single shared trajectory)."""
+
+    env_state: Any  # [N, ...] each particle's env state
+    clock: jax.Array  # [N] int32: steps since the particle's episode began
+    episode_return: jax.Array  # [N] float32: return of the current episode so far
+
+
+class Window(NamedTuple):
+    """What one window of ``unroll_length`` steps produced."""
+
+    reward_first: jax.Array  # [N] reward up to and including the first episode end in the window
+    reward_rest: jax.Array  # [N] reward after the first episode end (0 if none ended)
+    ended: jax.Array  # [N] bool: an episode ended inside the window
+    steps_since_end: jax.Array  # [N] int32: steps of the episode now running (0: ended last step)
+    completed_return_sum: jax.Array  # shape=(): Σ returns of episodes that ended in the window
+    completed_count: jax.Array  # shape=(): number of episodes that ended in the window
+    env_steps: jax.Array  # shape=(): real env steps taken (finished, masked particles excluded)
+    obs_moments: normalization.ObsMoments  # observation sums for the running normalizer
+
+
+def tree_where(mask: jax.Array, on_true: Any, on_false: Any) -> Any:
+    """Per-particle select: leaf[i] = on_true[i] if mask[i] else on_false[i]."""
+
+    def select(a, b):
+        return jnp.where(mask.reshape(mask.shape + (1,) * (a.ndim - mask.ndim)), a, b)
+
+    return jax.tree.map(select, on_true, on_false)
+
+
+def cast_like(tree: Any, reference: Any) -> Any:
+    """Casts ``tree`` to the dtypes of ``reference``.
+
+    Brax's reset state carries weak-typed scalars that ``step`` does not; carrying the reset
+    state into a jitted window would re-compile it on the second call.
+    """
+    return jax.tree.map(lambda x, ref: jnp.asarray(x, dtype=ref.dtype), tree, reference)
+
+
+def reset_particles(env: Env, keys: jax.Array) -> Particles:
+    """Fresh episodes for a batch of reset keys [N], cast to the dtypes ``step`` returns."""
+    env_state = jax.vmap(env.reset)(keys)
+    stepped = jax.eval_shape(lambda s: jax.vmap(env.step)(s, _zero_actions(env, s)), env_state)
+    env_state = cast_like(env_state, stepped)
+    num = keys.shape[0]
+    return Particles(env_state, jnp.zeros(num, jnp.int32), jnp.zeros(num, jnp.float32))
+
+
+def _zero_actions(env: Env, env_state: Any) -> jax.Array:
+    num = jax.tree.leaves(env_state)[0].shape[0]
+    space = env.spec.action_space
+    if hasattr(space, "n"):
+        return jnp.zeros(num, jnp.int32)
+    return jnp.zeros((num, *space.shape), jnp.float32)
+
+
+def unroll(
+    env: Env,
+    act: ActFn,
+    particles: Particles,
+    theta: jax.Array,
+    key: jax.Array,
+    unroll_length: int,
+    *,
+    theta_after_end: jax.Array | None = None,
+    reset_group: jax.Array | None = None,
+    autoreset: bool = True,
+    step_limit: jax.Array | None = None,
+    obs_norm: normalization.ObsNormState | None = None,
+) -> tuple[Particles, Window]:
+    """Advances every particle ``unroll_length`` steps in one ``lax.scan``.
+
+    Args:
+      env: a JAX env.
+      act: maps one particle's flat parameters and observation to an action.
+      particles: the population's persistent state, [N, ...].
+      theta: [N, D] each particle's flat parameters (θ + its perturbation).
+      key: randomness for resets inside the window.
+      unroll_length: K, steps in the window (static).
+      theta_after_end: [N, D] parameters a particle switches to once its episode has ended
+        inside the window (NRES draws a new perturbation per episode); default: keep ``theta``.
+      reset_group: [N] int: particles with the same group reset from the same key (antithetic
+        partners start their episodes alike); default: every particle its own.
+      autoreset: True: a particle whose episode ends starts a new one at once (PES, NRES, TES).
+        False: it stops and is masked out for the rest of the window (ES on whole episodes).
+      step_limit: [N] int: particle i takes only its first ``step_limit[i]`` steps (staggered
+        burn-in); default: all take ``unroll_length``.
+      obs_norm: observation normalizer, frozen for the window; None = raw observations.
+
+    Returns:
+      The particles after the window and the window's per-particle rewards and counters.
+    """
+    num = particles.clock.shape[0]
+    horizon = env.spec.horizon
+    group = jnp.arange(num) if reset_group is None else reset_group
+    freeze = (not autoreset) or step_limit is not None
+    obs_size = particles.env_state.obs.reshape(num, -1).shape[1]
+    zeros = jnp.zeros(num, jnp.float32)
+    init_carry = (
+        particles,
+        jnp.ones(num, bool),  # alive: still stepping (only ever False when autoreset=False)
+        jnp.zeros(num, bool),  # ended: an episode has ended in this window
+        jnp.zeros(num, jnp.int32),  # steps_since_end
+        zeros,  # reward_first
+        zeros,  # reward_rest
+        jnp.zeros(()),  # completed_return_sum
+        jnp.zeros(()),  # completed_count
+        jnp.zeros((), jnp.int32),  # env_steps
+        normalization.zero_moments(obs_size),
+    )
+
+    def step(carry, inputs):
+        index, step_key = inputs
+        (parts, alive, ended, since_end, r_first, r_rest, ret_sum, count, steps, obs_mom) = carry
+        stepping = alive if step_limit is None else alive & (index < step_limit)
+        params = theta
+        if theta_after_end is not None:
+            params = jnp.where(ended[:, None], theta_after_end, theta)
+        obs = normalization.normalize(obs_norm, parts.env_state.obs)
+        action = jax.vmap(act)(params, obs)
+        next_state = jax.vmap(env.step)(parts.env_state, action)
+        reward = jnp.where(stepping, next_state.reward, 0.0)
+        clock = parts.clock + stepping
+        done = next_state.done > 0
+        if horizon is not None:
+            done = done | (clock >= horizon)
+        done = done & stepping
+        episode_return = parts.episode_return + reward
+        r_first = r_first + jnp.where(ended, 0.0, reward)
+        r_rest = r_rest + jnp.where(ended, reward, 0.0)
+        ret_sum = ret_sum + jnp.sum(jnp.where(done, episode_return, 0.0))
+        count = count + jnp.sum(done)
+        since_end = jnp.where(done, 0, since_end + stepping)
+        if obs_norm is not None:
+            seen = normalization.moments(parts.env_state.obs, stepping)
+            obs_mom = normalization.add_moments(obs_mom, seen)
+        steps = steps + jnp.sum(stepping)
+        if freeze:
+            next_state = tree_where(stepping, next_state, parts.env_state)
+        if autoreset:
+            reset_keys = jax.vmap(jax.random.fold_in, (None, 0))(step_key, group)
+            next_state = jax.lax.cond(
+                jnp.any(done),
+                lambda s: tree_where(done, cast_like(jax.vmap(env.reset)(reset_keys), s), s),
+                lambda s: s,
+                next_state,
+            )
+            clock = jnp.where(done, 0, clock)
+        else:
+            alive = alive & ~done
+        parts = Particles(next_state, clock, jnp.where(done, 0.0, episode_return))
+        ended = ended | done
+        carry = (parts, alive, ended, since_end, r_first, r_rest, ret_sum, count, steps, obs_mom)
+        return carry, None
+
+    step_keys = jax.random.split(key, unroll_length)
+    carry, _ = jax.lax.scan(step, init_carry, (jnp.arange(unroll_length), step_keys))
+    (parts, _, ended, since_end, r_first, r_rest, ret_sum, count, steps, obs_mom) = carry
+    return parts, Window(r_first, r_rest, ended, since_end, ret_sum, count, steps, obs_mom)
