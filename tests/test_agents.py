@@ -1,0 +1,131 @@
+"""One API test for every registered estimator, plus argument checks and reproducibility."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from conftest import make_influence_agent
+from pes_rl.envs.influence_balancing import THETA_OPTIMUM
+
+from pes_rl import agents, envs, policies
+
+
+def agent_kwargs(name: str) -> dict:
+    # ES unrolls whole episodes; the others take windows of K = 2 on a T = 5 horizon.
+    return dict(num_particles=8, sigma=0.1, unroll_length=None if name == "es" else 2)
+
+
+def test_estimate_api_in_loop_and_under_scan(agent_name):
+    agent, theta = make_influence_agent(agent_name, horizon=5, **agent_kwargs(agent_name))
+    keys = jax.random.split(jax.random.key(3), 4)
+
+    loop_grads = []
+    state = agent.init(jax.random.key(1), theta)
+    for window_key in keys:
+        grad, state, metrics = agent.estimate(state, theta, window_key)
+        assert jax.tree.structure(grad) == jax.tree.structure(theta)
+        assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree.leaves(grad))
+        assert set(metrics) >= {"env_steps", "train_return", "episodes"}
+        loop_grads.append(grad)
+
+    def body(state, window_key):
+        grad, state, _ = agent.estimate(state, theta, window_key)
+        return state, grad
+
+    _, scan_grads = jax.jit(lambda s: jax.lax.scan(body, s, keys))(
+        agent.init(jax.random.key(1), theta)
+    )
+    np.testing.assert_allclose(np.stack(loop_grads), scan_grads, rtol=1e-5)
+
+
+def test_env_steps_count_every_particle_step(agent_name):
+    agent, theta = make_influence_agent(agent_name, horizon=5, **agent_kwargs(agent_name))
+    state = agent.init(jax.random.key(1), theta)
+    _, _, metrics = agent.estimate(state, theta, jax.random.key(2))
+    expected = {"es": 8 * 5, "tes": 8 * 2 + 2, "pes": 8 * 2, "nres": 8 * 2}[agent_name]
+    assert int(metrics["env_steps"]) == expected
+
+
+def test_antithetic_pairs_are_plus_minus_eps():
+    agent, _ = make_influence_agent("pes", num_particles=6, sigma=0.3, unroll_length=1)
+    eps = agent.sample_perturbations(jax.random.key(0), 4)
+    np.testing.assert_array_equal(eps[0::2], -eps[1::2])
+    assert float(jnp.std(eps)) == pytest.approx(0.3, rel=0.5)
+    agent, theta = make_influence_agent("nres", num_particles=6, sigma=0.3, unroll_length=1)
+    state = agent.init(jax.random.key(0), theta)
+    np.testing.assert_array_equal(state.eps[0::2], -state.eps[1::2])
+
+
+def test_same_seed_same_result(agent_name):
+    def run():
+        agent, theta = make_influence_agent(agent_name, horizon=5, **agent_kwargs(agent_name))
+        state = agent.init(jax.random.key(1), theta)
+        for i in range(3):
+            grad, state, _ = agent.estimate(state, theta, jax.random.key(i))
+        return np.asarray(grad)
+
+    np.testing.assert_array_equal(run(), run())
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(sigma=0.0), "sigma must be a finite number > 0"),
+        (dict(sigma=-1.0), "sigma must be a finite number > 0"),
+        (dict(num_particles=7), "num_particles must be even with antithetic=True"),
+        (dict(num_particles=0), "num_particles must be an int >= 1"),
+        (dict(unroll_length=0), "unroll_length must be an int >= 1"),
+        (dict(fitness_shaping="best"), r"fitness_shaping must be one of \['none'"),
+        (dict(stagger=True), "stagger=True needs a finite env horizon"),
+    ],
+)
+def test_bad_arguments_name_the_argument(kwargs, message):
+    args = dict(num_particles=8, sigma=0.1, unroll_length=1) | kwargs
+    with pytest.raises(ValueError, match=message):
+        make_influence_agent("pes", **args)
+
+
+def test_odd_particles_without_antithetic_is_fine():
+    agent, theta = make_influence_agent(
+        "pes", num_particles=7, sigma=0.1, unroll_length=1, antithetic=False
+    )
+    grad, _, _ = agent.estimate(agent.init(jax.random.key(0), theta), theta, jax.random.key(1))
+    assert np.isfinite(np.asarray(grad)).all()
+
+
+def test_unknown_estimator_names_the_choices():
+    env = envs.make("influence_balancing")
+    with pytest.raises(ValueError, match=r"agent must be one of \['es', 'tes', 'pes', 'nres'\]"):
+        agents.make("ppo", env=env, policy=policies.make("constant", env), num_particles=2,
+                    sigma=0.1, unroll_length=1)
+
+
+def test_es_rejects_partial_episodes():
+    with pytest.raises(ValueError, match="es unrolls whole episodes"):
+        make_influence_agent("es", horizon=10, num_particles=4, sigma=0.1, unroll_length=3)
+
+
+def fit_influence_balancing(name: str, iterations: int = 3000) -> float:
+    """The published run: N = 1000, σ = 0.1, K = 1, SGD lr 1e-4 from θ = 0.5."""
+    agent, theta = make_influence_agent(name, num_particles=1000, sigma=0.1, unroll_length=1)
+    optimizer = optax.sgd(1e-4)
+    key, init_key = jax.random.split(jax.random.key(0))
+
+    def iteration(carry, iteration_key):
+        theta, opt_state, agent_state = carry
+        grad, agent_state, _ = agent.estimate(agent_state, theta, iteration_key)
+        updates, opt_state = optimizer.update(jax.tree.map(jnp.negative, grad), opt_state)
+        return (optax.apply_updates(theta, updates), opt_state, agent_state), None
+
+    carry = (theta, optimizer.init(theta), agent.init(init_key, theta))
+    keys = jax.random.split(key, iterations)
+    (theta, _, _), _ = jax.jit(lambda c: jax.lax.scan(iteration, c, keys))(carry)
+    return float(theta[0])
+
+
+def test_pes_finds_the_optimum_tes_goes_the_wrong_way():
+    assert abs(fit_influence_balancing("pes") - THETA_OPTIMUM) < 0.02
+    assert fit_influence_balancing("tes") > 0.5

@@ -1,0 +1,101 @@
+"""The engine's window bookkeeping against a plain Python loop over single particles."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from toy_envs import RandomLengthEpisodes
+
+from pes_rl import engine
+
+
+def act(theta, obs):
+    del obs
+    return theta
+
+
+def reference_window(env, state, theta, keys, autoreset):
+    """One particle, one step at a time, in Python: what the engine must reproduce."""
+    r_first = r_rest = 0.0
+    ended, alive, since_end, completed, steps = False, True, 0, [], 0
+    clock, episode_return = 0, 0.0
+    for step_key in keys:
+        if not alive:
+            break
+        state = env.step(state, theta)
+        reward, clock, steps = float(state.reward), clock + 1, steps + 1
+        episode_return += reward
+        if ended:
+            r_rest += reward
+        else:
+            r_first += reward
+        since_end += 1
+        if bool(state.done):
+            completed.append(episode_return)
+            episode_return, clock, since_end, ended = 0.0, 0, 0, True
+            if autoreset:
+                state = env.reset(step_key)
+            else:
+                alive = False
+    return r_first, r_rest, ended, since_end, completed, steps
+
+
+@pytest.mark.parametrize("autoreset", [True, False])
+def test_window_matches_python_loop(autoreset):
+    env = RandomLengthEpisodes(max_length=4)
+    num, unroll_length = 6, 9
+    reset_keys = jax.random.split(jax.random.key(1), num)
+    particles = engine.reset_particles(env, reset_keys)
+    theta = jnp.linspace(-1.0, 1.0, num)[:, None]
+    window_key = jax.random.key(7)
+    _, window = jax.jit(
+        lambda p, t, k: engine.unroll(env, act, p, t, k, unroll_length, autoreset=autoreset)
+    )(particles, theta, window_key)
+
+    step_keys = jax.random.split(window_key, unroll_length)
+    completed_all, steps_all = [], 0
+    for i in range(num):
+        keys = [jax.random.fold_in(k, i) for k in step_keys]
+        r_first, r_rest, ended, since_end, completed, steps = reference_window(
+            env, env.reset(reset_keys[i]), theta[i], keys, autoreset
+        )
+        np.testing.assert_allclose(window.reward_first[i], r_first, rtol=1e-6)
+        np.testing.assert_allclose(window.reward_rest[i], r_rest, rtol=1e-6)
+        assert bool(window.ended[i]) == ended
+        if ended:
+            assert int(window.steps_since_end[i]) == since_end
+        completed_all += completed
+        steps_all += steps
+    assert int(window.completed_count) == len(completed_all)
+    np.testing.assert_allclose(window.completed_return_sum, sum(completed_all), rtol=1e-5)
+    assert int(window.env_steps) == steps_all
+    if not autoreset:  # masked particles stop: fewer real steps than N·K
+        assert steps_all < num * unroll_length
+
+
+def test_horizon_clock_ends_episodes_and_carries_across_windows():
+    # Episodes last 100 steps in the env, so the horizon clock (T = 5) is what ends them.
+    env = RandomLengthEpisodes(min_length=100, max_length=100, horizon=5)
+    particles = engine.reset_particles(env, jax.random.split(jax.random.key(0), 2))
+    theta = jnp.zeros((2, 1))
+    clocks, ends = [], []
+    for window_index in range(4):
+        window_key = jax.random.key(window_index)
+        particles, window = engine.unroll(env, act, particles, theta, window_key, 3)
+        clocks.append(particles.clock.tolist())
+        ends.append(window.ended.tolist())
+    assert clocks == [[3, 3], [1, 1], [4, 4], [2, 2]]
+    assert ends == [[False, False], [True, True], [False, False], [True, True]]
+
+
+def test_staggered_step_limit_advances_each_particle_its_own_number_of_steps():
+    env = RandomLengthEpisodes(min_length=100, max_length=100, horizon=50)
+    particles = engine.reset_particles(env, jax.random.split(jax.random.key(0), 3))
+    limits = jnp.array([0, 2, 5])
+    particles, window = engine.unroll(
+        env, act, particles, jnp.zeros((3, 1)), jax.random.key(1), 6, step_limit=limits
+    )
+    assert particles.clock.tolist() == [0, 2, 5]
+    assert int(window.env_steps) == 7
