@@ -32,5 +32,16 @@ def make(name: str, **kwargs: Any) -> Estimator:
     return AGENTS[name](**kwargs)
 
 
-__all__ = ["AGENTS", "ES", "ESState", "Estimator", "NRES", "NRESState", "PES", "PESState",
-           "TES", "TESState", "make"]
+__all__ = [
+    "AGENTS",
+    "ES",
+    "ESState",
+    "Estimator",
+    "NRES",
+    "NRESState",
+    "PES",
+    "PESState",
+    "TES",
+    "TESState",
+    "make",
+]

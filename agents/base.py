@@ -160,8 +160,13 @@ class Estimator:
         return engine.reset_particles(self.env, keys)
 
     def staggered_start(
-        self, key: jax.Array, particles: engine.Particles, theta: jax.Array, act: engine.ActFn,
-        obs_norm: normalization.ObsNormState | None, theta_after_end: jax.Array | None = None,
+        self,
+        key: jax.Array,
+        particles: engine.Particles,
+        theta: jax.Array,
+        act: engine.ActFn,
+        obs_norm: normalization.ObsNormState | None,
+        theta_after_end: jax.Array | None = None,
     ) -> tuple[engine.Particles, engine.Window]:
         """Burns each particle (pair) in for a uniform random number of steps in [0, T).
 
@@ -172,9 +177,16 @@ class Estimator:
         starts = jax.random.randint(clock_key, (self.num_groups,), 0, self.env.spec.horizon)
         horizon = self.env.spec.horizon
         return engine.unroll(
-            self.env, act, particles, theta, unroll_key, horizon - 1,
-            theta_after_end=theta_after_end, reset_group=self.reset_group,
-            step_limit=starts[self.reset_group], obs_norm=obs_norm,
+            self.env,
+            act,
+            particles,
+            theta,
+            unroll_key,
+            horizon - 1,
+            theta_after_end=theta_after_end,
+            reset_group=self.reset_group,
+            step_limit=starts[self.reset_group],
+            obs_norm=obs_norm,
         )
 
     # Estimator-specific pieces ---------------------------------------------------------------
@@ -190,9 +202,7 @@ def _is_positive_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
-def episode_accumulator(
-    accumulator: jax.Array, eps: jax.Array, window: engine.Window
-) -> jax.Array:
+def episode_accumulator(accumulator: jax.Array, eps: jax.Array, window: engine.Window) -> jax.Array:
     """Σ ε since each particle's episode began, after a window that used ``eps``.
 
     No episode end in the window: ``accumulator + eps``. An end inside it: the new episode has

@@ -53,7 +53,14 @@ class ES(Estimator):
         particles = self.reset_population(reset_key)
         eps = self.sample_perturbations(eps_key, theta.size)
         _, window = engine.unroll(
-            self.env, act, particles, theta + eps, unroll_key, self.unroll_length,
-            reset_group=self.reset_group, autoreset=False, obs_norm=state.obs_norm,
+            self.env,
+            act,
+            particles,
+            theta + eps,
+            unroll_key,
+            self.unroll_length,
+            reset_group=self.reset_group,
+            autoreset=False,
+            obs_norm=state.obs_norm,
         )
         return state, WindowWeights(first=eps, rest=eps), window

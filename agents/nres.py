@@ -46,8 +46,14 @@ class NRES(Estimator):
         eps_key, unroll_key = jax.random.split(key)
         eps_next = self.sample_perturbations(eps_key, theta.size)
         particles, window = engine.unroll(
-            self.env, act, state.particles, theta + state.eps, unroll_key, self.unroll_length,
-            theta_after_end=theta + eps_next, reset_group=self.reset_group,
+            self.env,
+            act,
+            state.particles,
+            theta + state.eps,
+            unroll_key,
+            self.unroll_length,
+            theta_after_end=theta + eps_next,
+            reset_group=self.reset_group,
             obs_norm=state.obs_norm,
         )
         weights = WindowWeights(first=state.eps, rest=eps_next)

@@ -47,8 +47,14 @@ class PES(Estimator):
         eps_key, unroll_key = jax.random.split(key)
         eps = self.sample_perturbations(eps_key, theta.size)
         particles, window = engine.unroll(
-            self.env, act, state.particles, theta + eps, unroll_key, self.unroll_length,
-            reset_group=self.reset_group, obs_norm=state.obs_norm,
+            self.env,
+            act,
+            state.particles,
+            theta + eps,
+            unroll_key,
+            self.unroll_length,
+            reset_group=self.reset_group,
+            obs_norm=state.obs_norm,
         )
         weights = WindowWeights(first=state.xi + eps, rest=eps)
         xi = episode_accumulator(state.xi, eps, window)

@@ -35,8 +35,14 @@ class TES(Estimator):
         if self.stagger:
             start = jax.random.randint(clock_key, (1,), 0, self.env.spec.horizon)
             shared, _ = engine.unroll(
-                self.env, act, shared, theta[None], stagger_key, self.env.spec.horizon - 1,
-                step_limit=start, obs_norm=obs_norm,
+                self.env,
+                act,
+                shared,
+                theta[None],
+                stagger_key,
+                self.env.spec.horizon - 1,
+                step_limit=start,
+                obs_norm=obs_norm,
             )
         return TESState(shared, obs_norm)
 
@@ -49,12 +55,24 @@ class TES(Estimator):
         # Every particle and the shared trajectory reset from the same keys (common randomness).
         same_group = jnp.zeros(self.num_particles, jnp.int32)
         _, window = engine.unroll(
-            self.env, act, particles, theta + eps, unroll_key, self.unroll_length,
-            reset_group=same_group, obs_norm=state.obs_norm,
+            self.env,
+            act,
+            particles,
+            theta + eps,
+            unroll_key,
+            self.unroll_length,
+            reset_group=same_group,
+            obs_norm=state.obs_norm,
         )
         shared, _ = engine.unroll(
-            self.env, act, state.shared, theta[None], unroll_key, self.unroll_length,
-            reset_group=same_group[:1], obs_norm=state.obs_norm,
+            self.env,
+            act,
+            state.shared,
+            theta[None],
+            unroll_key,
+            self.unroll_length,
+            reset_group=same_group[:1],
+            obs_norm=state.obs_norm,
         )
         return state._replace(shared=shared), WindowWeights(first=eps, rest=eps), window
 

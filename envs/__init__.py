@@ -9,10 +9,12 @@ Examples:
 
 import gymnasium
 from pes_rl.envs.base import Env, EnvSpec, State
+from pes_rl.envs.brax_env import BraxEnv
 from pes_rl.envs.influence_balancing import InfluenceBalancing
 from pes_rl.envs.registry import list_envs, make, register, register_prefix
 
 register("influence_balancing", InfluenceBalancing)
+register_prefix("brax", BraxEnv)
 
 # Gymnasium's "module:Id" form imports this module, which registers these ids.
 for _gym_id, _env_id in [("InfluenceBalancing-v0", "influence_balancing")]:
@@ -24,5 +26,14 @@ for _gym_id, _env_id in [("InfluenceBalancing-v0", "influence_balancing")]:
             disable_env_checker=True,
         )
 
-__all__ = ["Env", "EnvSpec", "State", "InfluenceBalancing", "list_envs", "make", "register",
-           "register_prefix"]
+__all__ = [
+    "BraxEnv",
+    "Env",
+    "EnvSpec",
+    "State",
+    "InfluenceBalancing",
+    "list_envs",
+    "make",
+    "register",
+    "register_prefix",
+]

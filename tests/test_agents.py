@@ -99,8 +99,14 @@ def test_odd_particles_without_antithetic_is_fine():
 def test_unknown_estimator_names_the_choices():
     env = envs.make("influence_balancing")
     with pytest.raises(ValueError, match=r"agent must be one of \['es', 'tes', 'pes', 'nres'\]"):
-        agents.make("ppo", env=env, policy=policies.make("constant", env), num_particles=2,
-                    sigma=0.1, unroll_length=1)
+        agents.make(
+            "ppo",
+            env=env,
+            policy=policies.make("constant", env),
+            num_particles=2,
+            sigma=0.1,
+            unroll_length=1,
+        )
 
 
 def test_es_rejects_partial_episodes():

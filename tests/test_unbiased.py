@@ -60,13 +60,18 @@ def check_unbiased(agent, theta, num_windows: int, clock_of_window=None):
     if env.spec.horizon is None:
         # Never-ending system: window w covers steps [w·K, (w+1)·K) (ES restarts every window).
         starts = [clock_of_window(w) for w in range(num_windows)]
-        exact = np.array([float(exact_window_gradient(env, theta, s, unroll_length)[0])
-                          for s in starts])
+        exact = np.array(
+            [float(exact_window_gradient(env, theta, s, unroll_length)[0]) for s in starts]
+        )
         targets = np.broadcast_to(exact, grads.shape)
     else:
         # Each particle's window starts at its own clock: E[estimate] = mean_i ∇f(clock_i).
-        table = np.array([float(exact_window_gradient(env, theta, c, unroll_length)[0])
-                          for c in range(env.spec.horizon)])
+        table = np.array(
+            [
+                float(exact_window_gradient(env, theta, c, unroll_length)[0])
+                for c in range(env.spec.horizon)
+            ]
+        )
         targets = table[clocks].mean(-1)
     z, relative_stderr = z_scores(grads - targets, targets)
     assert np.all(np.abs(z) < MAX_Z), f"mean estimate off the exact gradient: z = {np.round(z, 1)}"
