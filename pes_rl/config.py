@@ -1,0 +1,82 @@
+"""Config helpers: compose the Hydra config from Python and check values before training."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+# Keys that may change between a run and its resumption without changing its results.
+RESUMABLE_KEYS = ("train.iterations", "train.progress", "logger", "resume", "run_dir")
+
+
+def compose(overrides: list[str] | None = None) -> DictConfig:
+    """The config ``python train.py <overrides>`` would use, for calling ``pes_rl.train``.
+
+    ``run_dir`` is left unset (None): ``pes_rl.train`` then picks a fresh ``runs/...`` dir.
+    """
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
+        cfg = hydra_compose("train", overrides=list(overrides or []))
+    cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+    cfg.run_dir = None
+    return cfg
+
+
+def as_config(cfg: DictConfig | dict) -> DictConfig:
+    return cfg if isinstance(cfg, DictConfig) else OmegaConf.create(cfg)
+
+
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def _nonnegative_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def validate(cfg: DictConfig) -> None:
+    """Raises ValueError naming the config key when a value cannot work."""
+    train = cfg.train
+    checks = [
+        ("train.iterations", train.iterations, _positive_int, "an int >= 1"),
+        ("train.eval_every", train.eval_every, _nonnegative_int, "an int >= 0"),
+        ("train.checkpoint_every", train.checkpoint_every, _nonnegative_int, "an int >= 0"),
+        ("train.eval_episodes", train.eval_episodes, _positive_int, "an int >= 1"),
+        ("train.eval_steps", train.eval_steps, _positive_int, "an int >= 1"),
+        ("train.seed", train.seed, _nonnegative_int, "an int >= 0"),
+    ]
+    for name, value, ok, allowed in checks:
+        if not ok(value):
+            raise ValueError(f"{name} must be {allowed}, got {value!r}")
+    lr = cfg.optimizer.lr
+    if isinstance(lr, bool) or not isinstance(lr, int | float) or not math.isfinite(lr) or lr <= 0:
+        raise ValueError(f"optimizer.lr must be a finite number > 0, got {lr!r}")
+
+
+def differing_keys(
+    a: DictConfig, b: DictConfig, ignore: tuple[str, ...] = RESUMABLE_KEYS
+) -> list[str]:
+    """Dotted keys whose values differ between two configs, skipping ``ignore`` prefixes."""
+
+    def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+        if isinstance(node, dict):
+            out = {}
+            for key, value in node.items():
+                out.update(flatten(value, f"{prefix}{key}."))
+            return out
+        return {prefix[:-1]: node}
+
+    flat_a = flatten(OmegaConf.to_container(a, resolve=True))
+    flat_b = flatten(OmegaConf.to_container(b, resolve=True))
+    keys = sorted(set(flat_a) | set(flat_b))
+
+    def ignored(key: str) -> bool:
+        return any(key == p or key.startswith(p + ".") for p in ignore)
+
+    return [k for k in keys if not ignored(k) and flat_a.get(k) != flat_b.get(k)]

@@ -1,0 +1,51 @@
+"""Evaluation of θ without perturbation: complete episodes, or a fixed-length rollout."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+from jax.flatten_util import ravel_pytree
+
+from pes_rl import engine, normalization
+from pes_rl.envs.base import Env
+from pes_rl.policies import Policy
+
+
+def make_evaluate(env: Env, policy: Policy, num_episodes: int, num_steps: int) -> Callable:
+    """A jitted ``evaluate(params, obs_norm, key) -> metrics`` for ``env``.
+
+    Finite horizon: the mean return of ``num_episodes`` complete episodes (a particle whose
+    episode terminates early stops). Never-ending systems: the return of one ``num_steps``-step
+    rollout from a reset, and the reward of its last step (``eval_final_reward``).
+    """
+    horizon = env.spec.horizon
+
+    @jax.jit
+    def evaluate(params, obs_norm: normalization.ObsNormState | None, key: jax.Array) -> dict:
+        flat, unravel = ravel_pytree(params)
+        reset_key, unroll_key = jax.random.split(key)
+
+        def act(theta, obs):
+            return policy.apply(unravel(theta), obs)
+
+        if horizon is not None:
+            particles = engine.reset_particles(env, jax.random.split(reset_key, num_episodes))
+            theta = jnp.broadcast_to(flat, (num_episodes, flat.size))
+            _, window = engine.unroll(
+                env, act, particles, theta, unroll_key, horizon, autoreset=False, obs_norm=obs_norm
+            )
+            return {"eval_return": jnp.mean(window.reward_first)}
+
+        state = env.reset(reset_key)
+
+        def step(state, unused_t):
+            obs = normalization.normalize(obs_norm, state.obs[None])[0]
+            state = env.step(state, act(flat, obs))
+            return state, state.reward
+
+        _, rewards = jax.lax.scan(step, state, None, length=num_steps)
+        return {"eval_return": rewards.sum(), "eval_final_reward": rewards[-1]}
+
+    return evaluate

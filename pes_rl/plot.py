@@ -1,0 +1,112 @@
+"""Compare runs: return vs. env steps, one curve per label, mean ± std over seeds.
+
+    python -m pes_rl.plot runs/swimmer/es/* runs/swimmer/pes/* -o compare.png
+
+Each RUN_DIR holds the ``metrics.jsonl`` and ``config.yaml`` that ``python train.py`` writes.
+Runs whose configs differ only in ``train.seed`` share a label and are drawn as a mean curve
+with a ±1 std band.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+from omegaconf import OmegaConf
+
+PANELS = (
+    ("eval_return", "eval return (θ unperturbed)"),
+    ("train_return", "train return (episodes completed in windows)"),
+)
+
+
+def label_of(run_dir: Path) -> str:
+    """Agent and the settings that distinguish ES-family runs."""
+    cfg = OmegaConf.load(run_dir / "config.yaml")
+    agent = cfg.agent
+    unroll = agent.unroll_length if agent.unroll_length is not None else "T"
+    return f"{agent.name.upper()} {cfg.env.id} K={unroll} σ={agent.sigma} N={agent.num_particles}"
+
+
+def load_curve(run_dir: Path, key: str) -> tuple[np.ndarray, np.ndarray]:
+    steps, values = [], []
+    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        if key in record:
+            steps.append(record["env_steps"])
+            values.append(record[key])
+    return np.asarray(steps, float), np.asarray(values, float)
+
+
+def plot_runs(run_dirs: list[Path], output: Path) -> dict[str, int]:
+    """Draws every panel for ``run_dirs`` into ``output``; returns runs per label."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups: dict[str, list[Path]] = defaultdict(list)
+    for run_dir in run_dirs:
+        groups[label_of(run_dir)].append(run_dir)
+    fig, axes = plt.subplots(1, len(PANELS), figsize=(6 * len(PANELS), 4.5))
+    for ax, (key, title) in zip(axes, PANELS, strict=True):
+        for label, dirs in sorted(groups.items()):
+            curves = [c for c in (load_curve(d, key) for d in dirs) if len(c[0])]
+            if not curves:
+                continue
+            # Seeds are put on a common env-step grid before averaging.
+            end = min(c[0][-1] for c in curves)
+            grid = np.linspace(max(c[0][0] for c in curves), end, 200)
+            values = np.stack([np.interp(grid, s, v) for s, v in curves])
+            mean, std = values.mean(0), values.std(0)
+            seeds = f" ({len(curves)} seeds)" if len(curves) > 1 else ""
+            (line,) = ax.plot(grid, mean, label=label + seeds)
+            if len(curves) > 1:
+                ax.fill_between(grid, mean - std, mean + std, color=line.get_color(), alpha=0.2)
+        ax.set_xlabel("env steps")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+        if ax.lines:
+            ax.legend(fontsize=8)
+        else:
+            ax.text(0.5, 0.5, f"no {key} in these runs", ha="center", transform=ax.transAxes)
+    fig.tight_layout()
+    output.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(output, dpi=120)
+    plt.close(fig)
+    return {label: len(dirs) for label, dirs in groups.items()}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m pes_rl.plot", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument(
+        "run_dirs", nargs="+", type=Path, help="run directories written by train.py"
+    )
+    parser.add_argument(
+        "-o", "--output", type=Path, default=Path("compare.png"), help="PNG to write"
+    )
+    args = parser.parse_args(argv)
+    missing = [
+        str(d)
+        for d in args.run_dirs
+        if not (d / "metrics.jsonl").exists() or not (d / "config.yaml").exists()
+    ]
+    if missing:
+        print(
+            f"error: not run directories (no metrics.jsonl/config.yaml): {missing}", file=sys.stderr
+        )
+        sys.exit(2)
+    counts = plot_runs(args.run_dirs, args.output)
+    for label, count in sorted(counts.items()):
+        print(f"{label}: {count} run(s)")
+    print(f"wrote {args.output}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,228 @@
+"""``pes_rl.train(cfg)``: build everything from the config, then estimate → update → log.
+
+The loop is Brax's: one jitted iteration (estimate + optax update) is the jit boundary; timing,
+evaluation scheduling, logging and checkpoints stay on the host. Metrics are fetched from the
+device in batches, not after every iteration, so the device stays busy.
+"""
+
+from __future__ import annotations
+
+import datetime
+import signal
+import time
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+from omegaconf import DictConfig, OmegaConf
+
+from pes_rl import agents, envs, policies
+from pes_rl.checkpoint import Checkpointer
+from pes_rl.config import as_config, differing_keys, validate
+from pes_rl.evaluation import make_evaluate
+from pes_rl.run_log import MetricsFile, Progress, WandbRun, clean
+
+Params = Any
+FLUSH_EVERY = 32  # iterations whose metrics are fetched from the device together
+
+
+class TrainState(NamedTuple):
+    """Everything a checkpoint must hold to continue a run bit for bit."""
+
+    params: Params  # θ
+    opt_state: optax.OptState
+    agent_state: Any  # particles, accumulators, clocks, observation normalizer
+    key: jax.Array  # the run's random stream
+    iteration: jax.Array  # shape=(), int32: iterations done
+
+
+class TrainResult(NamedTuple):
+    params: Params  # final θ
+    history: list[dict]  # one metrics dict per iteration (as in metrics.jsonl)
+
+
+class TrainingDiverged(RuntimeError):
+    """A reward or gradient became NaN or infinite."""
+
+
+class TrainingInterrupted(Exception):
+    """The user pressed Ctrl-C; a checkpoint of the last iteration was saved."""
+
+    def __init__(self, iteration: int, run_dir: Path):
+        super().__init__(f"stopped after iteration {iteration}; checkpoint saved in {run_dir}")
+        self.iteration, self.run_dir = iteration, run_dir
+
+
+def env_id_of(cfg: DictConfig) -> str:
+    return f"{cfg.env.family}/{cfg.env.id}" if cfg.env.get("family") else cfg.env.id
+
+
+def build(cfg: DictConfig):
+    """The env, policy, estimator and optax optimizer a config describes."""
+    env = envs.make(env_id_of(cfg), **(cfg.env.get("kwargs") or {}))
+    policy_name = cfg.policy.name
+    if policy_name == "auto":  # meta tasks are driven by θ itself, RL envs by a linear policy
+        policy_name = "constant" if env.spec.default_action is not None else "linear"
+    policy = policies.make(policy_name, env, **(cfg.policy.get("kwargs") or {}))
+    agent_kwargs = OmegaConf.to_container(cfg.agent, resolve=True)
+    agent = agents.make(agent_kwargs.pop("name"), env=env, policy=policy, **agent_kwargs)
+    optimizer = make_optimizer(cfg.optimizer)
+    return env, policy, agent, optimizer
+
+
+def make_optimizer(cfg: DictConfig) -> optax.GradientTransformation:
+    kwargs = {k: v for k, v in (cfg.get("kwargs") or {}).items() if v is not None}
+    if cfg.name == "sgd":
+        return optax.sgd(cfg.lr, **kwargs)
+    if cfg.name == "adam":
+        return optax.adam(cfg.lr, **kwargs)
+    raise ValueError(f"optimizer.name must be one of ['sgd', 'adam'], got {cfg.name!r}")
+
+
+def make_iteration(agent, optimizer):
+    """One outer iteration: estimate the ascent direction, hand its negation to optax."""
+
+    def iteration(state: TrainState) -> tuple[TrainState, dict]:
+        key, estimate_key = jax.random.split(state.key)
+        grad, agent_state, metrics = agent.estimate(state.agent_state, state.params, estimate_key)
+        # The estimate is an ascent direction on E[return]; optax descends, so pass -grad.
+        updates, opt_state = optimizer.update(
+            jax.tree.map(jnp.negative, grad), state.opt_state, state.params
+        )
+        params = optax.apply_updates(state.params, updates)
+        metrics = metrics | {"grad_norm": optax.global_norm(grad)}
+        return TrainState(params, opt_state, agent_state, key, state.iteration + 1), metrics
+
+    if getattr(agent.env, "is_host", False):
+        return iteration  # host envs: the estimator jits its own pieces
+    return jax.jit(iteration, donate_argnums=0)
+
+
+def resolve_run_dir(cfg: DictConfig) -> Path:
+    run_dir = OmegaConf.select(cfg, "run_dir")
+    if not run_dir:
+        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
+        run_dir = f"runs/{cfg.env.id}/{cfg.agent.name}/seed{cfg.train.seed}-{stamp}"
+    return Path(run_dir)
+
+
+def train(cfg: DictConfig | dict) -> TrainResult:
+    """Trains θ as ``cfg`` says; writes metrics.jsonl, config.yaml and checkpoints to run_dir.
+
+    Raises:
+      ValueError: a config value that cannot work (the message names the key).
+      TrainingDiverged: a non-finite reward or gradient; the last good checkpoint stays.
+      TrainingInterrupted: Ctrl-C; a checkpoint of the last finished iteration was saved.
+    """
+    cfg = as_config(cfg)
+    validate(cfg)
+    run_dir = resolve_run_dir(cfg)
+    env, policy, agent, optimizer = build(cfg)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cfg = OmegaConf.merge(cfg, {"run_dir": str(run_dir)})
+    total = cfg.train.iterations
+
+    # Initial state, or the last checkpoint when resuming.
+    key = jax.random.key(cfg.train.seed)
+    key, policy_key, agent_key, eval_key = jax.random.split(key, 4)
+    params = policy.init(policy_key)
+    state = TrainState(
+        params, optimizer.init(params), agent.init(agent_key, params), key, jnp.zeros((), jnp.int32)
+    )
+    checkpointer = Checkpointer(run_dir)
+    start = 0
+    config_path = run_dir / "config.yaml"
+    if cfg.resume and checkpointer.latest_iteration() is not None:
+        if config_path.exists():
+            changed = differing_keys(OmegaConf.load(config_path), cfg)
+            if changed:
+                raise ValueError(
+                    f"resume=true but the config differs from the run in {run_dir} at {changed}; "
+                    "repeat the run's overrides (only train.iterations, train.progress and "
+                    "logger may change)"
+                )
+        start = checkpointer.latest_iteration()
+        state = checkpointer.restore(start, state)
+    if start >= total:
+        raise ValueError(
+            f"train.iterations must exceed the {start} iterations already done in {run_dir}"
+        )
+    OmegaConf.save(cfg, config_path, resolve=True)
+
+    metrics_file = MetricsFile(run_dir, keep_until=start)
+    env_steps = metrics_file.history[-1]["env_steps"] if metrics_file.history else 0
+    iteration_fn = make_iteration(agent, optimizer)
+    evaluate = make_evaluate(env, policy, cfg.train.eval_episodes, cfg.train.eval_steps)
+    wandb_run = WandbRun(cfg, run_dir)
+    progress = Progress(cfg.train.progress, total, start)
+    eval_every, checkpoint_every = cfg.train.eval_every, cfg.train.checkpoint_every
+    last_return: float | None = None
+    last_checkpoint = start
+
+    stop = {"requested": False}
+    previous_handler = signal.signal(signal.SIGINT, lambda *_: stop.update(requested=True))
+    pending: list[tuple[int, dict]] = []
+    flush_time = time.perf_counter()
+
+    def flush(eval_metrics: dict | None) -> None:
+        """Fetches pending metrics, checks they are finite, writes them."""
+        nonlocal env_steps, flush_time, last_return
+        fetched = jax.device_get(pending)
+        now = time.perf_counter()
+        window_steps = sum(int(m["env_steps"]) for _, m in fetched)
+        steps_per_s = window_steps / max(now - flush_time, 1e-9)
+        flush_time = now
+        for i, (iteration, metrics) in enumerate(fetched):
+            for name in ("window_reward", "grad_norm"):
+                if not jnp.isfinite(metrics[name]):
+                    what = "reward" if name == "window_reward" else "gradient"
+                    raise TrainingDiverged(
+                        f"non-finite {what} ({name}={float(metrics[name])}) at iteration "
+                        f"{iteration}; training stopped. The last good checkpoint is iteration "
+                        f"{last_checkpoint} in {run_dir / 'checkpoints'}"
+                    )
+            env_steps += int(metrics["env_steps"])
+            window = clean(metrics)
+            window["env_steps_window"] = window.pop("env_steps")
+            record = {"iteration": iteration, "env_steps": env_steps} | window
+            record["steps_per_s"] = steps_per_s
+            if i == len(fetched) - 1 and eval_metrics is not None:
+                record |= clean(jax.device_get(eval_metrics))
+                last_return = record["eval_return"]
+            elif "train_return" in record:
+                last_return = record["train_return"]
+            metrics_file.write(record)
+            wandb_run.log(record)
+            progress.update(record, last_return)
+        pending.clear()
+
+    try:
+        for iteration in range(start + 1, total + 1):
+            state, metrics = iteration_fn(state)
+            pending.append((iteration, metrics))
+            final = iteration == total
+            do_eval = final or (eval_every > 0 and iteration % eval_every == 0)
+            do_checkpoint = final or (checkpoint_every > 0 and iteration % checkpoint_every == 0)
+            due = time.perf_counter() - flush_time > 2.0 or len(pending) >= FLUSH_EVERY
+            if do_eval or do_checkpoint or stop["requested"] or due:
+                eval_metrics = None
+                if do_eval:
+                    obs_norm = getattr(state.agent_state, "obs_norm", None)
+                    eval_metrics = evaluate(
+                        state.params, obs_norm, jax.random.fold_in(eval_key, iteration)
+                    )
+                flush(eval_metrics)
+            if do_checkpoint or stop["requested"]:
+                checkpointer.save(iteration, state)
+                last_checkpoint = iteration
+            if stop["requested"]:
+                raise TrainingInterrupted(iteration, run_dir)
+    finally:
+        signal.signal(signal.SIGINT, previous_handler)
+        progress.close()
+        metrics_file.close()
+        wandb_run.finish()
+        checkpointer.close()
+    return TrainResult(state.params, metrics_file.history)

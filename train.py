@@ -1,0 +1,48 @@
+"""Train with ES, TES, PES or NRES from one command.
+
+    python train.py                                   # PES on influence balancing
+    python train.py agent=tes agent.sigma=0.05 train.iterations=500
+    python train.py -m agent=pes,nres train.seed=0,1  # a sweep, one run dir each
+    python train.py experiment=influence_balancing_pes logger=wandb
+
+Every key of configs/train.yaml (and its groups) can be overridden on the command line.
+Resume a stopped run with the same overrides plus ``hydra.run.dir=RUN_DIR resume=true``.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+import pes_rl
+
+
+@hydra.main(config_path="configs", config_name="train", version_base="1.3")
+def main(cfg: DictConfig) -> float | None:
+    for noisy in ("jax", "absl", "orbax"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    overrides = [o for o in HydraConfig.get().overrides.task if not o.startswith("resume=")]
+    try:
+        result = pes_rl.train(cfg)
+    except (ValueError, pes_rl.TrainingDiverged) as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+    except pes_rl.TrainingInterrupted as stopped:
+        resume = " ".join([*overrides, f"hydra.run.dir={stopped.run_dir}", "resume=true"])
+        print(f"\n{stopped}\nresume with: python train.py {resume}", file=sys.stderr)
+        sys.exit(130)
+    last = result.history[-1]
+    print(
+        f"done: {last['iteration']} iterations, {last['env_steps']:,} env steps, "
+        f"eval_return {last.get('eval_return', float('nan')):.6g}\n"
+        f"results in {cfg.run_dir} (metrics.jsonl, config.yaml, checkpoints/)"
+    )
+    return last.get("eval_return")
+
+
+if __name__ == "__main__":
+    main()
