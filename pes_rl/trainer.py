@@ -190,7 +190,7 @@ def train(cfg: DictConfig | dict) -> TrainResult:
             record["steps_per_s"] = steps_per_s
             if i == len(fetched) - 1 and eval_metrics is not None:
                 record |= clean(jax.device_get(eval_metrics))
-                last_return = record["eval_return"]
+                last_return = record.get("eval_return", last_return)
             elif "train_return" in record:
                 last_return = record["train_return"]
             metrics_file.write(record)

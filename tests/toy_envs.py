@@ -39,3 +39,22 @@ class RandomLengthEpisodes(Env):
     @staticmethod
     def _obs(inner) -> jax.Array:
         return jnp.stack([inner["t"], inner["length"]]).astype(jnp.float32)
+
+
+class NaNAfter(Env):
+    """Influence balancing whose reward turns NaN once the particle has taken ``steps`` steps."""
+
+    def __init__(self, steps: int = 100):
+        from pes_rl.envs.influence_balancing import InfluenceBalancing
+
+        self.base = InfluenceBalancing()
+        self.steps = steps
+        self.spec = self.base.spec
+
+    def reset(self, key: jax.Array) -> State:
+        return self.base.reset(key)
+
+    def step(self, state: State, action: jax.Array) -> State:
+        state = self.base.step(state, action)
+        bad = state.inner["t"] > self.steps
+        return state.replace(reward=jnp.where(bad, jnp.nan, state.reward))

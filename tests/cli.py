@@ -1,0 +1,42 @@
+"""Runs ``python train.py`` and ``python -m pes_rl.plot`` in subprocesses, as a user would."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+# Small and fast: PES on influence balancing, 100 particles.
+FAST = ["agent.num_particles=100", "train.eval_every=20", "train.checkpoint_every=50"]
+
+
+def cli_env() -> dict[str, str]:
+    env = dict(os.environ, WANDB_MODE="offline", PYTHONUNBUFFERED="1")
+    env.pop("WANDB_API_KEY", None)
+    return env
+
+
+def train_command(run_dir: Path | None, *overrides: str) -> list[str]:
+    command = [sys.executable, str(REPO / "train.py"), *overrides]
+    if run_dir is not None:
+        command.append(f"hydra.run.dir={run_dir}")
+    return command
+
+
+def run_train(run_dir: Path | None, *overrides: str, cwd: Path | None = None, timeout: int = 300):
+    return subprocess.run(
+        train_command(run_dir, *overrides), cwd=cwd or REPO, env=cli_env(),
+        capture_output=True, text=True, timeout=timeout,
+    )  # fmt: skip
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+def without_timing(records: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k != "steps_per_s"} for r in records]

@@ -1,0 +1,163 @@
+"""train.py as a user runs it: train, sweep, plot, Ctrl-C and resume, SIGKILL, W&B, bad input."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from cli import FAST, REPO, cli_env, read_metrics, run_train, train_command, without_timing
+
+
+def test_train_writes_metrics_config_and_checkpoints(tmp_path):
+    run_dir = tmp_path / "run"
+    result = run_train(run_dir, *FAST, "train.iterations=100", "agent.sigma=0.05")
+    assert result.returncode == 0, result.stderr
+    assert f"results in {run_dir}" in result.stdout
+    records = read_metrics(run_dir)
+    assert [r["iteration"] for r in records] == list(range(1, 101))
+    assert records[-1]["env_steps"] == 100 * 100  # N = 100 particles, K = 1
+    assert {"grad_norm", "steps_per_s", "window_reward"} <= set(records[0])
+    assert [r["iteration"] for r in records if "eval_return" in r] == [20, 40, 60, 80, 100]
+    # PES improves θ: the eval return rises (loss falls) over training.
+    evals = [r["eval_return"] for r in records if "eval_return" in r]
+    assert evals[-1] > evals[0]
+    assert (run_dir / "config.yaml").exists() and (run_dir / ".hydra" / "config.yaml").exists()
+    assert "sigma: 0.05" in (run_dir / "config.yaml").read_text()
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir() if p.name.isdigit()) == [
+        "100", "50",
+    ]  # fmt: skip
+
+
+def test_sweep_and_plot(tmp_path):
+    result = run_train(
+        None, "-m", "agent=pes,nres", *FAST, "train.iterations=40",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    run_dirs = sorted(
+        p for p in (tmp_path / "sweep").iterdir() if p.is_dir() and p.name[0].isdigit()
+    )
+    assert [p.name.split("-")[2] for p in run_dirs] == ["pes", "nres"]
+    output = tmp_path / "compare.png"
+    plot = subprocess.run(
+        [sys.executable, "-m", "pes_rl.plot", *map(str, run_dirs), "-o", str(output)],
+        cwd=REPO, capture_output=True, text=True, env=cli_env(), timeout=120,
+    )  # fmt: skip
+    assert plot.returncode == 0, plot.stderr
+    assert "PES influence_balancing" in plot.stdout and "NRES influence_balancing" in plot.stdout
+    assert output.stat().st_size > 10_000
+
+
+def test_ctrl_c_then_resume_matches_uninterrupted_run(tmp_path):
+    overrides = [
+        *FAST,
+        "agent.unroll_length=20",
+        "train.iterations=400",
+        "train.checkpoint_every=100",
+    ]
+    reference = tmp_path / "reference"
+    assert run_train(reference, *overrides).returncode == 0
+
+    stopped = tmp_path / "stopped"
+    process = subprocess.Popen(
+        train_command(stopped, *overrides), cwd=REPO, env=cli_env(),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    wait_for(lambda: (stopped / "metrics.jsonl").exists() and len(read_metrics(stopped)) >= 30)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert "resume with: python train.py" in stderr and "resume=true" in stderr
+    done = len(read_metrics(stopped))
+    assert 30 <= done < 400
+
+    resumed = run_train(stopped, *overrides, "resume=true")
+    assert resumed.returncode == 0, resumed.stderr
+    assert without_timing(read_metrics(stopped)) == without_timing(read_metrics(reference))
+
+
+def test_sigkill_between_checkpoints_then_resume_is_bit_identical(tmp_path):
+    overrides = [
+        *FAST,
+        "agent.unroll_length=20",
+        "train.iterations=400",
+        "train.checkpoint_every=50",
+    ]
+    reference = tmp_path / "reference"
+    assert run_train(reference, *overrides).returncode == 0
+
+    killed = tmp_path / "killed"
+    process = subprocess.Popen(
+        train_command(killed, *overrides), cwd=REPO, env=cli_env(),
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    wait_for(lambda: (killed / "metrics.jsonl").exists() and len(read_metrics(killed)) >= 120)
+    assert process.poll() is None, "the run finished before it could be killed"
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=60)
+    assert len(read_metrics(killed)) < 400
+
+    resumed = run_train(killed, *overrides, "resume=true")
+    assert resumed.returncode == 0, resumed.stderr
+    assert without_timing(read_metrics(killed)) == without_timing(read_metrics(reference))
+
+
+def test_resume_with_changed_settings_is_refused(tmp_path):
+    run_dir = tmp_path / "run"
+    assert run_train(run_dir, *FAST, "train.iterations=50").returncode == 0
+    result = run_train(run_dir, *FAST, "train.iterations=80", "agent.sigma=0.2", "resume=true")
+    assert result.returncode == 2
+    assert "agent.sigma" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_wandb_offline_run_is_written(tmp_path):
+    run_dir = tmp_path / "run"
+    result = run_train(run_dir, *FAST, "train.iterations=30", "logger=wandb", "logger.tags=[test]")
+    assert result.returncode == 0, result.stderr
+    offline_runs = list((run_dir / "wandb").glob("offline-run-*"))
+    assert len(offline_runs) == 1
+    assert len(read_metrics(run_dir)) == 30
+
+
+def test_wandb_failure_never_stops_training(tmp_path):
+    run_dir = tmp_path / "run"
+    result = run_train(run_dir, *FAST, "train.iterations=30", "logger=wandb", "logger.mode=bogus")
+    assert result.returncode == 0, result.stderr
+    assert "W&B failed" in result.stderr
+    assert len(read_metrics(run_dir)) == 30
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["agent=nope"], "Could not find 'agent/nope'"),
+        (["agent.sigma=-1"], "sigma must be a finite number > 0"),
+        (["agent.num_particles=7"], "num_particles must be even with antithetic=True"),
+        (["train.iterations=0"], "train.iterations must be an int >= 1"),
+        (["env.id=nope"], "unknown env id 'nope'"),
+        (["optimizer.lr=0"], "optimizer.lr must be a finite number > 0"),
+    ],
+)
+def test_bad_input_gives_a_message_not_a_traceback(tmp_path, overrides, message):
+    result = run_train(tmp_path / "run", *overrides)
+    assert result.returncode != 0
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def wait_for(condition, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not met in time")
+        time.sleep(0.02)
+
+
+def test_run_dirs_default_under_runs(tmp_path):
+    result = run_train(None, *FAST, "train.iterations=5", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert list(Path(tmp_path / "runs" / "influence_balancing" / "pes").iterdir())
