@@ -22,6 +22,7 @@ from pes_rl.agents import shaping
 from pes_rl.envs.base import Env
 
 from pes_rl import engine, normalization
+from pes_rl.host_engine import HostPopulation
 from pes_rl.policies import Policy
 
 Params = Any
@@ -73,9 +74,11 @@ class Estimator:
                 f"stagger=True needs a finite env horizon and a persistent estimator "
                 f"(tes, pes, nres); got {self.name} on horizon {env.spec.horizon}"
             )
-        if getattr(env, "is_host", False):
+        self.host = getattr(env, "is_host", False)
+        if stagger and self.host:
             raise ValueError(
-                f"env {env!r} is stepped on the host; the JAX estimators need a JAX env"
+                f"stagger=True is not supported on host (Gymnasium) env {env!r}: its sub-envs "
+                "cannot be advanced one at a time; use stagger=false"
             )
         self.env = env
         self.policy = policy
@@ -89,8 +92,12 @@ class Estimator:
         # Antithetic partners share reset keys, so each pair starts its episodes alike.
         self.num_groups = num_particles // 2 if antithetic else num_particles
         self.reset_group = np.arange(num_particles) // (2 if antithetic else 1)
-        self._jit_init = jax.jit(self._init_state)
-        self._jit_estimate = jax.jit(self._estimate, donate_argnums=0)
+        self.population: HostPopulation | None = None  # host envs: the sub-envs, made at init
+        if self.host:  # stepped in Python; the policy call inside each step is jitted
+            self._jit_init, self._jit_estimate = self._init_state, self._estimate
+        else:
+            self._jit_init = jax.jit(self._init_state)
+            self._jit_estimate = jax.jit(self._estimate, donate_argnums=0)
 
     def _check_unroll_length(self, unroll_length: int | None) -> int:
         if unroll_length is None:
@@ -114,6 +121,8 @@ class Estimator:
 
     def _init_state(self, key: jax.Array, params: Params) -> Any:
         flat, unravel = ravel_pytree(params)
+        if self.host and self.population is None:
+            self.population = HostPopulation(self.env, self.num_particles, self._act_fn(unravel))
         obs_norm = None
         if self.obs_normalization:
             obs_size = math.prod(self.env.spec.observation_space.shape)
@@ -156,8 +165,26 @@ class Estimator:
 
     def reset_population(self, key: jax.Array) -> engine.Particles:
         """Fresh episodes for all particles (antithetic partners from the same key)."""
+        if self.host:
+            rng = np.random.default_rng(np.asarray(jax.random.key_data(key)).tolist())
+            seeds = rng.integers(0, 2**31 - 1, size=self.num_groups)[self.reset_group]
+            return self.population.reset(seeds)
         keys = jax.random.split(key, self.num_particles)[self.reset_group]
         return engine.reset_particles(self.env, keys)
+
+    def unroll(
+        self,
+        act: engine.ActFn,
+        particles: engine.Particles,
+        theta: jax.Array,
+        key: jax.Array,
+        unroll_length: int,
+        **kwargs: Any,
+    ) -> tuple[engine.Particles, engine.Window]:
+        """One window of the JAX engine, or of the host engine for Gymnasium envs."""
+        if self.host:
+            return self.population.unroll(particles, theta, key, unroll_length, **kwargs)
+        return engine.unroll(self.env, act, particles, theta, key, unroll_length, **kwargs)
 
     def staggered_start(
         self,

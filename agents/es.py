@@ -15,7 +15,7 @@ from typing import NamedTuple
 import jax
 from pes_rl.agents.base import Estimator, WindowWeights
 
-from pes_rl import engine, normalization
+from pes_rl import normalization
 
 
 class ESState(NamedTuple):
@@ -52,8 +52,7 @@ class ES(Estimator):
         reset_key, eps_key, unroll_key = jax.random.split(key, 3)
         particles = self.reset_population(reset_key)
         eps = self.sample_perturbations(eps_key, theta.size)
-        _, window = engine.unroll(
-            self.env,
+        _, window = self.unroll(
             act,
             particles,
             theta + eps,

@@ -45,8 +45,7 @@ class NRES(Estimator):
     def _window(self, state, theta, key, act):
         eps_key, unroll_key = jax.random.split(key)
         eps_next = self.sample_perturbations(eps_key, theta.size)
-        particles, window = engine.unroll(
-            self.env,
+        particles, window = self.unroll(
             act,
             state.particles,
             theta + state.eps,

@@ -46,8 +46,7 @@ class PES(Estimator):
     def _window(self, state, theta, key, act):
         eps_key, unroll_key = jax.random.split(key)
         eps = self.sample_perturbations(eps_key, theta.size)
-        particles, window = engine.unroll(
-            self.env,
+        particles, window = self.unroll(
             act,
             state.particles,
             theta + eps,

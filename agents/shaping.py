@@ -1,7 +1,8 @@
 """Fitness shaping shared by every estimator.
 
 ``none`` keeps the estimate unbiased (the default). ``std`` divides window rewards by their
-standard deviation across particles, as the PES Swimmer runs did: g = Σ w_i R_i / (std(R)·N).
+standard deviation across particles, as the PES Swimmer runs did: g = Σ w_i R_i / (std(R)·N)
+(and gives 0 when all rewards are equal).
 ``centered_ranks`` replaces rewards by ranks scaled to [−0.5, 0.5]
 (Salimans et al., 2017, https://arxiv.org/abs/1703.03864). Both reshape the two parts of a
 window (before and after an episode end) with the same rule.
@@ -16,10 +17,16 @@ FITNESS_SHAPINGS = ("none", "std", "centered_ranks")
 
 
 def centered_ranks(values: jax.Array, mask: jax.Array) -> jax.Array:
-    """Ranks of the masked entries scaled to [−0.5, 0.5]; 0 where ``mask`` is False."""
+    """Ranks of the masked entries scaled to [−0.5, 0.5] (ties share their mean rank).
+
+    Entries where ``mask`` is False get 0 and do not count; so do all entries when fewer than
+    two are masked.
+    """
     count = jnp.sum(mask)
-    keyed = jnp.where(mask, values, jnp.inf)  # unmasked entries rank last
-    ranks = jnp.argsort(jnp.argsort(keyed)).astype(jnp.float32)
+    pair_mask = mask[None, :] & mask[:, None]
+    below = jnp.sum((values[None, :] < values[:, None]) & pair_mask, axis=1)
+    equal = jnp.sum((values[None, :] == values[:, None]) & pair_mask, axis=1)
+    ranks = below + (equal - 1) / 2.0
     centered = ranks / jnp.maximum(count - 1, 1) - 0.5
     return jnp.where(mask & (count > 1), centered, 0.0)
 
@@ -32,8 +39,17 @@ def shape(
     if kind == "none":
         return reward_first, reward_rest, jnp.asarray(1.0 / (num * sigma**2))
     if kind == "std":
-        std = jnp.std(reward_first + reward_rest) + 1e-8
-        return reward_first / std, reward_rest / std, jnp.asarray(1.0 / num)
+        # The std of every credited reward: the pre-end parts of all particles and the
+        # post-end parts of those whose episode ended (window totals can all be equal, as in
+        # CartPole, while the parts before the end still differ).
+        parts = jnp.concatenate([reward_first, reward_rest])
+        weight = jnp.concatenate([jnp.ones_like(ended), ended]).astype(parts.dtype)
+        mean = jnp.sum(parts * weight) / jnp.sum(weight)
+        std = jnp.sqrt(jnp.sum(weight * (parts - mean) ** 2) / jnp.sum(weight))
+        # Rewards equal to float precision carry no signal: the estimate is 0, not noise/std.
+        has_signal = std > 1e-6 * jnp.maximum(1.0, jnp.abs(mean))
+        inverse_std = jnp.where(has_signal, 1.0 / jnp.where(has_signal, std, 1.0), 0.0)
+        return reward_first * inverse_std, reward_rest * inverse_std, jnp.asarray(1.0 / num)
     if kind == "centered_ranks":
         everyone = jnp.ones_like(ended)
         shaped_first = centered_ranks(reward_first, everyone)

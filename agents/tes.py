@@ -5,6 +5,9 @@ the shared state, unroll K steps with θ + ε (a new ε per window) and credit t
 reward to ε; then the shared state is advanced K steps with θ. TES ignores how θ influenced
 the state before the window, so it is biased: on influence balancing it moves θ the wrong way.
 
+Host (Gymnasium) envs cannot copy one state into every particle: there each particle continues
+its own state and credits each window to that window's ε alone (no accumulator).
+
 References: https://arxiv.org/abs/2112.13835
 """
 
@@ -20,7 +23,7 @@ from pes_rl import engine, normalization
 
 
 class TESState(NamedTuple):
-    shared: engine.Particles  # [1, ...] the trajectory driven by unperturbed θ
+    shared: engine.Particles  # [1, ...] the trajectory driven by θ ([N, ...] on host envs)
     obs_norm: normalization.ObsNormState | None
 
 
@@ -31,50 +34,41 @@ class TES(Estimator):
 
     def _init(self, key, theta, act, obs_norm):
         reset_key, stagger_key, clock_key = jax.random.split(key, 3)
+        if self.host:
+            return TESState(self.reset_population(reset_key), obs_norm)
         shared = engine.reset_particles(self.env, reset_key[None])
         if self.stagger:
             start = jax.random.randint(clock_key, (1,), 0, self.env.spec.horizon)
             shared, _ = engine.unroll(
-                self.env,
-                act,
-                shared,
-                theta[None],
-                stagger_key,
-                self.env.spec.horizon - 1,
-                step_limit=start,
-                obs_norm=obs_norm,
-            )
+                self.env, act, shared, theta[None], stagger_key, self.env.spec.horizon - 1,
+                step_limit=start, obs_norm=obs_norm,
+            )  # fmt: skip
         return TESState(shared, obs_norm)
 
     def _window(self, state, theta, key, act):
         eps_key, unroll_key = jax.random.split(key)
         eps = self.sample_perturbations(eps_key, theta.size)
+        weights = WindowWeights(first=eps, rest=eps)
+        if self.host:
+            particles, window = self.unroll(
+                act, state.shared, theta + eps, unroll_key, self.unroll_length,
+                reset_group=self.reset_group, obs_norm=state.obs_norm,
+            )  # fmt: skip
+            return state._replace(shared=particles), weights, window
         particles = jax.tree.map(
             lambda x: jnp.broadcast_to(x, (self.num_particles, *x.shape[1:])), state.shared
         )
         # Every particle and the shared trajectory reset from the same keys (common randomness).
         same_group = jnp.zeros(self.num_particles, jnp.int32)
         _, window = engine.unroll(
-            self.env,
-            act,
-            particles,
-            theta + eps,
-            unroll_key,
-            self.unroll_length,
-            reset_group=same_group,
-            obs_norm=state.obs_norm,
-        )
+            self.env, act, particles, theta + eps, unroll_key, self.unroll_length,
+            reset_group=same_group, obs_norm=state.obs_norm,
+        )  # fmt: skip
         shared, _ = engine.unroll(
-            self.env,
-            act,
-            state.shared,
-            theta[None],
-            unroll_key,
-            self.unroll_length,
-            reset_group=same_group[:1],
-            obs_norm=state.obs_norm,
-        )
-        return state._replace(shared=shared), WindowWeights(first=eps, rest=eps), window
+            self.env, act, state.shared, theta[None], unroll_key, self.unroll_length,
+            reset_group=same_group[:1], obs_norm=state.obs_norm,
+        )  # fmt: skip
+        return state._replace(shared=shared), weights, window
 
     def _extra_env_steps(self) -> int:
-        return self.unroll_length
+        return 0 if self.host else self.unroll_length

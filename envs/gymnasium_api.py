@@ -10,7 +10,7 @@ import numpy as np
 from pes_rl.envs.base import Env
 
 
-class GymnasiumEnv(gymnasium.Env):
+class JaxAsGymnasiumEnv(gymnasium.Env):
     """Steps a pes_rl JAX env one observation at a time through jitted ``reset``/``step``."""
 
     metadata = {"render_modes": []}

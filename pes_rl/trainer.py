@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime
 import signal
 import time
+import warnings
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -22,6 +23,7 @@ from pes_rl import agents, envs, policies
 from pes_rl.checkpoint import Checkpointer
 from pes_rl.config import as_config, differing_keys, validate
 from pes_rl.evaluation import make_evaluate
+from pes_rl.host_engine import make_host_evaluate
 from pes_rl.run_log import MetricsFile, Progress, WandbRun, clean
 
 Params = Any
@@ -95,8 +97,8 @@ def make_iteration(agent, optimizer):
         metrics = metrics | {"grad_norm": optax.global_norm(grad)}
         return TrainState(params, opt_state, agent_state, key, state.iteration + 1), metrics
 
-    if getattr(agent.env, "is_host", False):
-        return iteration  # host envs: the estimator jits its own pieces
+    if agent.host:
+        return iteration  # host envs step in Python; the estimator jits the policy call
     return jax.jit(iteration, donate_argnums=0)
 
 
@@ -145,6 +147,17 @@ def train(cfg: DictConfig | dict) -> TrainResult:
                 )
         start = checkpointer.latest_iteration()
         state = checkpointer.restore(start, state)
+        if agent.host:
+            # Gymnasium sub-envs cannot be restored from a checkpoint: θ, the optimizer, the
+            # normalizer and the random stream continue; the particles start fresh episodes.
+            fresh = agent.init(jax.random.fold_in(agent_key, start), state.params)
+            obs_norm = getattr(state.agent_state, "obs_norm", None)
+            state = state._replace(agent_state=fresh._replace(obs_norm=obs_norm))
+            warnings.warn(
+                f"resuming a host (Gymnasium) env run from iteration {start}: particles start "
+                "fresh episodes, so the run is not bit-identical to an uninterrupted one",
+                stacklevel=2,
+            )
     if start >= total:
         raise ValueError(
             f"train.iterations must exceed the {start} iterations already done in {run_dir}"
@@ -154,7 +167,9 @@ def train(cfg: DictConfig | dict) -> TrainResult:
     metrics_file = MetricsFile(run_dir, keep_until=start)
     env_steps = metrics_file.history[-1]["env_steps"] if metrics_file.history else 0
     iteration_fn = make_iteration(agent, optimizer)
-    evaluate = make_evaluate(env, policy, cfg.train.eval_episodes, cfg.train.eval_steps)
+    evaluate = (make_host_evaluate if agent.host else make_evaluate)(
+        env, policy, cfg.train.eval_episodes, cfg.train.eval_steps
+    )
     wandb_run = WandbRun(cfg, run_dir)
     progress = Progress(cfg.train.progress, total, start)
     eval_every, checkpoint_every = cfg.train.eval_every, cfg.train.checkpoint_every

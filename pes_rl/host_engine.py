@@ -1,0 +1,156 @@
+"""The engine for host envs (any Gymnasium env): the same windows, stepped in Python.
+
+One ``gymnasium.vector`` env holds one sub-env per particle; every step is one jitted, batched
+policy call for all particles and one vector step. The bookkeeping is that of
+:func:`pes_rl.engine.unroll` (same ``Particles`` and ``Window``), in NumPy. Finished sub-envs
+are reset by the engine with seeds drawn from the window's key, antithetic partners alike.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from gymnasium import spaces
+from jax.flatten_util import ravel_pytree
+
+from pes_rl import normalization
+from pes_rl.engine import ActFn, Particles, Window
+from pes_rl.envs.gymnasium_env import GymnasiumEnv
+
+
+class HostPopulation:
+    """``num_particles`` sub-envs of a Gymnasium env and the jitted batched policy."""
+
+    def __init__(self, env: GymnasiumEnv, num_particles: int, act: ActFn):
+        self.env = env
+        self.num_particles = num_particles
+        self.vector = env.make_vector(num_particles)
+        self.discrete = isinstance(env.spec.action_space, spaces.Discrete)
+
+        @jax.jit
+        def act_batch(theta, theta_after_end, ended, obs, obs_norm):
+            params = jnp.where(ended[:, None], theta_after_end, theta)
+            return jax.vmap(act)(params, normalization.normalize(obs_norm, obs))
+
+        self._act_batch = act_batch
+
+    def reset(self, seeds: np.ndarray) -> Particles:
+        """Fresh episodes for every sub-env, sub-env i seeded with ``seeds[i]``."""
+        obs, _ = self.vector.reset(seed=[int(s) for s in seeds])
+        num = self.num_particles
+        return Particles(obs.astype(np.float32), np.zeros(num, np.int32), np.zeros(num, np.float32))
+
+    def unroll(
+        self,
+        particles: Particles,
+        theta: jax.Array,
+        key: jax.Array,
+        unroll_length: int,
+        *,
+        theta_after_end: jax.Array | None = None,
+        reset_group: np.ndarray | None = None,
+        autoreset: bool = True,
+        obs_norm: normalization.ObsNormState | None = None,
+    ) -> tuple[Particles, Window]:
+        """Advances every sub-env ``unroll_length`` steps; see :func:`pes_rl.engine.unroll`.
+
+        With ``autoreset=False`` a finished particle is masked out (its sub-env is reset so
+        the vector env can keep stepping, but nothing it does is counted), and the window
+        stops early once every particle has finished.
+        """
+        num = self.num_particles
+        horizon = self.env.spec.horizon
+        group = np.arange(num) if reset_group is None else np.asarray(reset_group)
+        theta_after_end = theta if theta_after_end is None else theta_after_end
+        rng = np.random.default_rng(np.asarray(jax.random.key_data(key)).tolist())
+        obs = np.asarray(particles.env_state, np.float32)
+        clock = np.array(particles.clock, np.int32)
+        episode_return = np.array(particles.episode_return, np.float32)
+        alive, ended = np.ones(num, bool), np.zeros(num, bool)
+        since_end = np.zeros(num, np.int32)
+        r_first, r_rest = np.zeros(num, np.float32), np.zeros(num, np.float32)
+        ret_sum, count, steps = 0.0, 0, 0
+        obs_size = obs.reshape(num, -1).shape[1]
+        moments = normalization.zero_moments(obs_size)
+        total, total_sq, seen = np.zeros(obs_size), np.zeros(obs_size), 0.0
+
+        for _ in range(unroll_length):
+            if not alive.any():
+                break
+            action = np.asarray(self._act_batch(theta, theta_after_end, ended, obs, obs_norm))
+            if obs_norm is not None:
+                weight = alive[:, None].astype(np.float64)
+                total += (obs * weight).sum(0)
+                total_sq += (obs.astype(np.float64) ** 2 * weight).sum(0)
+                seen += alive.sum()
+            next_obs, reward, terminated, truncated, _ = self.vector.step(action)
+            reward = np.where(alive, np.asarray(reward, np.float32), 0.0)
+            clock = clock + alive
+            done = terminated | truncated
+            if horizon is not None:
+                done = done | (clock >= horizon)
+            done = done & alive
+            episode_return = episode_return + reward
+            r_first += np.where(ended, 0.0, reward)
+            r_rest += np.where(ended, reward, 0.0)
+            ret_sum += float(episode_return[done].sum())
+            count += int(done.sum())
+            since_end = np.where(done, 0, since_end + alive)
+            steps += int(alive.sum())
+            episode_return = np.where(done, 0.0, episode_return)
+            clock = np.where(done, 0, clock)
+            ended = ended | done
+            group_seeds = rng.integers(0, 2**31 - 1, size=int(group.max()) + 1)
+            # Masked-out particles keep stepping (the vector steps them all): reset them too.
+            needs_reset = done | terminated | truncated
+            if needs_reset.any():
+                reset_obs, _ = self.vector.reset(
+                    seed=[int(s) for s in group_seeds[group]], options={"reset_mask": needs_reset}
+                )
+                next_obs = np.where(needs_reset[:, None], reset_obs, next_obs)
+            if not autoreset:
+                alive = alive & ~done
+            obs = np.asarray(next_obs, np.float32).reshape(obs.shape)
+
+        if obs_norm is not None:
+            moments = normalization.ObsMoments(
+                jnp.asarray(total, jnp.float32), jnp.asarray(total_sq, jnp.float32),
+                jnp.asarray(seen, jnp.float32),
+            )  # fmt: skip
+        window = Window(
+            r_first, r_rest, ended, since_end, np.float32(ret_sum), np.float32(count),
+            np.int32(steps), moments,
+        )  # fmt: skip
+        return Particles(obs, clock, episode_return), window
+
+    def close(self) -> None:
+        self.vector.close()
+
+
+def make_host_evaluate(env: GymnasiumEnv, policy, num_episodes: int, num_steps: int):
+    """``evaluate(params, obs_norm, key) -> {"eval_return": ...}`` on ``num_episodes`` sub-envs.
+
+    Each sub-env plays one complete episode with θ unperturbed (at most ``num_steps`` steps
+    when the env has no time limit).
+    """
+    holder: dict[str, HostPopulation] = {}
+
+    def evaluate(params, obs_norm, key: jax.Array) -> dict:
+        flat, unravel = ravel_pytree(params)
+        if "population" not in holder:
+            holder["population"] = HostPopulation(
+                env, num_episodes, lambda theta, obs: policy.apply(unravel(theta), obs)
+            )
+        population = holder["population"]
+        seeds = np.random.default_rng(np.asarray(jax.random.key_data(key)).tolist()).integers(
+            0, 2**31 - 1, size=num_episodes
+        )
+        theta = jnp.broadcast_to(flat, (num_episodes, flat.size))
+        length = env.spec.horizon or num_steps
+        _, window = population.unroll(
+            population.reset(seeds), theta, key, length, autoreset=False, obs_norm=obs_norm
+        )
+        return {"eval_return": float(np.mean(window.reward_first))}
+
+    return evaluate
