@@ -142,7 +142,9 @@ class Estimator:
         count = window.completed_count
         metrics = {
             "env_steps": window.env_steps + self._extra_env_steps(),
-            "train_return": jnp.where(count > 0, window.completed_return_sum / count, jnp.nan),
+            "train_return": jnp.where(
+                count > 0, window.completed_return_sum / jnp.maximum(count, 1), jnp.nan
+            ),
             "episodes": count,
             "window_reward": jnp.mean(window.reward_first + window.reward_rest),
         }

@@ -10,7 +10,10 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 # Small and fast: PES on influence balancing, 100 particles.
-FAST = ["agent.num_particles=100", "train.eval_every=20", "train.checkpoint_every=50"]
+FAST = [
+    "experiment=influence_balancing_pes", "agent.num_particles=100", "train.eval_every=20",
+    "train.checkpoint_every=50",
+]  # fmt: skip
 
 
 def cli_env() -> dict[str, str]:

@@ -17,13 +17,16 @@ envs.register("nan_after_100", NaNAfter)
 
 
 def small_config(tmp_path, *overrides: str):
-    cfg = compose(["agent.num_particles=100", "train.progress=false", *overrides])
+    cfg = compose(
+        ["experiment=influence_balancing_pes", "agent.num_particles=100", "train.progress=false",
+         *overrides]
+    )  # fmt: skip
     cfg.run_dir = str(tmp_path / "run")
     return cfg
 
 
 def test_train_returns_params_and_history(tmp_path):
-    cfg = small_config(tmp_path, "experiment=influence_balancing_pes", "agent.num_particles=1000")
+    cfg = small_config(tmp_path, "agent.num_particles=1000")
     params, history = pes_rl.train(cfg)
     assert abs(float(params[0]) - THETA_OPTIMUM) < 0.02
     assert len(history) == 3000 and history[-1]["iteration"] == 3000

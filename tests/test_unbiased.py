@@ -13,6 +13,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import exact_window_gradient, make_influence_agent
+from toy_envs import GeometricEpisodes
+
+from pes_rl import agents, policies
 
 NUM_REPEATS = 200  # independent estimator runs per test
 MAX_Z = 4.0  # |mean error| must stay within this many standard errors
@@ -116,3 +119,21 @@ def test_tes_is_biased_by_truncation():
     last = grads[:, -1]
     stderr = last.std(ddof=1) / np.sqrt(len(last))
     assert abs(last.mean() - exact) > 50 * stderr
+
+
+@pytest.mark.parametrize("name", ["pes", "nres"])
+def test_unbiased_with_random_termination(name):
+    """Episodes end at random steps, different for every pair, inside windows."""
+    env = GeometricEpisodes(end_prob=0.2, horizon=10)
+    policy = policies.make("constant", env)
+    theta = policy.init(jax.random.key(0))
+    agent = agents.make(
+        name, env=env, policy=policy, num_particles=100, sigma=SIGMA, unroll_length=3
+    )
+    grads, clocks = repeated_estimates(agent, theta, num_windows=6)
+    table = env.exact_window_gradients(float(theta[0]), 3)
+    targets = table[clocks].mean(-1)
+    z, relative_stderr = z_scores(grads - targets, targets)
+    assert np.all(np.abs(z) < MAX_Z), f"mean estimate off the exact gradient: z = {np.round(z, 1)}"
+    assert np.all(relative_stderr < 0.05), f"too noisy to test: {relative_stderr}"
+    assert len(np.unique(clocks[:, -1])) > 5  # particles really are at different clocks

@@ -58,3 +58,55 @@ class NaNAfter(Env):
         state = self.base.step(state, action)
         bad = state.inner["t"] > self.steps
         return state.replace(reward=jnp.where(bad, jnp.nan, state.reward))
+
+
+class GeometricEpisodes(Env):
+    """x ← x + θ, reward −(x − 1)²; each step ends the episode with probability ``end_prob``.
+
+    Terminations are random and independent of θ, so the exact expected window reward is a
+    sum over the episode-clock distribution (see ``exact_window_gradients``).
+    """
+
+    def __init__(self, end_prob: float = 0.2, horizon: int = 10):
+        self.end_prob = end_prob
+        self.spec = EnvSpec(
+            observation_space=spaces.Box(-np.inf, np.inf, (1,), np.float32),
+            action_space=spaces.Box(-np.inf, np.inf, (1,), np.float32),
+            horizon=horizon,
+            differentiable=True,
+            default_action=np.array([0.3], np.float32),
+        )
+
+    def reset(self, key: jax.Array) -> State:
+        inner = {"x": jnp.zeros(()), "key": key}
+        return State(inner, jnp.zeros(1), jnp.zeros(()), jnp.zeros(()))
+
+    def step(self, state: State, action: jax.Array) -> State:
+        key, end_key = jax.random.split(state.inner["key"])
+        x = state.inner["x"] + jnp.reshape(action, ())
+        done = (jax.random.uniform(end_key) < self.end_prob).astype(jnp.float32)
+        return state.replace(
+            inner={"x": x, "key": key}, obs=x[None], reward=-((x - 1.0) ** 2), done=done
+        )
+
+    def exact_window_gradients(self, theta: float, unroll_length: int) -> np.ndarray:
+        """∇θ E[window reward | the window starts at episode clock c], for c in [0, T).
+
+        Under constant θ, step s of an episode gives reward f(s) = −(sθ − 1)², so
+        ∂f/∂θ = −2(sθ − 1)s; the clock moves c → c + 1, and back to 0 on a random end
+        (probability ``end_prob``) or at the horizon.
+        """
+        horizon = self.spec.horizon
+        grads = np.zeros(horizon)
+        for start in range(horizon):
+            clock_dist = np.zeros(horizon)
+            clock_dist[start] = 1.0
+            for _ in range(unroll_length):
+                steps = np.arange(1, horizon + 1)
+                grads[start] += clock_dist @ (-2.0 * (steps * theta - 1.0) * steps)
+                survive = clock_dist * (1.0 - self.end_prob)
+                next_dist = np.zeros(horizon)
+                next_dist[1:] = survive[:-1]  # clock c → c + 1 < T
+                next_dist[0] = clock_dist.sum() - survive[:-1].sum()  # ended: random or at T
+                clock_dist = next_dist
+        return grads

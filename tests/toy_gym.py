@@ -1,0 +1,65 @@
+"""Gymnasium envs written for the tests; importing this module registers them.
+
+``CountingEnv`` logs every reset and step it really performs, so tests can check the host
+engine's windows against what happened in the sub-envs, and it refuses a step after its episode
+ended without a reset (which is what a reset transition would be).
+"""
+
+from __future__ import annotations
+
+import gymnasium
+import numpy as np
+from gymnasium import spaces
+
+LOG: dict[int, list[tuple]] = {}  # id(env) -> [("reset", seed, length) | ("step", reward, done)]
+
+
+class CountingEnv(gymnasium.Env):
+    """Reward = action + step index; episodes last 2..5 steps, set by the reset seed."""
+
+    def __init__(self, discrete: bool = False):
+        self.observation_space = spaces.Box(-np.inf, np.inf, (2,), np.float32)
+        self.action_space = (
+            spaces.Discrete(3) if discrete else spaces.Box(-1.0, 1.0, (1,), np.float32)
+        )
+        self.t, self.length, self.done = 0, 0, True
+        LOG[id(self)] = []
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t, self.length, self.done = 0, int(self.np_random.integers(2, 6)), False
+        LOG[id(self)].append(("reset", seed, self.length))
+        return self._obs(), {}
+
+    def step(self, action):
+        if self.done:
+            raise AssertionError("stepped after the episode ended: a reset transition")
+        self.t += 1
+        reward = float(np.asarray(action).reshape(-1)[0]) + self.t
+        self.done = self.t >= self.length
+        LOG[id(self)].append(("step", reward, self.done))
+        return self._obs(), reward, self.done, False, {}
+
+    def _obs(self):
+        return np.array([self.t, self.length], np.float32)
+
+
+class DictObservationEnv(CountingEnv):
+    def __init__(self):
+        super().__init__()
+        self.observation_space = spaces.Dict({"t": spaces.Box(0, 10, (1,), np.float32)})
+
+
+class MultiDiscreteActionEnv(CountingEnv):
+    def __init__(self):
+        super().__init__()
+        self.action_space = spaces.MultiDiscrete([2, 2])
+
+
+for _id, _entry in [
+    ("Counting-v0", "toy_gym:CountingEnv"),
+    ("DictObservation-v0", "toy_gym:DictObservationEnv"),
+    ("MultiDiscreteAction-v0", "toy_gym:MultiDiscreteActionEnv"),
+]:
+    if _id not in gymnasium.registry:
+        gymnasium.register(_id, entry_point=_entry, max_episode_steps=100, disable_env_checker=True)
