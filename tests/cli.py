@@ -29,9 +29,15 @@ def train_command(run_dir: Path | None, *overrides: str) -> list[str]:
     return command
 
 
-def run_train(run_dir: Path | None, *overrides: str, cwd: Path | None = None, timeout: int = 300):
+def run_train(
+    run_dir: Path | None,
+    *overrides: str,
+    cwd: Path | None = None,
+    timeout: int = 300,
+    extra_env: dict[str, str] | None = None,
+):
     return subprocess.run(
-        train_command(run_dir, *overrides), cwd=cwd or REPO, env=cli_env(),
+        train_command(run_dir, *overrides), cwd=cwd or REPO, env=cli_env() | (extra_env or {}),
         capture_output=True, text=True, timeout=timeout,
     )  # fmt: skip
 
