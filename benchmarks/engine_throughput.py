@@ -1,11 +1,12 @@
-"""Env-steps/s of the PES engine vs. a raw ``jit(lax.scan(vmap(env.step)))`` of the same env.
+"""Env-steps/s of the PES engine vs. the raw speed of the same env and policy.
 
-Both sides run the same env, the same policy and the same per-particle perturbed parameters
-for the same number of steps; the raw side does nothing else (no resets, no clocks, no
-accumulators, no gradient). The ratio engine/raw says how close the engine runs to the raw
-speed of the env.
+JAX envs: the raw side is a ``jit(lax.scan(vmap(env.step)))`` with the policy. Host
+(Gymnasium) envs: the raw side is a Python loop of ``vector_env.step`` with the same jitted
+batched policy call per step. Both sides run the same per-particle perturbed parameters for the
+same number of steps; the raw side does nothing else (no resets, no clocks, no accumulators, no
+gradient). The ratio engine/raw says how close the engine runs to the raw speed of the env.
 
-    python benchmarks/engine_throughput.py                       # both default envs
+    python benchmarks/engine_throughput.py                       # the default envs
     python benchmarks/engine_throughput.py --envs brax/ant --num-particles 256
 """
 
@@ -15,6 +16,7 @@ import argparse
 import time
 
 import jax
+import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from pes_rl import agents, envs, policies
@@ -61,21 +63,10 @@ def benchmark(env_id: str, num_particles: int, unroll_length: int, num_calls: in
     def act(theta_i, obs):
         return policy.apply(unravel(theta_i), obs)
 
-    @jax.jit
-    def raw_window(states, theta):
-        def step(states, unused_t):
-            states = jax.vmap(env.step)(states, jax.vmap(act)(theta, states.obs))
-            return states, states.reward
-
-        states, rewards = jax.lax.scan(step, states, None, length=unroll_length)
-        return states, rewards.sum(0)
-
-    raw_holder = {"states": states}
-
-    def raw_call():
-        raw_holder["states"], rewards = raw_window(raw_holder["states"], theta)
-        return rewards
-
+    if agent.host:
+        raw_call = host_raw_window(agent.population.vector, act, theta, unroll_length)
+    else:
+        raw_call = jax_raw_window(env, act, states, theta, unroll_length)
     raw_seconds = time_calls(raw_call, num_calls)
     steps = num_particles * unroll_length
     return {
@@ -87,6 +78,45 @@ def benchmark(env_id: str, num_particles: int, unroll_length: int, num_calls: in
     }
 
 
+def jax_raw_window(env, act, states, theta, unroll_length):
+    """One call = ``unroll_length`` steps of every particle in one jitted scan."""
+
+    @jax.jit
+    def raw_window(states, theta):
+        def step(states, unused_t):
+            states = jax.vmap(env.step)(states, jax.vmap(act)(theta, states.obs))
+            return states, states.reward
+
+        states, rewards = jax.lax.scan(step, states, None, length=unroll_length)
+        return states, rewards.sum(0)
+
+    holder = {"states": states}
+
+    def raw_call():
+        holder["states"], rewards = raw_window(holder["states"], theta)
+        return rewards
+
+    return raw_call
+
+
+def host_raw_window(vector, act, theta, unroll_length):
+    """One call = ``unroll_length`` vector steps, one jitted batched policy call each."""
+    act_batch = jax.jit(jax.vmap(act))
+    holder = {"obs": vector.reset(seed=0)[0]}
+
+    def raw_call():
+        total = 0.0
+        for _ in range(unroll_length):
+            action = np.asarray(act_batch(theta, holder["obs"].astype(np.float32)))
+            holder["obs"], reward, terminated, truncated, _ = vector.step(action)
+            total += float(reward.sum())
+            if (terminated | truncated).any():
+                holder["obs"] = vector.reset(options={"reset_mask": terminated | truncated})[0]
+        return total
+
+    return raw_call
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -95,13 +125,20 @@ def main() -> None:
     parser.add_argument("--num-particles", type=int, default=1000, help="N, particles")
     parser.add_argument("--unroll-length", type=int, default=100, help="K, steps per window")
     parser.add_argument("--calls", type=int, default=5, help="timed windows per side")
+    parser.add_argument("--host-particles", type=int, default=20, help="N for gym/ envs")
     args = parser.parse_args()
 
     print(f"device: {jax.devices()[0].device_kind} ({jax.default_backend()})")
     header = ("env", "N", "K", "raw steps/s", "engine steps/s", "ratio")
     print("{:28s} {:>6s} {:>5s} {:>14s} {:>15s} {:>6s}".format(*header))
     for env_id in args.envs:
-        row = benchmark(env_id, args.num_particles, args.unroll_length, args.calls)
+        # Host envs step one sub-env per particle in Python: a CPU-sized population.
+        num_particles = (
+            min(args.num_particles, args.host_particles)
+            if env_id.startswith("gym/")
+            else args.num_particles
+        )
+        row = benchmark(env_id, num_particles, args.unroll_length, args.calls)
         print(
             f"{row['env']:28s} {row['particles']:6d} {row['unroll']:5d} {row['raw_sps']:14,.0f} "
             f"{row['engine_sps']:15,.0f} {row['engine_sps'] / row['raw_sps']:6.2f}"

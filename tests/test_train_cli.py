@@ -161,3 +161,31 @@ def test_run_dirs_default_under_runs(tmp_path):
     result = run_train(None, *FAST, "train.iterations=5", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert list(Path(tmp_path / "runs" / "influence_balancing" / "pes").iterdir())
+
+
+def test_progress_bar_on_a_terminal_and_quiet_off_it(tmp_path):
+    import os
+    import pty
+
+    command = train_command(tmp_path / "tty", *FAST, "train.iterations=60")
+    leader, follower = pty.openpty()
+    process = subprocess.Popen(
+        command, cwd=REPO, env=cli_env(), stdout=follower, stderr=follower, close_fds=True
+    )
+    os.close(follower)
+    output = b""
+    while True:
+        try:
+            chunk = os.read(leader, 4096)
+        except OSError:  # the terminal closed: the run ended
+            break
+        if not chunk:
+            break
+        output += chunk
+    process.wait(timeout=120)
+    text = output.decode(errors="replace")
+    assert process.returncode == 0, text
+    assert "iteration" in text and "steps/s" in text and "env steps" in text
+
+    piped = run_train(tmp_path / "piped", *FAST, "train.iterations=60")
+    assert "steps/s" not in piped.stdout  # no bar when stdout is not a terminal
