@@ -1,0 +1,28 @@
+"""The README's Python example runs as written and shows what it claims."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import re
+from pathlib import Path
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def test_readme_starts_with_the_two_setup_commands():
+    first_block = re.search(r"```bash\n(.*?)```", README.read_text(), re.S).group(1)
+    assert first_block.splitlines() == [
+        "pip install -e . && python train.py",
+        'pip install -e ".[dev]" && pytest',
+    ]
+
+
+def test_readme_python_example_pes_finds_optimum_tes_does_not():
+    code = re.search(r"```python\n(.*?)```", README.read_text(), re.S).group(1)
+    output = io.StringIO()
+    with contextlib.redirect_stdout(output):
+        exec(compile(code, str(README), "exec"), {})
+    printed = dict(line.split() for line in output.getvalue().splitlines())
+    assert abs(float(printed["pes"]) + 1 / 6) < 0.02
+    assert float(printed["tes"]) > 0.5
