@@ -72,11 +72,14 @@ class GymnasiumEnv:
 
     def make_vector(self, num_envs: int) -> gymnasium.vector.VectorEnv:
         """``num_envs`` sub-envs that never reset on their own."""
+        vector_kwargs: dict[str, Any] = {"autoreset_mode": gymnasium.vector.AutoresetMode.DISABLED}
+        if self.vectorization == "async":
+            vector_kwargs["context"] = "spawn"  # forking a process that runs JAX can deadlock
         return gymnasium.make_vec(
             self.gym_id,
             num_envs=num_envs,
             vectorization_mode=self.vectorization,
-            vector_kwargs={"autoreset_mode": gymnasium.vector.AutoresetMode.DISABLED},
+            vector_kwargs=vector_kwargs,
             **self.make_kwargs,
         )
 
