@@ -48,6 +48,90 @@ class Window(NamedTuple):
     obs_moments: normalization.ObsMoments  # observation sums for the running normalizer
 
 
+class Tally(NamedTuple):
+    """Per-window bookkeeping carried step to step (shared by the JAX and host engines)."""
+
+    clock: jax.Array  # [N] int32: steps since each particle's episode began
+    episode_return: jax.Array  # [N] return of the running episode so far
+    alive: jax.Array  # [N] bool: still stepping (False only when autoreset=False)
+    ended: jax.Array  # [N] bool: an episode has ended in this window
+    steps_since_end: jax.Array  # [N] int32
+    reward_first: jax.Array  # [N]
+    reward_rest: jax.Array  # [N]
+    completed_return_sum: jax.Array  # shape=()
+    completed_count: jax.Array  # shape=()
+    env_steps: jax.Array  # shape=() int32
+    obs_moments: normalization.ObsMoments
+
+
+def start_tally(particles: Particles, obs_size: int) -> Tally:
+    num = particles.clock.shape[0]
+    zeros = jnp.zeros(num, jnp.float32)
+    return Tally(
+        clock=jnp.asarray(particles.clock, jnp.int32),
+        episode_return=jnp.asarray(particles.episode_return, jnp.float32),
+        alive=jnp.ones(num, bool),
+        ended=jnp.zeros(num, bool),
+        steps_since_end=jnp.zeros(num, jnp.int32),
+        reward_first=zeros,
+        reward_rest=zeros,
+        completed_return_sum=jnp.zeros(()),
+        completed_count=jnp.zeros(()),
+        env_steps=jnp.zeros((), jnp.int32),
+        obs_moments=normalization.zero_moments(obs_size),
+    )
+
+
+def account_step(
+    tally: Tally,
+    obs: jax.Array,
+    reward: jax.Array,
+    env_done: jax.Array,
+    stepping: jax.Array,
+    horizon: int | None,
+    autoreset: bool,
+    track_obs: bool,
+) -> tuple[Tally, jax.Array]:
+    """Books one step of every particle; returns the new tally and which episodes ended.
+
+    ``obs`` is what the policy saw (for the normalizer), ``reward``/``env_done`` what the env
+    returned, ``stepping`` which particles really stepped. An episode ends when the env says
+    so or when its clock reaches the horizon. Its reward belongs to the episode it ends.
+    """
+    reward = jnp.where(stepping, reward, 0.0)
+    clock = tally.clock + stepping
+    done = env_done if horizon is None else env_done | (clock >= horizon)
+    done = done & stepping
+    episode_return = tally.episode_return + reward
+    moments = tally.obs_moments
+    if track_obs:
+        moments = normalization.add_moments(moments, normalization.moments(obs, stepping))
+    tally = Tally(
+        clock=jnp.where(done, 0, clock),
+        episode_return=jnp.where(done, 0.0, episode_return),
+        alive=tally.alive if autoreset else tally.alive & ~done,
+        ended=tally.ended | done,
+        steps_since_end=jnp.where(done, 0, tally.steps_since_end + stepping),
+        reward_first=tally.reward_first + jnp.where(tally.ended, 0.0, reward),
+        reward_rest=tally.reward_rest + jnp.where(tally.ended, reward, 0.0),
+        completed_return_sum=tally.completed_return_sum
+        + jnp.sum(jnp.where(done, episode_return, 0.0)),
+        completed_count=tally.completed_count + jnp.sum(done),
+        env_steps=tally.env_steps + jnp.sum(stepping),
+        obs_moments=moments,
+    )
+    return tally, done
+
+
+def finish(env_state: Any, tally: Tally) -> tuple[Particles, Window]:
+    """The particles after a window and what the window produced."""
+    window = Window(
+        tally.reward_first, tally.reward_rest, tally.ended, tally.steps_since_end,
+        tally.completed_return_sum, tally.completed_count, tally.env_steps, tally.obs_moments,
+    )  # fmt: skip
+    return Particles(env_state, tally.clock, tally.episode_return), window
+
+
 def tree_where(mask: jax.Array, on_true: Any, on_false: Any) -> Any:
     """Per-particle select: leaf[i] = on_true[i] if mask[i] else on_false[i]."""
 
@@ -120,52 +204,25 @@ def unroll(
       The particles after the window and the window's per-particle rewards and counters.
     """
     num = particles.clock.shape[0]
-    horizon = env.spec.horizon
     group = jnp.arange(num) if reset_group is None else reset_group
     freeze = (not autoreset) or step_limit is not None
     obs_size = particles.env_state.obs.reshape(num, -1).shape[1]
-    zeros = jnp.zeros(num, jnp.float32)
-    init_carry = (
-        particles,
-        jnp.ones(num, bool),  # alive: still stepping (only ever False when autoreset=False)
-        jnp.zeros(num, bool),  # ended: an episode has ended in this window
-        jnp.zeros(num, jnp.int32),  # steps_since_end
-        zeros,  # reward_first
-        zeros,  # reward_rest
-        jnp.zeros(()),  # completed_return_sum
-        jnp.zeros(()),  # completed_count
-        jnp.zeros((), jnp.int32),  # env_steps
-        normalization.zero_moments(obs_size),
-    )
 
     def step(carry, inputs):
         index, step_key = inputs
-        (parts, alive, ended, since_end, r_first, r_rest, ret_sum, count, steps, obs_mom) = carry
-        stepping = alive if step_limit is None else alive & (index < step_limit)
+        env_state, tally = carry
+        stepping = tally.alive if step_limit is None else tally.alive & (index < step_limit)
         params = theta
         if theta_after_end is not None:
-            params = jnp.where(ended[:, None], theta_after_end, theta)
-        obs = normalization.normalize(obs_norm, parts.env_state.obs)
-        action = jax.vmap(act)(params, obs)
-        next_state = jax.vmap(env.step)(parts.env_state, action)
-        reward = jnp.where(stepping, next_state.reward, 0.0)
-        clock = parts.clock + stepping
-        done = next_state.done > 0
-        if horizon is not None:
-            done = done | (clock >= horizon)
-        done = done & stepping
-        episode_return = parts.episode_return + reward
-        r_first = r_first + jnp.where(ended, 0.0, reward)
-        r_rest = r_rest + jnp.where(ended, reward, 0.0)
-        ret_sum = ret_sum + jnp.sum(jnp.where(done, episode_return, 0.0))
-        count = count + jnp.sum(done)
-        since_end = jnp.where(done, 0, since_end + stepping)
-        if obs_norm is not None:
-            seen = normalization.moments(parts.env_state.obs, stepping)
-            obs_mom = normalization.add_moments(obs_mom, seen)
-        steps = steps + jnp.sum(stepping)
+            params = jnp.where(tally.ended[:, None], theta_after_end, theta)
+        obs = normalization.normalize(obs_norm, env_state.obs)
+        next_state = jax.vmap(env.step)(env_state, jax.vmap(act)(params, obs))
+        tally, done = account_step(
+            tally, env_state.obs, next_state.reward, next_state.done > 0, stepping,
+            env.spec.horizon, autoreset, obs_norm is not None,
+        )  # fmt: skip
         if freeze:
-            next_state = tree_where(stepping, next_state, parts.env_state)
+            next_state = tree_where(stepping, next_state, env_state)
         if autoreset:
             reset_keys = jax.vmap(jax.random.fold_in, (None, 0))(step_key, group)
             next_state = jax.lax.cond(
@@ -174,15 +231,9 @@ def unroll(
                 lambda s: s,
                 next_state,
             )
-            clock = jnp.where(done, 0, clock)
-        else:
-            alive = alive & ~done
-        parts = Particles(next_state, clock, jnp.where(done, 0.0, episode_return))
-        ended = ended | done
-        carry = (parts, alive, ended, since_end, r_first, r_rest, ret_sum, count, steps, obs_mom)
-        return carry, None
+        return (next_state, tally), None
 
     step_keys = jax.random.split(key, unroll_length)
-    carry, _ = jax.lax.scan(step, init_carry, (jnp.arange(unroll_length), step_keys))
-    (parts, _, ended, since_end, r_first, r_rest, ret_sum, count, steps, obs_mom) = carry
-    return parts, Window(r_first, r_rest, ended, since_end, ret_sum, count, steps, obs_mom)
+    init = (particles.env_state, start_tally(particles, obs_size))
+    (env_state, tally), _ = jax.lax.scan(step, init, (jnp.arange(unroll_length), step_keys))
+    return finish(env_state, tally)

@@ -1,12 +1,15 @@
 """The engine for host envs (any Gymnasium env): the same windows, stepped in Python.
 
 One ``gymnasium.vector`` env holds one sub-env per particle; every step is one jitted, batched
-policy call for all particles and one vector step. The bookkeeping is that of
-:func:`pes_rl.engine.unroll` (same ``Particles`` and ``Window``), in NumPy. Finished sub-envs
-are reset by the engine with seeds drawn from the window's key, antithetic partners alike.
+policy call for all particles and one vector step. The bookkeeping is
+:func:`pes_rl.engine.account_step`, the function the JAX engine scans, jitted once per step
+here. Finished sub-envs are reset by the engine with seeds drawn from the window's key,
+antithetic partners alike.
 """
 
 from __future__ import annotations
+
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -14,7 +17,7 @@ import numpy as np
 from gymnasium import spaces
 from jax.flatten_util import ravel_pytree
 
-from pes_rl import normalization
+from pes_rl import engine, normalization
 from pes_rl.engine import ActFn, Particles, Window
 from pes_rl.envs.gymnasium_env import GymnasiumEnv
 
@@ -34,6 +37,10 @@ class HostPopulation:
             return jax.vmap(act)(params, normalization.normalize(obs_norm, obs))
 
         self._act_batch = act_batch
+        self._account = jax.jit(
+            functools.partial(engine.account_step, horizon=env.spec.horizon),
+            static_argnames=("autoreset", "track_obs"),
+        )
 
     def reset(self, seeds: np.ndarray) -> Particles:
         """Fresh episodes for every sub-env, sub-env i seeded with ``seeds[i]``."""
@@ -59,70 +66,32 @@ class HostPopulation:
         the vector env can keep stepping, but nothing it does is counted), and the window
         stops early once every particle has finished.
         """
-        num = self.num_particles
-        horizon = self.env.spec.horizon
-        group = np.arange(num) if reset_group is None else np.asarray(reset_group)
+        group = np.arange(self.num_particles) if reset_group is None else np.asarray(reset_group)
         theta_after_end = theta if theta_after_end is None else theta_after_end
         rng = np.random.default_rng(np.asarray(jax.random.key_data(key)).tolist())
         obs = np.asarray(particles.env_state, np.float32)
-        clock = np.array(particles.clock, np.int32)
-        episode_return = np.array(particles.episode_return, np.float32)
-        alive, ended = np.ones(num, bool), np.zeros(num, bool)
-        since_end = np.zeros(num, np.int32)
-        r_first, r_rest = np.zeros(num, np.float32), np.zeros(num, np.float32)
-        ret_sum, count, steps = 0.0, 0, 0
-        obs_size = obs.reshape(num, -1).shape[1]
-        moments = normalization.zero_moments(obs_size)
-        total, total_sq, seen = np.zeros(obs_size), np.zeros(obs_size), 0.0
+        tally = engine.start_tally(particles, obs.reshape(len(obs), -1).shape[1])
 
         for _ in range(unroll_length):
+            alive = np.asarray(tally.alive)
             if not alive.any():
                 break
-            action = np.asarray(self._act_batch(theta, theta_after_end, ended, obs, obs_norm))
-            if obs_norm is not None:
-                weight = alive[:, None].astype(np.float64)
-                total += (obs * weight).sum(0)
-                total_sq += (obs.astype(np.float64) ** 2 * weight).sum(0)
-                seen += alive.sum()
+            action = np.asarray(self._act_batch(theta, theta_after_end, tally.ended, obs, obs_norm))
             next_obs, reward, terminated, truncated, _ = self.vector.step(action)
-            reward = np.where(alive, np.asarray(reward, np.float32), 0.0)
-            clock = clock + alive
-            done = terminated | truncated
-            if horizon is not None:
-                done = done | (clock >= horizon)
-            done = done & alive
-            episode_return = episode_return + reward
-            r_first += np.where(ended, 0.0, reward)
-            r_rest += np.where(ended, reward, 0.0)
-            ret_sum += float(episode_return[done].sum())
-            count += int(done.sum())
-            since_end = np.where(done, 0, since_end + alive)
-            steps += int(alive.sum())
-            episode_return = np.where(done, 0.0, episode_return)
-            clock = np.where(done, 0, clock)
-            ended = ended | done
-            group_seeds = rng.integers(0, 2**31 - 1, size=int(group.max()) + 1)
+            tally, done = self._account(
+                tally, obs, np.asarray(reward, np.float32), terminated | truncated, alive,
+                autoreset=autoreset, track_obs=obs_norm is not None,
+            )  # fmt: skip
             # Masked-out particles keep stepping (the vector steps them all): reset them too.
-            needs_reset = done | terminated | truncated
+            needs_reset = np.asarray(done) | terminated | truncated
+            group_seeds = rng.integers(0, 2**31 - 1, size=int(group.max()) + 1)
             if needs_reset.any():
                 reset_obs, _ = self.vector.reset(
                     seed=[int(s) for s in group_seeds[group]], options={"reset_mask": needs_reset}
                 )
                 next_obs = np.where(needs_reset[:, None], reset_obs, next_obs)
-            if not autoreset:
-                alive = alive & ~done
             obs = np.asarray(next_obs, np.float32).reshape(obs.shape)
-
-        if obs_norm is not None:
-            moments = normalization.ObsMoments(
-                jnp.asarray(total, jnp.float32), jnp.asarray(total_sq, jnp.float32),
-                jnp.asarray(seen, jnp.float32),
-            )  # fmt: skip
-        window = Window(
-            r_first, r_rest, ended, since_end, np.float32(ret_sum), np.float32(count),
-            np.int32(steps), moments,
-        )  # fmt: skip
-        return Particles(obs, clock, episode_return), window
+        return engine.finish(obs, tally)
 
     def close(self) -> None:
         self.vector.close()

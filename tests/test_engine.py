@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import pytest
+from reference import WindowReference, assert_window_matches
 from toy_envs import RandomLengthEpisodes
 
 from pes_rl import engine
@@ -16,30 +16,17 @@ def act(theta, obs):
     return theta
 
 
-def reference_window(env, state, theta, keys, autoreset):
+def reference_window(env, state, theta, keys, autoreset) -> WindowReference:
     """One particle, one step at a time, in Python: what the engine must reproduce."""
-    r_first = r_rest = 0.0
-    ended, alive, since_end, completed, steps = False, True, 0, [], 0
-    clock, episode_return = 0, 0.0
+    reference = WindowReference()
     for step_key in keys:
-        if not alive:
-            break
         state = env.step(state, theta)
-        reward, clock, steps = float(state.reward), clock + 1, steps + 1
-        episode_return += reward
-        if ended:
-            r_rest += reward
-        else:
-            r_first += reward
-        since_end += 1
+        reference.add(float(state.reward), bool(state.done))
         if bool(state.done):
-            completed.append(episode_return)
-            episode_return, clock, since_end, ended = 0.0, 0, 0, True
-            if autoreset:
-                state = env.reset(step_key)
-            else:
-                alive = False
-    return r_first, r_rest, ended, since_end, completed, steps
+            if not autoreset:
+                break
+            state = env.reset(step_key)
+    return reference
 
 
 @pytest.mark.parametrize("autoreset", [True, False])
@@ -55,24 +42,16 @@ def test_window_matches_python_loop(autoreset):
     )(particles, theta, window_key)
 
     step_keys = jax.random.split(window_key, unroll_length)
-    completed_all, steps_all = [], 0
-    for i in range(num):
-        keys = [jax.random.fold_in(k, i) for k in step_keys]
-        r_first, r_rest, ended, since_end, completed, steps = reference_window(
-            env, env.reset(reset_keys[i]), theta[i], keys, autoreset
+    references = [
+        reference_window(
+            env, env.reset(reset_keys[i]), theta[i], [jax.random.fold_in(k, i) for k in step_keys],
+            autoreset,
         )
-        np.testing.assert_allclose(window.reward_first[i], r_first, rtol=1e-6)
-        np.testing.assert_allclose(window.reward_rest[i], r_rest, rtol=1e-6)
-        assert bool(window.ended[i]) == ended
-        if ended:
-            assert int(window.steps_since_end[i]) == since_end
-        completed_all += completed
-        steps_all += steps
-    assert int(window.completed_count) == len(completed_all)
-    np.testing.assert_allclose(window.completed_return_sum, sum(completed_all), rtol=1e-5)
-    assert int(window.env_steps) == steps_all
+        for i in range(num)
+    ]  # fmt: skip
+    assert_window_matches(window, references)
     if not autoreset:  # masked particles stop: fewer real steps than N·K
-        assert steps_all < num * unroll_length
+        assert int(window.env_steps) < num * unroll_length
 
 
 def test_horizon_clock_ends_episodes_and_carries_across_windows():

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import toy_gym
+from reference import WindowReference, assert_window_matches
 
 from pes_rl import agents, envs, policies
 
@@ -21,26 +22,13 @@ def population(num_particles: int = 4):
     return agent
 
 
-def replay(log: list[tuple], start: int) -> dict:
-    """What a window that began at log entry ``start`` should report, from the env's own log."""
-    r_first = r_rest = 0.0
-    ended, since_end, completed, episode_return = False, 0, [], 0.0
-    for entry in log[start:]:
-        if entry[0] == "reset":
-            continue
-        _, reward, done = entry
-        episode_return += reward
-        if ended:
-            r_rest += reward
-        else:
-            r_first += reward
-        since_end += 1
-        if done:
-            completed.append(episode_return)
-            ended, since_end, episode_return = True, 0, 0.0
-    return dict(
-        r_first=r_first, r_rest=r_rest, ended=ended, since_end=since_end, completed=completed
-    )
+def replay(log: list[tuple]) -> WindowReference:
+    """What a window should report, from the steps the sub-env logged."""
+    reference = WindowReference()
+    for entry in log:
+        if entry[0] == "step":
+            reference.add(entry[1], entry[2])
+    return reference
 
 
 @pytest.mark.parametrize("autoreset", [True, False])
@@ -53,35 +41,17 @@ def test_window_matches_the_sub_envs_own_log(autoreset):
     particles, window = agent.population.unroll(
         particles, theta, jax.random.key(2), 7, reset_group=agent.reset_group, autoreset=autoreset
     )
-    completed_all, steps_all = [], 0
-    for i, sub_env in enumerate(sub_envs):
-        log = toy_gym.LOG[id(sub_env)]
-        expected = (
-            replay(log, starts[i]) if autoreset else replay(_first_episode(log, starts[i]), 0)
-        )
-        assert window.reward_first[i] == pytest.approx(expected["r_first"])
-        assert window.reward_rest[i] == pytest.approx(expected["r_rest"])
-        assert bool(window.ended[i]) == expected["ended"]
-        if autoreset and expected["ended"]:
-            assert window.steps_since_end[i] == expected["since_end"]
-        completed_all += expected["completed"]
-        steps_all += sum(1 for e in _counted(log, starts[i], autoreset) if e[0] == "step")
-    assert window.completed_count == len(completed_all)
-    assert window.completed_return_sum == pytest.approx(sum(completed_all))
-    assert window.env_steps == steps_all
+    references = []
+    for sub_env, start in zip(sub_envs, starts, strict=True):
+        log = toy_gym.LOG[id(sub_env)][start:]
+        references.append(replay(log if autoreset else first_episode(log)))
+    # Masked particles keep stepping in their sub-envs after their episode: not counted.
+    assert_window_matches(window, references, check_since_end=autoreset)
 
 
-def _first_episode(log, start):
-    out = []
-    for entry in log[start:]:
-        out.append(entry)
-        if entry[0] == "step" and entry[2]:
-            break
-    return out
-
-
-def _counted(log, start, autoreset):
-    return log[start:] if autoreset else _first_episode(log, start)
+def first_episode(log: list[tuple]) -> list[tuple]:
+    ends = [i for i, entry in enumerate(log) if entry[0] == "step" and entry[2]]
+    return log[: ends[0] + 1] if ends else log
 
 
 def test_clocks_and_antithetic_partners_share_reset_seeds():

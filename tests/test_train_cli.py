@@ -52,13 +52,13 @@ def test_sweep_and_plot(tmp_path):
     assert output.stat().st_size > 10_000
 
 
-def test_ctrl_c_then_resume_matches_uninterrupted_run(tmp_path):
+def interrupt_then_resume(tmp_path, stop_signal: int, checkpoint_every: int, after: int):
+    """Runs to the end once; runs again, sends ``stop_signal`` after ``after`` iterations,
+    resumes; returns (stderr of the stopped run, its exit code, its metrics, the reference's)."""
     overrides = [
-        *FAST,
-        "agent.unroll_length=20",
-        "train.iterations=400",
-        "train.checkpoint_every=100",
-    ]
+        *FAST, "agent.unroll_length=20", "train.iterations=400",
+        f"train.checkpoint_every={checkpoint_every}",
+    ]  # fmt: skip
     reference = tmp_path / "reference"
     assert run_train(reference, *overrides).returncode == 0
 
@@ -67,43 +67,29 @@ def test_ctrl_c_then_resume_matches_uninterrupted_run(tmp_path):
         train_command(stopped, *overrides), cwd=REPO, env=cli_env(),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
-    wait_for(lambda: (stopped / "metrics.jsonl").exists() and len(read_metrics(stopped)) >= 30)
-    process.send_signal(signal.SIGINT)
+    wait_for(lambda: (stopped / "metrics.jsonl").exists() and len(read_metrics(stopped)) >= after)
+    assert process.poll() is None, "the run finished before it could be stopped"
+    process.send_signal(stop_signal)
     _, stderr = process.communicate(timeout=120)
-    assert process.returncode == 130, stderr
-    assert "resume with: python train.py" in stderr and "resume=true" in stderr
     done = len(read_metrics(stopped))
-    assert 30 <= done < 400
+    assert after <= done < 400
 
     resumed = run_train(stopped, *overrides, "resume=true")
     assert resumed.returncode == 0, resumed.stderr
-    assert without_timing(read_metrics(stopped)) == without_timing(read_metrics(reference))
+    return stderr, process.returncode, read_metrics(stopped), read_metrics(reference)
+
+
+def test_ctrl_c_then_resume_matches_uninterrupted_run(tmp_path):
+    stderr, code, resumed, reference = interrupt_then_resume(tmp_path, signal.SIGINT, 100, 30)
+    assert code == 130, stderr
+    assert "resume with: python train.py" in stderr and "resume=true" in stderr
+    assert without_timing(resumed) == without_timing(reference)
 
 
 def test_sigkill_between_checkpoints_then_resume_is_bit_identical(tmp_path):
-    overrides = [
-        *FAST,
-        "agent.unroll_length=20",
-        "train.iterations=400",
-        "train.checkpoint_every=50",
-    ]
-    reference = tmp_path / "reference"
-    assert run_train(reference, *overrides).returncode == 0
-
-    killed = tmp_path / "killed"
-    process = subprocess.Popen(
-        train_command(killed, *overrides), cwd=REPO, env=cli_env(),
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    wait_for(lambda: (killed / "metrics.jsonl").exists() and len(read_metrics(killed)) >= 120)
-    assert process.poll() is None, "the run finished before it could be killed"
-    process.send_signal(signal.SIGKILL)
-    process.wait(timeout=60)
-    assert len(read_metrics(killed)) < 400
-
-    resumed = run_train(killed, *overrides, "resume=true")
-    assert resumed.returncode == 0, resumed.stderr
-    assert without_timing(read_metrics(killed)) == without_timing(read_metrics(reference))
+    _, code, resumed, reference = interrupt_then_resume(tmp_path, signal.SIGKILL, 50, 120)
+    assert code == -signal.SIGKILL
+    assert without_timing(resumed) == without_timing(reference)
 
 
 def test_resume_with_changed_settings_is_refused(tmp_path):
