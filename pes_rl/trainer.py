@@ -16,6 +16,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from omegaconf import DictConfig, OmegaConf
 
@@ -110,6 +111,39 @@ def resolve_run_dir(cfg: DictConfig) -> Path:
     return Path(run_dir)
 
 
+def restore_run(
+    cfg: DictConfig,
+    config_path: Path,
+    checkpointer: Checkpointer,
+    agent,
+    template: TrainState,
+    agent_key: jax.Array,
+) -> tuple[int, TrainState]:
+    """The last checkpoint's iteration and state, after checking the config still matches."""
+    if config_path.exists():
+        changed = differing_keys(OmegaConf.load(config_path), cfg)
+        if changed:
+            raise ValueError(
+                f"resume=true but the config differs from the run in {config_path.parent} at "
+                f"{changed}; repeat the run's overrides (only train.iterations, train.progress "
+                "and logger may change)"
+            )
+    start = checkpointer.latest_iteration()
+    state = checkpointer.restore(start, template)
+    if agent.host:
+        # Gymnasium sub-envs cannot be restored from a checkpoint: θ, the optimizer, the
+        # normalizer and the random stream continue; the particles start fresh episodes.
+        fresh = agent.init(jax.random.fold_in(agent_key, start), state.params)
+        obs_norm = getattr(state.agent_state, "obs_norm", None)
+        state = state._replace(agent_state=fresh._replace(obs_norm=obs_norm))
+        warnings.warn(
+            f"resuming a host (Gymnasium) env run from iteration {start}: particles start "
+            "fresh episodes, so the run is not bit-identical to an uninterrupted one",
+            stacklevel=3,
+        )
+    return start, state
+
+
 def train(cfg: DictConfig | dict) -> TrainResult:
     """Trains θ as ``cfg`` says; writes metrics.jsonl, config.yaml and checkpoints to run_dir.
 
@@ -134,30 +168,10 @@ def train(cfg: DictConfig | dict) -> TrainResult:
         params, optimizer.init(params), agent.init(agent_key, params), key, jnp.zeros((), jnp.int32)
     )
     checkpointer = Checkpointer(run_dir)
-    start = 0
     config_path = run_dir / "config.yaml"
+    start = 0
     if cfg.resume and checkpointer.latest_iteration() is not None:
-        if config_path.exists():
-            changed = differing_keys(OmegaConf.load(config_path), cfg)
-            if changed:
-                raise ValueError(
-                    f"resume=true but the config differs from the run in {run_dir} at {changed}; "
-                    "repeat the run's overrides (only train.iterations, train.progress and "
-                    "logger may change)"
-                )
-        start = checkpointer.latest_iteration()
-        state = checkpointer.restore(start, state)
-        if agent.host:
-            # Gymnasium sub-envs cannot be restored from a checkpoint: θ, the optimizer, the
-            # normalizer and the random stream continue; the particles start fresh episodes.
-            fresh = agent.init(jax.random.fold_in(agent_key, start), state.params)
-            obs_norm = getattr(state.agent_state, "obs_norm", None)
-            state = state._replace(agent_state=fresh._replace(obs_norm=obs_norm))
-            warnings.warn(
-                f"resuming a host (Gymnasium) env run from iteration {start}: particles start "
-                "fresh episodes, so the run is not bit-identical to an uninterrupted one",
-                stacklevel=2,
-            )
+        start, state = restore_run(cfg, config_path, checkpointer, agent, state, agent_key)
     if start >= total:
         raise ValueError(
             f"train.iterations must exceed the {start} iterations already done in {run_dir}"
@@ -191,7 +205,7 @@ def train(cfg: DictConfig | dict) -> TrainResult:
         flush_time = now
         for i, (iteration, metrics) in enumerate(fetched):
             for name in ("window_reward", "grad_norm"):
-                if not jnp.isfinite(metrics[name]):
+                if not np.isfinite(metrics[name]):
                     what = "reward" if name == "window_reward" else "gradient"
                     raise TrainingDiverged(
                         f"non-finite {what} ({name}={float(metrics[name])}) at iteration "

@@ -101,3 +101,20 @@ def test_brax_trains_through_the_cli(tmp_path):
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert read_metrics(run_dir)[-1]["env_steps"] == 2 * 4 * 10
+
+
+def test_host_env_run_resumes_with_fresh_episodes(tmp_path):
+    def config(iterations: int, resume: bool):
+        cfg = compose(
+            ["env.id=CartPole-v1", "agent.num_particles=4", "agent.unroll_length=20",
+             "agent.obs_normalization=true", f"train.iterations={iterations}",
+             "train.checkpoint_every=2", "train.progress=false", f"resume={str(resume).lower()}"]
+        )  # fmt: skip
+        cfg.run_dir = str(tmp_path / "run")
+        return cfg
+
+    pes_rl.train(config(2, resume=False))
+    with pytest.warns(UserWarning, match="particles start fresh episodes"):
+        params, history = pes_rl.train(config(4, resume=True))
+    assert [h["iteration"] for h in history] == [1, 2, 3, 4]
+    assert history[-1]["env_steps"] == 4 * 4 * 20
