@@ -18,10 +18,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
-from pes_rl.agents import shaping
-from pes_rl.envs.base import Env
 
 from pes_rl import engine, normalization
+from pes_rl.agents import shaping
+from pes_rl.envs.base import Env
 from pes_rl.host_engine import HostPopulation
 from pes_rl.policies import Policy
 

@@ -13,9 +13,9 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import jax
-from pes_rl.agents.base import Estimator, WindowWeights
 
 from pes_rl import normalization
+from pes_rl.agents.base import Estimator, WindowWeights
 
 
 class ESState(NamedTuple):

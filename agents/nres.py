@@ -14,9 +14,9 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-from pes_rl.agents.base import Estimator, WindowWeights
 
 from pes_rl import engine, normalization
+from pes_rl.agents.base import Estimator, WindowWeights
 
 
 class NRESState(NamedTuple):

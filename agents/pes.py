@@ -15,9 +15,9 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-from pes_rl.agents.base import Estimator, WindowWeights, episode_accumulator
 
 from pes_rl import engine, normalization
+from pes_rl.agents.base import Estimator, WindowWeights, episode_accumulator
 
 
 class PESState(NamedTuple):

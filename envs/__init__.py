@@ -8,6 +8,7 @@ Examples:
 """
 
 import gymnasium
+
 from pes_rl.envs.base import Env, EnvSpec, State
 from pes_rl.envs.brax_env import BraxEnv
 from pes_rl.envs.gymnasium_env import GymnasiumEnv

@@ -13,6 +13,7 @@ import warnings
 import jax
 import numpy as np
 from gymnasium import spaces
+
 from pes_rl.envs.base import Env, EnvSpec, State
 
 BACKENDS = ("generalized", "positional", "spring", "mjx")

@@ -7,6 +7,7 @@ from typing import Any
 import gymnasium
 import jax
 import numpy as np
+
 from pes_rl.envs.base import Env
 
 

@@ -14,6 +14,7 @@ from typing import Any
 import gymnasium
 import numpy as np
 from gymnasium import spaces
+
 from pes_rl.envs.base import EnvSpec
 
 VECTORIZATIONS = ("sync", "async")

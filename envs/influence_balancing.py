@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from gymnasium import spaces
+
 from pes_rl.envs.base import Env, EnvSpec, State
 
 THETA_INIT = 0.5

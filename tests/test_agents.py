@@ -8,9 +8,9 @@ import numpy as np
 import optax
 import pytest
 from conftest import make_influence_agent
-from pes_rl.envs.influence_balancing import THETA_OPTIMUM
 
 from pes_rl import agents, envs, policies
+from pes_rl.envs.influence_balancing import THETA_OPTIMUM
 
 
 def agent_kwargs(name: str) -> dict:

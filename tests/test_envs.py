@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from conftest import episode_rewards
 from gymnasium.utils.env_checker import check_env
-from pes_rl.envs.influence_balancing import THETA_INIT, THETA_OPTIMUM
 
 from pes_rl import envs
+from pes_rl.envs.influence_balancing import THETA_INIT, THETA_OPTIMUM
 
 
 def test_registry_lists_and_builds_influence_balancing():

@@ -5,13 +5,13 @@ from __future__ import annotations
 import jax
 import numpy as np
 import pytest
-from pes_rl.envs.influence_balancing import THETA_OPTIMUM
 from toy_envs import NaNAfter
 
 import pes_rl
 from pes_rl import envs
 from pes_rl.checkpoint import Checkpointer
 from pes_rl.config import compose
+from pes_rl.envs.influence_balancing import THETA_OPTIMUM
 
 envs.register("nan_after_100", NaNAfter)
 

@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from gymnasium import spaces
+
 from pes_rl.envs.base import Env, EnvSpec, State
 
 
