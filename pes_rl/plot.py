@@ -1,6 +1,6 @@
 """Compare runs: return vs. env steps, one curve per label, mean ± std over seeds.
 
-    python -m pes_rl.plot runs/swimmer/es/* runs/swimmer/pes/* -o compare.png
+    python -m pes_rl.plot runs/sweeps/<time>/*/ -o compare.png [--budgets 400000 1600000]
 
 Each RUN_DIR holds the ``metrics.jsonl`` and ``config.yaml`` that ``python train.py`` writes.
 Runs whose configs differ only in ``train.seed`` share a label and are drawn as a mean curve
@@ -81,6 +81,26 @@ def plot_runs(run_dirs: list[Path], output: Path) -> dict[str, int]:
     return {label: len(dirs) for label, dirs in groups.items()}
 
 
+def budget_table(run_dirs: list[Path], budgets: list[float]) -> str:
+    """A markdown table: mean ± std eval return of each label at each env-step budget.
+
+    A run's value at a budget is its last evaluation at or before that many env steps.
+    """
+    groups: dict[str, list[Path]] = defaultdict(list)
+    for run_dir in run_dirs:
+        groups[label_of(run_dir)].append(run_dir)
+    header = "| run | seeds | " + " | ".join(f"{b:,.0f} steps" for b in budgets) + " |"
+    lines = [header, "|---|---|" + "---|" * len(budgets)]
+    for label, dirs in sorted(groups.items()):
+        curves = [load_curve(d, "eval_return") for d in dirs]
+        cells = []
+        for budget in budgets:
+            values = [v[s <= budget][-1] for s, v in curves if np.any(s <= budget)]
+            cells.append(f"{np.mean(values):.1f} ± {np.std(values):.1f}" if values else "–")
+        lines.append(f"| {label} | {len(dirs)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m pes_rl.plot", description=__doc__.splitlines()[0]
@@ -91,6 +111,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "-o", "--output", type=Path, default=Path("compare.png"), help="PNG to write"
     )
+    parser.add_argument(
+        "--budgets", type=float, nargs="*", default=[],
+        help="also print a markdown table of eval return at these env-step budgets",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     missing = [
         str(d)
@@ -106,6 +130,8 @@ def main(argv: list[str] | None = None) -> None:
     for label, count in sorted(counts.items()):
         print(f"{label}: {count} run(s)")
     print(f"wrote {args.output}")
+    if args.budgets:
+        print(budget_table(args.run_dirs, args.budgets))
 
 
 if __name__ == "__main__":

@@ -44,12 +44,16 @@ def test_sweep_and_plot(tmp_path):
     assert [p.name.split("-")[2] for p in run_dirs] == ["pes", "nres"]
     output = tmp_path / "compare.png"
     plot = subprocess.run(
-        [sys.executable, "-m", "pes_rl.plot", *map(str, run_dirs), "-o", str(output)],
+        [sys.executable, "-m", "pes_rl.plot", *map(str, run_dirs), "-o", str(output),
+         "--budgets", "2000", "4000"],
         cwd=REPO, capture_output=True, text=True, env=cli_env(), timeout=120,
     )  # fmt: skip
     assert plot.returncode == 0, plot.stderr
     assert "PES influence_balancing" in plot.stdout and "NRES influence_balancing" in plot.stdout
     assert output.stat().st_size > 10_000
+    # 40 iterations of 100 particles: evaluations at 2,000 and 4,000 env steps.
+    rows = [line for line in plot.stdout.splitlines() if line.startswith("| PES")]
+    assert len(rows) == 1 and rows[0].count("±") == 2
 
 
 def interrupt_then_resume(tmp_path, stop_signal: int, checkpoint_every: int, after: int):
