@@ -188,7 +188,8 @@ def unroll(
       act: maps one particle's flat parameters and observation to an action.
       particles: the population's persistent state, [N, ...].
       theta: [N, D] each particle's flat parameters (θ + its perturbation).
-      key: randomness for resets inside the window.
+      key: randomness for resets inside the window: particle i's episodes that start in this
+        window start from ``env.reset(fold_in(key, reset_group[i]))``.
       unroll_length: K, steps in the window (static).
       theta_after_end: [N, D] parameters a particle switches to once its episode has ended
         inside the window (NRES draws a new perturbation per episode); default: keep ``theta``.
@@ -207,9 +208,14 @@ def unroll(
     group = jnp.arange(num) if reset_group is None else reset_group
     freeze = (not autoreset) or step_limit is not None
     obs_size = particles.env_state.obs.reshape(num, -1).shape[1]
+    if autoreset:
+        # One fresh episode start per particle for the whole window, computed once (resets
+        # can cost far more than steps): a particle whose episode ends continues from it.
+        reset_keys = jax.vmap(jax.random.fold_in, (None, 0))(key, group)
+        fresh = cast_like(jax.vmap(env.reset)(reset_keys), particles.env_state)
 
     def step(carry, inputs):
-        index, step_key = inputs
+        index = inputs
         env_state, tally = carry
         stepping = tally.alive if step_limit is None else tally.alive & (index < step_limit)
         params = theta
@@ -224,16 +230,11 @@ def unroll(
         if freeze:
             next_state = tree_where(stepping, next_state, env_state)
         if autoreset:
-            reset_keys = jax.vmap(jax.random.fold_in, (None, 0))(step_key, group)
             next_state = jax.lax.cond(
-                jnp.any(done),
-                lambda s: tree_where(done, cast_like(jax.vmap(env.reset)(reset_keys), s), s),
-                lambda s: s,
-                next_state,
+                jnp.any(done), lambda s: tree_where(done, fresh, s), lambda s: s, next_state
             )
         return (next_state, tally), None
 
-    step_keys = jax.random.split(key, unroll_length)
     init = (particles.env_state, start_tally(particles, obs_size))
-    (env_state, tally), _ = jax.lax.scan(step, init, (jnp.arange(unroll_length), step_keys))
+    (env_state, tally), _ = jax.lax.scan(step, init, jnp.arange(unroll_length))
     return finish(env_state, tally)

@@ -16,16 +16,16 @@ def act(theta, obs):
     return theta
 
 
-def reference_window(env, state, theta, keys, autoreset) -> WindowReference:
+def reference_window(env, state, theta, reset_key, num_steps, autoreset) -> WindowReference:
     """One particle, one step at a time, in Python: what the engine must reproduce."""
     reference = WindowReference()
-    for step_key in keys:
+    for _ in range(num_steps):
         state = env.step(state, theta)
         reference.add(float(state.reward), bool(state.done))
         if bool(state.done):
             if not autoreset:
                 break
-            state = env.reset(step_key)
+            state = env.reset(reset_key)
     return reference
 
 
@@ -41,11 +41,10 @@ def test_window_matches_python_loop(autoreset):
         lambda p, t, k: engine.unroll(env, act, p, t, k, unroll_length, autoreset=autoreset)
     )(particles, theta, window_key)
 
-    step_keys = jax.random.split(window_key, unroll_length)
     references = [
         reference_window(
-            env, env.reset(reset_keys[i]), theta[i], [jax.random.fold_in(k, i) for k in step_keys],
-            autoreset,
+            env, env.reset(reset_keys[i]), theta[i], jax.random.fold_in(window_key, i),
+            unroll_length, autoreset,
         )
         for i in range(num)
     ]  # fmt: skip
