@@ -128,7 +128,8 @@ def test_wandb_failure_never_stops_training(tmp_path):
         (["agent.sigma=-1"], "sigma must be a finite number > 0"),
         (["agent.num_particles=7"], "num_particles must be even with antithetic=True"),
         (["train.iterations=0"], "train.iterations must be an int >= 1"),
-        (["env.id=nope"], "unknown env id 'nope'"),
+        (["env.id=nope"], "unknown Gymnasium env id 'nope'"),
+        (["env=influence_balancing", "env.id=nope"], "unknown env id 'nope'"),
         (["optimizer.lr=0"], "optimizer.lr must be a finite number > 0"),
     ],
 )
