@@ -23,8 +23,7 @@ import pes_rl
 
 @hydra.main(config_path="configs", config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
-    for noisy in ("jax", "absl", "orbax"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    logging.getLogger().setLevel(logging.WARNING)  # library INFO chatter (JAX, Brax, orbax)
     overrides = [o for o in HydraConfig.get().overrides.task if not o.startswith("resume=")]
     try:
         result = pes_rl.train(cfg)
