@@ -22,7 +22,7 @@ from jax.flatten_util import ravel_pytree
 from pes_rl import engine, normalization
 from pes_rl.agents import shaping
 from pes_rl.envs.base import Env
-from pes_rl.host_engine import HostPopulation
+from pes_rl.host_engine import HostPopulation, seed_stream
 from pes_rl.policies import Policy
 
 Params = Any
@@ -53,7 +53,7 @@ class Estimator:
         fitness_shaping: str = "none",
         obs_normalization: bool = False,
     ):
-        if not _is_positive_int(num_particles):
+        if not is_positive_int(num_particles):
             raise ValueError(f"num_particles must be an int >= 1, got {num_particles!r}")
         if antithetic and num_particles % 2:
             raise ValueError(
@@ -62,7 +62,7 @@ class Estimator:
             )
         if not isinstance(sigma, int | float) or not math.isfinite(sigma) or sigma <= 0:
             raise ValueError(f"sigma must be a finite number > 0, got {sigma!r}")
-        if unroll_length is not None and not _is_positive_int(unroll_length):
+        if unroll_length is not None and not is_positive_int(unroll_length):
             raise ValueError(f"unroll_length must be an int >= 1, got {unroll_length!r}")
         if fitness_shaping not in shaping.FITNESS_SHAPINGS:
             raise ValueError(
@@ -168,8 +168,7 @@ class Estimator:
     def reset_population(self, key: jax.Array) -> engine.Particles:
         """Fresh episodes for all particles (antithetic partners from the same key)."""
         if self.host:
-            rng = np.random.default_rng(np.asarray(jax.random.key_data(key)).tolist())
-            seeds = rng.integers(0, 2**31 - 1, size=self.num_groups)[self.reset_group]
+            seeds = seed_stream(key).integers(0, 2**31 - 1, size=self.num_groups)[self.reset_group]
             return self.population.reset(seeds)
         keys = jax.random.split(key, self.num_particles)[self.reset_group]
         return engine.reset_particles(self.env, keys)
@@ -227,7 +226,8 @@ class Estimator:
         raise NotImplementedError
 
 
-def _is_positive_int(value: Any) -> bool:
+def is_positive_int(value: Any) -> bool:
+    """An int ≥ 1 that is not a bool: the check behind every count-like argument."""
     return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 

@@ -8,6 +8,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from pes_rl.agents.base import is_positive_int
+
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 # Keys that may change between a run and its resumption without changing its results.
 RESUMABLE_KEYS = ("train.iterations", "train.progress", "logger", "resume", "run_dir")
@@ -32,10 +34,6 @@ def as_config(cfg: DictConfig | dict) -> DictConfig:
     return cfg if isinstance(cfg, DictConfig) else OmegaConf.create(cfg)
 
 
-def _positive_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
-
-
 def _nonnegative_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
@@ -44,11 +42,11 @@ def validate(cfg: DictConfig) -> None:
     """Raises ValueError naming the config key when a value cannot work."""
     train = cfg.train
     checks = [
-        ("train.iterations", train.iterations, _positive_int, "an int >= 1"),
+        ("train.iterations", train.iterations, is_positive_int, "an int >= 1"),
         ("train.eval_every", train.eval_every, _nonnegative_int, "an int >= 0"),
         ("train.checkpoint_every", train.checkpoint_every, _nonnegative_int, "an int >= 0"),
-        ("train.eval_episodes", train.eval_episodes, _positive_int, "an int >= 1"),
-        ("train.eval_steps", train.eval_steps, _positive_int, "an int >= 1"),
+        ("train.eval_episodes", train.eval_episodes, is_positive_int, "an int >= 1"),
+        ("train.eval_steps", train.eval_steps, is_positive_int, "an int >= 1"),
         ("train.seed", train.seed, _nonnegative_int, "an int >= 0"),
     ]
     for name, value, ok, allowed in checks:

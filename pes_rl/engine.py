@@ -214,8 +214,7 @@ def unroll(
         reset_keys = jax.vmap(jax.random.fold_in, (None, 0))(key, group)
         fresh = cast_like(jax.vmap(env.reset)(reset_keys), particles.env_state)
 
-    def step(carry, inputs):
-        index = inputs
+    def step(carry, index):
         env_state, tally = carry
         stepping = tally.alive if step_limit is None else tally.alive & (index < step_limit)
         params = theta

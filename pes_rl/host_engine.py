@@ -22,6 +22,12 @@ from pes_rl.engine import ActFn, Particles, Window
 from pes_rl.envs.gymnasium_env import GymnasiumEnv
 
 
+def seed_stream(key: jax.Array) -> np.random.Generator:
+    """A NumPy generator seeded by a JAX key: how host envs draw reset seeds from the run's
+    random stream, so seeded runs stay reproducible."""
+    return np.random.default_rng(np.asarray(jax.random.key_data(key)).tolist())
+
+
 class HostPopulation:
     """``num_particles`` sub-envs of a Gymnasium env and the jitted batched policy."""
 
@@ -68,7 +74,7 @@ class HostPopulation:
         """
         group = np.arange(self.num_particles) if reset_group is None else np.asarray(reset_group)
         theta_after_end = theta if theta_after_end is None else theta_after_end
-        rng = np.random.default_rng(np.asarray(jax.random.key_data(key)).tolist())
+        rng = seed_stream(key)
         obs = np.asarray(particles.env_state, np.float32)
         tally = engine.start_tally(particles, obs.reshape(len(obs), -1).shape[1])
 
@@ -112,9 +118,7 @@ def make_host_evaluate(env: GymnasiumEnv, policy, num_episodes: int, num_steps: 
                 env, num_episodes, lambda theta, obs: policy.apply(unravel(theta), obs)
             )
         population = holder["population"]
-        seeds = np.random.default_rng(np.asarray(jax.random.key_data(key)).tolist()).integers(
-            0, 2**31 - 1, size=num_episodes
-        )
+        seeds = seed_stream(key).integers(0, 2**31 - 1, size=num_episodes)
         theta = jnp.broadcast_to(flat, (num_episodes, flat.size))
         length = env.spec.horizon or num_steps
         _, window = population.unroll(

@@ -134,8 +134,7 @@ def restore_run(
         # Gymnasium sub-envs cannot be restored from a checkpoint: θ, the optimizer, the
         # normalizer and the random stream continue; the particles start fresh episodes.
         fresh = agent.init(jax.random.fold_in(agent_key, start), state.params)
-        obs_norm = getattr(state.agent_state, "obs_norm", None)
-        state = state._replace(agent_state=fresh._replace(obs_norm=obs_norm))
+        state = state._replace(agent_state=fresh._replace(obs_norm=state.agent_state.obs_norm))
         warnings.warn(
             f"resuming a host (Gymnasium) env run from iteration {start}: particles start "
             "fresh episodes, so the run is not bit-identical to an uninterrupted one",
@@ -238,9 +237,10 @@ def train(cfg: DictConfig | dict) -> TrainResult:
             if do_eval or do_checkpoint or stop["requested"] or due:
                 eval_metrics = None
                 if do_eval:
-                    obs_norm = getattr(state.agent_state, "obs_norm", None)
                     eval_metrics = evaluate(
-                        state.params, obs_norm, jax.random.fold_in(eval_key, iteration)
+                        state.params,
+                        state.agent_state.obs_norm,
+                        jax.random.fold_in(eval_key, iteration),
                     )
                 flush(eval_metrics)
             if do_checkpoint or stop["requested"]:
