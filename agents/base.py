@@ -133,7 +133,12 @@ class Estimator:
         flat, unravel = ravel_pytree(params)
         state, weights, window = self._window(state, flat, key, self._act_fn(unravel))
         shaped_first, shaped_rest, scale = shaping.shape(
-            self.fitness_shaping, window.reward_first, window.reward_rest, window.ended, self.sigma
+            self.fitness_shaping,
+            window.reward_first,
+            window.reward_rest,
+            window.steps_first > 0,
+            window.steps_rest > 0,
+            self.sigma,
         )
         grad_flat = scale * (weights.first.T @ shaped_first + weights.rest.T @ shaped_rest)
         if self.obs_normalization:

@@ -32,27 +32,36 @@ def centered_ranks(values: jax.Array, mask: jax.Array) -> jax.Array:
 
 
 def shape(
-    kind: str, reward_first: jax.Array, reward_rest: jax.Array, ended: jax.Array, sigma: float
+    kind: str,
+    reward_first: jax.Array,
+    reward_rest: jax.Array,
+    has_first: jax.Array,
+    has_rest: jax.Array,
+    sigma: float,
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """Shaped (reward_first, reward_rest) and the factor that turns Σ w·R into the estimate."""
+    """Shaped (reward_first, reward_rest) and the factor that turns Σ w·R into the estimate.
+
+    ``has_first`` / ``has_rest`` [N] say which parts hold at least one step: a part with no
+    steps carries no reward and does not count in the std or the ranks.
+    """
     num = reward_first.shape[0]
     if kind == "none":
         return reward_first, reward_rest, jnp.asarray(1.0 / (num * sigma**2))
     if kind == "std":
-        # The std of every credited reward: the pre-end parts of all particles and the
-        # post-end parts of those whose episode ended (window totals can all be equal, as in
-        # CartPole, while the parts before the end still differ).
+        # The std of every credited reward: each part (before / after the first episode end)
+        # that holds steps. Window totals can all be equal, as in CartPole, while the parts
+        # differ; a part with no steps (an end on the window's last step) is not a reward.
         parts = jnp.concatenate([reward_first, reward_rest])
-        weight = jnp.concatenate([jnp.ones_like(ended), ended]).astype(parts.dtype)
-        mean = jnp.sum(parts * weight) / jnp.sum(weight)
-        std = jnp.sqrt(jnp.sum(weight * (parts - mean) ** 2) / jnp.sum(weight))
+        weight = jnp.concatenate([has_first, has_rest]).astype(parts.dtype)
+        count = jnp.maximum(jnp.sum(weight), 1.0)
+        mean = jnp.sum(parts * weight) / count
+        std = jnp.sqrt(jnp.sum(weight * (parts - mean) ** 2) / count)
         # Rewards equal to float precision carry no signal: the estimate is 0, not noise/std.
         has_signal = std > 1e-6 * jnp.maximum(1.0, jnp.abs(mean))
         inverse_std = jnp.where(has_signal, 1.0 / jnp.where(has_signal, std, 1.0), 0.0)
         return reward_first * inverse_std, reward_rest * inverse_std, jnp.asarray(1.0 / num)
     if kind == "centered_ranks":
-        everyone = jnp.ones_like(ended)
-        shaped_first = centered_ranks(reward_first, everyone)
-        shaped_rest = centered_ranks(reward_rest, ended)
+        shaped_first = centered_ranks(reward_first, has_first)
+        shaped_rest = centered_ranks(reward_rest, has_rest)
         return shaped_first, shaped_rest, jnp.asarray(1.0 / (num * sigma**2))
     raise ValueError(f"fitness_shaping must be one of {list(FITNESS_SHAPINGS)}, got {kind!r}")

@@ -42,6 +42,8 @@ class Window(NamedTuple):
     reward_rest: jax.Array  # [N] reward after the first episode end (0 if none ended)
     ended: jax.Array  # [N] bool: an episode ended inside the window
     steps_since_end: jax.Array  # [N] int32: steps of the episode now running (0: ended last step)
+    steps_first: jax.Array  # [N] int32: steps in the part before (and at) the first episode end
+    steps_rest: jax.Array  # [N] int32: steps after it (0: no end, or it fell on the last step)
     completed_return_sum: jax.Array  # shape=(): Σ returns of episodes that ended in the window
     completed_count: jax.Array  # shape=(): number of episodes that ended in the window
     env_steps: jax.Array  # shape=(): real env steps taken (finished, masked particles excluded)
@@ -56,6 +58,8 @@ class Tally(NamedTuple):
     alive: jax.Array  # [N] bool: still stepping (False only when autoreset=False)
     ended: jax.Array  # [N] bool: an episode has ended in this window
     steps_since_end: jax.Array  # [N] int32
+    steps_first: jax.Array  # [N] int32
+    steps_rest: jax.Array  # [N] int32
     reward_first: jax.Array  # [N]
     reward_rest: jax.Array  # [N]
     completed_return_sum: jax.Array  # shape=()
@@ -73,6 +77,8 @@ def start_tally(particles: Particles, obs_size: int) -> Tally:
         alive=jnp.ones(num, bool),
         ended=jnp.zeros(num, bool),
         steps_since_end=jnp.zeros(num, jnp.int32),
+        steps_first=jnp.zeros(num, jnp.int32),
+        steps_rest=jnp.zeros(num, jnp.int32),
         reward_first=zeros,
         reward_rest=zeros,
         completed_return_sum=jnp.zeros(()),
@@ -112,6 +118,8 @@ def account_step(
         alive=tally.alive if autoreset else tally.alive & ~done,
         ended=tally.ended | done,
         steps_since_end=jnp.where(done, 0, tally.steps_since_end + stepping),
+        steps_first=tally.steps_first + (stepping & ~tally.ended),
+        steps_rest=tally.steps_rest + (stepping & tally.ended),
         reward_first=tally.reward_first + jnp.where(tally.ended, 0.0, reward),
         reward_rest=tally.reward_rest + jnp.where(tally.ended, reward, 0.0),
         completed_return_sum=tally.completed_return_sum
@@ -127,7 +135,8 @@ def finish(env_state: Any, tally: Tally) -> tuple[Particles, Window]:
     """The particles after a window and what the window produced."""
     window = Window(
         tally.reward_first, tally.reward_rest, tally.ended, tally.steps_since_end,
-        tally.completed_return_sum, tally.completed_count, tally.env_steps, tally.obs_moments,
+        tally.steps_first, tally.steps_rest, tally.completed_return_sum, tally.completed_count,
+        tally.env_steps, tally.obs_moments,
     )  # fmt: skip
     return Particles(env_state, tally.clock, tally.episode_return), window
 

@@ -14,7 +14,7 @@ from pes_rl import agents, envs, policies
 
 def population(num_particles: int = 4):
     env = envs.make("gym/toy_gym:Counting-v0")
-    policy = policies.make("linear", env)
+    policy = policies.make("linear", env, bias=True)  # θ: 2 weights + 1 bias
     agent = agents.make(
         "pes", env=env, policy=policy, num_particles=num_particles, sigma=0.1, unroll_length=7
     )
@@ -89,8 +89,8 @@ def test_every_estimator_runs_on_a_host_env(agent_name):
 def test_discrete_actions_are_argmax_of_logits():
     env = envs.make("gym/toy_gym:Counting-v0", discrete=True)
     policy = policies.make("linear", env)
-    params = {"w": jnp.zeros((2, 3)), "b": jnp.array([0.0, 2.0, 1.0])}
-    assert int(policy.apply(params, jnp.zeros(2))) == 1
+    params = {"w": jnp.array([[0.0, 2.0, 1.0], [0.0, 0.0, 0.0]])}
+    assert int(policy.apply(params, jnp.array([1.0, 0.0]))) == 1
 
 
 @pytest.mark.parametrize(

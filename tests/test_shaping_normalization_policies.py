@@ -9,7 +9,7 @@ import pytest
 from conftest import make_influence_agent
 from gymnasium import spaces
 
-from pes_rl import agents, envs, normalization, policies
+from pes_rl import agents, engine, envs, normalization, policies
 from pes_rl.agents import shaping
 from pes_rl.envs.base import EnvSpec
 
@@ -25,14 +25,42 @@ def test_centered_ranks_share_ties_and_skip_masked_entries():
 def test_std_shaping_is_scale_free_and_silent_on_equal_rewards():
     rewards = jnp.array([1.0, 3.0, -2.0, 0.5])
     none = jnp.zeros(4)
-    ended = jnp.zeros(4, bool)
-    first, _, scale = shaping.shape("std", rewards, none, ended, sigma=0.1)
-    first_scaled, _, _ = shaping.shape("std", 1000.0 * rewards, none, ended, sigma=0.1)
+    every, no_rest = jnp.ones(4, bool), jnp.zeros(4, bool)
+    first, _, scale = shaping.shape("std", rewards, none, every, no_rest, sigma=0.1)
+    first_scaled, _, _ = shaping.shape("std", 1000.0 * rewards, none, every, no_rest, sigma=0.1)
     np.testing.assert_allclose(first, first_scaled, rtol=1e-5)
     np.testing.assert_allclose(jnp.std(first), 1.0, rtol=1e-5)
     assert float(scale) == pytest.approx(1 / 4)
-    equal, _, _ = shaping.shape("std", jnp.full(4, 50.0), none, ended, sigma=0.1)
+    equal, _, _ = shaping.shape("std", jnp.full(4, 50.0), none, every, no_rest, sigma=0.1)
     np.testing.assert_array_equal(equal, 0.0)
+
+
+def test_std_shaping_ignores_parts_without_steps():
+    """Every episode ended on the window's last step (Swimmer: T = 1000, K = 100): the empty
+    after-the-end parts are not rewards of 0 and must not inflate the std."""
+    rewards = jnp.array([1.0, 3.0, -2.0, 0.5])
+    every = jnp.ones(4, bool)
+    first, rest, _ = shaping.shape("std", rewards, jnp.zeros(4), every, ~every, sigma=0.1)
+    np.testing.assert_allclose(first, rewards / jnp.std(rewards), rtol=1e-5)
+    np.testing.assert_array_equal(rest, 0.0)
+
+
+def test_engine_counts_the_steps_of_each_part():
+    env = envs.make("influence_balancing", horizon=5)
+    policy = policies.make("constant", env)
+    agent = agents.make("pes", env=env, policy=policy, num_particles=2, sigma=0.1,
+                        unroll_length=5)  # fmt: skip
+    theta = policy.init(jax.random.key(0))
+    state = agent.init(jax.random.key(0), theta)
+    particles, window = engine.unroll(
+        env, lambda t, o: t, state.particles, jnp.zeros((2, 1)), jax.random.key(1), 7
+    )
+    np.testing.assert_array_equal(window.steps_first, [5, 5])  # the episode ends at step 5
+    np.testing.assert_array_equal(window.steps_rest, [2, 2])
+    _, window = engine.unroll(env, lambda t, o: t, particles, jnp.zeros((2, 1)),
+                              jax.random.key(2), 3)  # fmt: skip
+    np.testing.assert_array_equal(window.steps_first, [3, 3])  # ends on the window's last step
+    np.testing.assert_array_equal(window.steps_rest, [0, 0])
 
 
 @pytest.mark.parametrize("kind", ["std", "centered_ranks"])
@@ -108,8 +136,13 @@ def test_linear_policy_starts_at_zero_and_is_linear():
     policy = policies.make("linear", env)
     params = policy.init(jax.random.key(0))
     assert all(float(jnp.abs(p).sum()) == 0 for p in jax.tree.leaves(params))
-    params = {"w": jnp.array([[1.0], [2.0], [3.0]]), "b": jnp.array([0.5])}
-    np.testing.assert_allclose(policy.apply(params, jnp.array([1.0, 1.0, 1.0])), [6.5])
+    assert set(params) == {"w"}  # no bias by default, as in ARS and the PES paper
+    params = {"w": jnp.array([[1.0], [2.0], [3.0]])}
+    np.testing.assert_allclose(policy.apply(params, jnp.array([1.0, 1.0, 1.0])), [6.0])
+    with_bias = policies.make("linear", env, bias=True)
+    params = with_bias.init(jax.random.key(0)) | {"w": jnp.array([[1.0], [2.0], [3.0]])}
+    params["b"] = jnp.array([0.5])
+    np.testing.assert_allclose(with_bias.apply(params, jnp.array([1.0, 1.0, 1.0])), [6.5])
 
 
 def test_unknown_policy_and_constant_on_discrete_are_rejected():
