@@ -12,15 +12,27 @@ import gymnasium
 from pes_rl.envs.base import Env, EnvSpec, State
 from pes_rl.envs.brax_env import BraxEnv
 from pes_rl.envs.gymnasium_env import GymnasiumEnv
+from pes_rl.envs.hparams29 import Hparams29
 from pes_rl.envs.influence_balancing import InfluenceBalancing
+from pes_rl.envs.lr_schedule import LRSchedule
+from pes_rl.envs.lr_toy2d import LRToy2D
 from pes_rl.envs.registry import list_envs, make, register, register_prefix
+from pes_rl.envs.unrolled import UnrolledOptimizationEnv
 
 register("influence_balancing", InfluenceBalancing)
+register("lr_toy2d", LRToy2D)
+register("lr_schedule", LRSchedule)
+register("hparams29", Hparams29)
 register_prefix("brax", BraxEnv)
 register_prefix("gym", GymnasiumEnv)
 
 # Gymnasium's "module:Id" form imports this module, which registers these ids.
-for _gym_id, _env_id in [("InfluenceBalancing-v0", "influence_balancing")]:
+for _gym_id, _env_id in [
+    ("InfluenceBalancing-v0", "influence_balancing"),
+    ("LRToy2D-v0", "lr_toy2d"),
+    ("LRSchedule-v0", "lr_schedule"),
+    ("Hparams29-v0", "hparams29"),
+]:
     if _gym_id not in gymnasium.registry:
         gymnasium.register(
             id=_gym_id,
@@ -35,7 +47,11 @@ __all__ = [
     "GymnasiumEnv",
     "EnvSpec",
     "State",
+    "Hparams29",
     "InfluenceBalancing",
+    "LRSchedule",
+    "LRToy2D",
+    "UnrolledOptimizationEnv",
     "list_envs",
     "make",
     "register",

@@ -10,6 +10,7 @@ from jax.flatten_util import ravel_pytree
 
 from pes_rl import engine, normalization
 from pes_rl.envs.base import Env
+from pes_rl.envs.unrolled import UnrolledOptimizationEnv
 from pes_rl.policies import Policy
 
 
@@ -19,8 +20,13 @@ def make_evaluate(env: Env, policy: Policy, num_episodes: int, num_steps: int) -
     Finite horizon: the mean return of ``num_episodes`` complete episodes (a particle whose
     episode terminates early stops). Never-ending systems: the return of one ``num_steps``-step
     rollout from a reset, and the reward of its last step (``eval_final_reward``).
+    Unrolled-optimization tasks: the mean over ``num_episodes`` full inner runs of the return,
+    the last step's reward and the task's own end-of-run metrics (``eval_<name>``, e.g.
+    ``eval_val_accuracy`` on the whole validation split).
     """
     horizon = env.spec.horizon
+    if isinstance(env, UnrolledOptimizationEnv):
+        return make_inner_run_evaluate(env, num_episodes)
 
     @jax.jit
     def evaluate(params, obs_norm: normalization.ObsNormState | None, key: jax.Array) -> dict:
@@ -47,5 +53,33 @@ def make_evaluate(env: Env, policy: Policy, num_episodes: int, num_steps: int) -
 
         _, rewards = jax.lax.scan(step, state, None, length=num_steps)
         return {"eval_return": rewards.sum(), "eval_final_reward": rewards[-1]}
+
+    return evaluate
+
+
+def make_inner_run_evaluate(env: UnrolledOptimizationEnv, num_episodes: int) -> Callable:
+    """A jitted ``evaluate(params, obs_norm, key)`` over ``num_episodes`` full inner runs."""
+
+    @jax.jit
+    def evaluate(params, obs_norm, key: jax.Array) -> dict:
+        del obs_norm  # θ drives meta tasks directly
+        theta = jnp.asarray(params, jnp.float32)
+
+        def inner_run(reset_key):
+            def step(state, unused_t):
+                state = env.step(state, theta)
+                return state, state.reward
+
+            state, rewards = jax.lax.scan(
+                step, env.reset(reset_key), None, length=env.spec.horizon
+            )
+            return rewards, env.final_metrics(theta, state.inner["params"])
+
+        rewards, final = jax.vmap(inner_run)(jax.random.split(key, num_episodes))
+        metrics = {
+            "eval_return": jnp.mean(rewards.sum(-1)),
+            "eval_final_reward": jnp.mean(rewards[:, -1]),
+        }
+        return metrics | {f"eval_{name}": jnp.mean(value) for name, value in final.items()}
 
     return evaluate

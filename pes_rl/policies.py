@@ -59,17 +59,24 @@ def _action_head(action_space, action_mode: str) -> tuple[int, Callable[[jax.Arr
     return size, lambda raw: jnp.clip(raw, low, high).reshape(shape)
 
 
-def constant(env: Env) -> Policy:
-    """Action = θ, observation ignored: how meta tasks are driven (θ = hyperparameters)."""
+def constant(env: Env, random_init: bool = False) -> Policy:
+    """Action = θ, observation ignored: how meta tasks are driven (θ = hyperparameters).
+
+    θ_0 is the env's default action, or with ``random_init=True`` a draw from the env's
+    ``sample_theta(key)`` (the many-hyperparameter task starts from random points).
+    """
     space = env.spec.action_space
     if not isinstance(space, spaces.Box):
         raise ValueError(f"the constant policy needs a Box action space, got {space}")
+    if random_init and not hasattr(env, "sample_theta"):
+        raise ValueError(f"policy.kwargs.random_init=true needs a meta task, not {env!r}")
     default = env.spec.default_action
     init_value = np.zeros(space.shape, np.float32) if default is None else default
 
     def init(key: jax.Array) -> Params:
-        del key  # θ_0 is the env's default
-        return jnp.asarray(init_value, jnp.float32)
+        if random_init:
+            return jnp.asarray(env.sample_theta(key), jnp.float32)
+        return jnp.asarray(init_value, jnp.float32)  # θ_0 is the env's default
 
     def apply(params: Params, obs: jax.Array) -> jax.Array:
         del obs  # the action is θ itself

@@ -18,6 +18,9 @@ def clean(metrics: dict[str, Any]) -> dict[str, Any]:
     """Plain Python numbers; non-finite values dropped (JSON has no NaN)."""
     out = {}
     for key, value in metrics.items():
+        if getattr(value, "ndim", 0) > 0:  # a vector (θ of a meta task): a list of floats
+            out[key] = [float(v) for v in value.reshape(-1)]
+            continue
         value = value.item() if hasattr(value, "item") else value
         if isinstance(value, float) and not math.isfinite(value):
             continue
@@ -77,8 +80,15 @@ class WandbRun:
     def log(self, record: dict[str, Any]) -> None:
         if self.run is None:
             return
+        # W&B charts scalars: a vector such as θ is logged one entry per key (theta/0, ...).
+        flat = {}
+        for key, value in record.items():
+            if isinstance(value, list):
+                flat |= {f"{key}/{i}": v for i, v in enumerate(value)}
+            else:
+                flat[key] = value
         try:
-            self.run.log(record, step=record["iteration"])
+            self.run.log(flat, step=record["iteration"])
         except Exception as error:
             self._disable(error)
 

@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.flatten_util import ravel_pytree
 from omegaconf import DictConfig, OmegaConf
 
 from pes_rl import agents, envs, policies
@@ -29,6 +30,7 @@ from pes_rl.run_log import MetricsFile, Progress, WandbRun, clean
 
 Params = Any
 FLUSH_EVERY = 32  # iterations whose metrics are fetched from the device together
+THETA_LOG_SIZE = 32  # a meta task's θ up to this size is logged every iteration ("theta")
 
 
 class TrainState(NamedTuple):
@@ -86,6 +88,8 @@ def make_optimizer(cfg: DictConfig) -> optax.GradientTransformation:
 
 def make_iteration(agent, optimizer):
     """One outer iteration: estimate the ascent direction, hand its negation to optax."""
+    is_meta_task = agent.env.spec.default_action is not None
+    log_theta = is_meta_task and agent.env.spec.default_action.size <= THETA_LOG_SIZE
 
     def iteration(state: TrainState) -> tuple[TrainState, dict]:
         key, estimate_key = jax.random.split(state.key)
@@ -96,6 +100,8 @@ def make_iteration(agent, optimizer):
         )
         params = optax.apply_updates(state.params, updates)
         metrics = metrics | {"grad_norm": optax.global_norm(grad)}
+        if log_theta:  # hyperparameters of a meta task: their trajectory is a result
+            metrics["theta"] = ravel_pytree(params)[0]
         return TrainState(params, opt_state, agent_state, key, state.iteration + 1), metrics
 
     if agent.host:
@@ -154,6 +160,10 @@ def train(cfg: DictConfig | dict) -> TrainResult:
     cfg = as_config(cfg)
     validate(cfg)
     run_dir = resolve_run_dir(cfg)
+    if cfg.agent.name == "random_search":
+        from pes_rl import random_search
+
+        return TrainResult(*random_search.run(cfg, run_dir))
     env, policy, agent, optimizer = build(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg = OmegaConf.merge(cfg, {"run_dir": str(run_dir)})
