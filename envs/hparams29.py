@@ -46,6 +46,11 @@ THETA_INIT = np.concatenate(
 ).astype(np.float32)  # fmt: skip
 
 
+def per_leaf(values: jax.Array) -> list[dict[str, jax.Array]]:
+    """12 values in leaf order w0, b0, w1, b1, ... as a pytree like the MLP's layers."""
+    return [{"w": values[2 * i], "b": values[2 * i + 1]} for i in range(NUM_LEAVES // 2)]
+
+
 class Hparams29(unrolled.UnrolledOptimizationEnv):
     """Per-layer unit masks, per-leaf learning rates and momentums of a 5-hidden-layer MLP."""
 
@@ -85,11 +90,9 @@ class Hparams29(unrolled.UnrolledOptimizationEnv):
             return unrolled.cross_entropy(unrolled.mlp_logits(p, x, masks), y)
 
         grads = jax.grad(loss)(params, x, y)
-        per_leaf = jax.tree.structure(params)
         params, opt_state = unrolled.momentum_sgd(
-            params, opt_state, grads,
-            jax.tree.unflatten(per_leaf, list(lr)), jax.tree.unflatten(per_leaf, list(momentum)),
-        )  # fmt: skip
+            params, opt_state, grads, per_leaf(lr), per_leaf(momentum)
+        )
         x, y = unrolled.minibatch(objective_key, d.val_x, d.val_y, self.batch_size)
         return params, opt_state, loss(params, x, y)
 

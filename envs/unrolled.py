@@ -11,8 +11,9 @@ inner runs far longer than one window, on the same engine as RL envs.
 Every inner step is pure JAX: minibatches are drawn inside the step from arrays that live on
 the device, so the engine's ``lax.scan`` over a ``vmap`` of steps never leaves the device.
 
-A diverged inner run (a non-finite objective or one above ``loss_cap``) is capped at
-``loss_cap`` and ends its episode, so a bad θ gives a bad reward, never a NaN.
+A diverged inner run (non-finite params, or a non-finite objective or one above ``loss_cap``)
+gets the objective ``loss_cap`` and ends its episode (terminated, not truncated), so a bad θ
+gives a bad reward, never a NaN.
 
 References:
   Vicol, Metz, Sohl-Dickstein, "Unbiased Gradient Estimation in Unrolled Computation Graphs
@@ -112,9 +113,13 @@ class UnrolledOptimizationEnv(Env):
             step_key,
         )  # fmt: skip
         t = inner["t"] + 1
-        diverged = ~jnp.isfinite(objective) | (objective > self.loss_cap)
+        params_finite = jnp.all(
+            jnp.stack([jnp.all(jnp.isfinite(p)) for p in jax.tree.leaves(params)])
+        )
+        diverged = ~params_finite | ~jnp.isfinite(objective) | (objective > self.loss_cap)
         objective = jnp.where(diverged, self.loss_cap, objective)
-        done = (diverged | (t >= self.spec.horizon)).astype(jnp.float32)
+        truncated = t >= self.spec.horizon  # the inner run's time is up (diverged: terminated)
+        done = (diverged | truncated).astype(jnp.float32)
         inner = {
             "params": params,
             "opt_state": opt_state,
@@ -126,7 +131,7 @@ class UnrolledOptimizationEnv(Env):
             obs=self._obs(t),
             reward=-objective.astype(jnp.float32),
             done=done,
-            info={"truncation": done},
+            info={"truncation": (truncated & ~diverged).astype(jnp.float32)},
         )
 
     def _obs(self, t: jax.Array) -> jax.Array:

@@ -55,7 +55,10 @@ def load(name: str = "digits", validation_fraction: float = 1 / 6) -> Dataset:
     """
     if name == "digits":
         return _digits()
-    return _npz(str(name), float(validation_fraction))
+    file = Path(name)
+    # Cached per file version: envs built from the same file share one copy on the device.
+    version = (file.stat().st_mtime_ns, file.stat().st_size) if file.is_file() else None
+    return _npz(str(name), float(validation_fraction), version)
 
 
 @functools.cache
@@ -71,8 +74,9 @@ def _digits() -> Dataset:
     return _standardized(x[train], y[train], x[val], y[val], x[test], y[test])
 
 
-@functools.cache
-def _npz(path: str, validation_fraction: float) -> Dataset:
+@functools.lru_cache(maxsize=8)
+def _npz(path: str, validation_fraction: float, version: tuple | None) -> Dataset:
+    del version  # part of the cache key only
     expected = f"an .npz holding arrays {list(NPZ_ARRAYS)}"
     file = Path(path)
     if not file.is_file():
@@ -86,7 +90,9 @@ def _npz(path: str, validation_fraction: float) -> Dataset:
     except (OSError, ValueError, zipfile.BadZipFile) as error:
         if isinstance(error, DataError):
             raise
-        raise DataError(f"dataset file {path} is not readable as {expected}: {error}") from None
+        raise DataError(
+            f"dataset file {path} is not readable as {expected} ({type(error).__name__})"
+        ) from None
     if len(x_train) != len(y_train) or len(x_test) != len(y_test) or len(x_train) < 2:
         raise DataError(
             f"dataset file {path}: x and y of each split must have the same number of rows "

@@ -262,6 +262,10 @@ def test_lr_schedule_divergence_is_capped_and_ends_the_run():
     assert np.all(np.isfinite(rewards))
     assert rewards[0] == -env.loss_cap == -1e3
     assert dones[0] == 1.0
+    # The accuracy objective cannot exceed the cap: non-finite params end the run instead.
+    accuracy_env = envs.make("lr_schedule", horizon=50, objective="val_accuracy")
+    rewards, dones, _ = env_rewards(accuracy_env, [10.0, -10.0], 6)
+    assert np.all(np.isfinite(rewards)) and dones.max() == 1.0
     # Below the cap a sane θ neither ends the run nor reaches the cap.
     rewards, dones, _ = env_rewards(env, env.spec.default_action, 3)
     assert np.all(rewards > -env.loss_cap) and dones.sum() == 0.0
