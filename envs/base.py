@@ -39,6 +39,9 @@ class EnvSpec:
     horizon: int | None  # steps per episode; None = the episode never ends on a clock
     differentiable: bool = False  # reward is differentiable in the action (autodiff tests)
     default_action: np.ndarray | None = None  # θ_0 of meta tasks (the constant policy's init)
+    # Episodes may end before the horizon (a fall, a diverged inner run). False = they do so
+    # only rarely: the engine then prepares resets only for windows that reach the horizon.
+    early_termination: bool = True
 
 
 class Env(abc.ABC):

@@ -39,6 +39,7 @@ class InfluenceBalancing(Env):
             horizon=horizon,
             differentiable=True,
             default_action=np.array([THETA_INIT], np.float32),
+            early_termination=False,  # ends only on the clock, when a horizon is given
         )
 
     def reset(self, key: jax.Array) -> State:

@@ -63,6 +63,7 @@ class UnrolledOptimizationEnv(Env):
             horizon=horizon,
             differentiable=differentiable,
             default_action=theta_init,
+            early_termination=False,  # only a diverged inner run ends before T
         )
 
     @abc.abstractmethod

@@ -221,7 +221,19 @@ def unroll(
         # One fresh episode start per particle for the whole window, computed once (resets
         # can cost far more than steps): a particle whose episode ends continues from it.
         reset_keys = jax.vmap(jax.random.fold_in, (None, 0))(key, group)
-        fresh = cast_like(jax.vmap(env.reset)(reset_keys), particles.env_state)
+
+        def fresh_states():
+            return cast_like(jax.vmap(env.reset)(reset_keys), particles.env_state)
+
+        horizon = env.spec.horizon
+        if env.spec.early_termination:
+            prepared, fresh = jnp.asarray(True), fresh_states()
+        else:  # episodes end on the clock (rare early ends aside): prepare resets only for
+            # windows in which some clock reaches T; meta tasks' resets cost as much as steps.
+            prepared = jnp.asarray(False)
+            if horizon is not None:
+                prepared = jnp.any(particles.clock + unroll_length >= horizon)
+            fresh = jax.lax.cond(prepared, fresh_states, lambda: particles.env_state)
 
     def step(carry, index):
         env_state, tally = carry
@@ -238,9 +250,12 @@ def unroll(
         if freeze:
             next_state = tree_where(stepping, next_state, env_state)
         if autoreset:
-            next_state = jax.lax.cond(
-                jnp.any(done), lambda s: tree_where(done, fresh, s), lambda s: s, next_state
-            )
+            # An unprepared window (a rare early end) computes its resets when one happens.
+            def start_new_episodes(s):
+                starts = jax.lax.cond(prepared, lambda: fresh, fresh_states)
+                return tree_where(done, starts, s)
+
+            next_state = jax.lax.cond(jnp.any(done), start_new_episodes, lambda s: s, next_state)
         return (next_state, tally), None
 
     init = (particles.env_state, start_tally(particles, obs_size))

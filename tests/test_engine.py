@@ -77,3 +77,24 @@ def test_staggered_step_limit_advances_each_particle_its_own_number_of_steps():
     )
     assert particles.clock.tolist() == [0, 2, 5]
     assert int(window.env_steps) == 7
+
+
+def test_rare_early_end_in_an_unprepared_window_starts_a_fresh_inner_run():
+    """Meta tasks prepare resets only for windows that reach the horizon; a diverged inner
+    run elsewhere still restarts from a fresh initialization, and only that particle does."""
+    from pes_rl import envs
+
+    env = envs.make("lr_schedule", horizon=1000, hidden_sizes=(8,))
+    assert not env.spec.early_termination
+    particles = engine.reset_particles(env, jax.random.split(jax.random.key(0), 2))
+    theta = jnp.array([[10.0, -10.0], [-5.0, 0.0]])  # particle 0 diverges at once
+    particles, window = jax.jit(engine.unroll, static_argnums=(0, 1, 5))(
+        env, act, particles, theta, jax.random.key(3), 5
+    )
+    assert window.ended.tolist() == [True, False]
+    assert particles.clock.tolist() == [0, 5]  # particle 0 diverges on every step
+    assert particles.env_state.inner["t"].tolist() == [0, 5]
+    fresh = env.reset(jax.random.fold_in(jax.random.key(3), 0))
+    restarted = jax.tree.map(lambda leaf: leaf[0], particles.env_state.inner["params"])
+    for got, want in zip(jax.tree.leaves(restarted), jax.tree.leaves(fresh.inner["params"])):
+        assert jnp.allclose(got, want)

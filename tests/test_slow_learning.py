@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import statistics
+
 import pytest
 from cli import read_metrics, run_train
 
@@ -24,3 +26,21 @@ def test_tes_stays_far_below_pes_on_swimmer(tmp_path):
     result = run_train(run_dir, "experiment=swimmer_tes", "train.iterations=400", timeout=1200)
     assert result.returncode == 0, result.stderr
     assert read_metrics(run_dir)[-1]["eval_return"] < 150
+
+
+@pytest.mark.slow
+def test_pes_on_swimmer_keeps_the_papers_pace(tmp_path):
+    """The PES paper's recipe (NumPy, benchmarks/swimmer_reference.py) reaches an eval return
+    of 300 by 350k–450k env steps on seeds 0–2; so must experiment=swimmer_pes."""
+    result = run_train(
+        None, "-m", "experiment=swimmer_pes", "train.seed=0,1,2", "train.iterations=250",
+        "train.checkpoint_every=0", f"hydra.sweep.dir={tmp_path}",
+        "hydra.sweep.subdir=${hydra:job.num}", timeout=1800,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    best = []
+    for job in range(3):
+        records = read_metrics(tmp_path / str(job))
+        assert records[-1]["env_steps"] == 500_000
+        best.append(max(r["eval_return"] for r in records if "eval_return" in r))
+    assert statistics.median(best) >= 300, best
