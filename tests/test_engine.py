@@ -96,5 +96,5 @@ def test_rare_early_end_in_an_unprepared_window_starts_a_fresh_inner_run():
     assert particles.env_state.inner["t"].tolist() == [0, 5]
     fresh = env.reset(jax.random.fold_in(jax.random.key(3), 0))
     restarted = jax.tree.map(lambda leaf: leaf[0], particles.env_state.inner["params"])
-    for got, want in zip(jax.tree.leaves(restarted), jax.tree.leaves(fresh.inner["params"])):
-        assert jnp.allclose(got, want)
+    want = jax.tree.leaves(fresh.inner["params"])
+    assert all(jnp.allclose(a, b) for a, b in zip(jax.tree.leaves(restarted), want, strict=True))
