@@ -1,6 +1,7 @@
 """Compare runs: return vs. env steps, one curve per label, mean ± std over seeds.
 
     python -m pes_rl.plot runs/sweeps/<time>/*/ -o compare.png [--budgets 400000 1600000]
+    python -m pes_rl.plot runs/h29/*/ --metric eval_val_loss --best --budgets 50000 100000
 
 Each RUN_DIR holds the ``metrics.jsonl`` and ``config.yaml`` that ``python train.py`` writes.
 Runs whose configs differ only in ``train.seed`` share a label and are drawn as a mean curve
@@ -28,21 +29,34 @@ def label_of(run_dir: Path) -> str:
     """Agent and the settings that distinguish ES-family runs."""
     cfg = OmegaConf.load(run_dir / "config.yaml")
     agent = cfg.agent
+    if agent.name == "random_search":
+        return f"RANDOM SEARCH {cfg.env.id} {agent.num_particles} points/iteration"
     unroll = agent.unroll_length if agent.unroll_length is not None else "T"
     return f"{agent.name.upper()} {cfg.env.id} K={unroll} σ={agent.sigma} N={agent.num_particles}"
 
 
-def load_curve(run_dir: Path, key: str) -> tuple[np.ndarray, np.ndarray]:
+def lower_is_better(key: str) -> bool:
+    return key.endswith("loss")
+
+
+def load_curve(run_dir: Path, key: str, best: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(env steps, values) of ``key``; ``best``: the best value so far at each point (the
+    minimum for ``*loss`` metrics, else the maximum)."""
     steps, values = [], []
     for line in (run_dir / "metrics.jsonl").read_text().splitlines():
         record = json.loads(line)
         if key in record:
             steps.append(record["env_steps"])
             values.append(record[key])
-    return np.asarray(steps, float), np.asarray(values, float)
+    values = np.asarray(values, float)
+    if best and len(values):
+        values = (np.minimum if lower_is_better(key) else np.maximum).accumulate(values)
+    return np.asarray(steps, float), values
 
 
-def plot_runs(run_dirs: list[Path], output: Path) -> dict[str, int]:
+def plot_runs(
+    run_dirs: list[Path], output: Path, panels=PANELS, best: bool = False
+) -> dict[str, int]:
     """Draws every panel for ``run_dirs`` into ``output``; returns runs per label."""
     import matplotlib
 
@@ -52,10 +66,10 @@ def plot_runs(run_dirs: list[Path], output: Path) -> dict[str, int]:
     groups: dict[str, list[Path]] = defaultdict(list)
     for run_dir in run_dirs:
         groups[label_of(run_dir)].append(run_dir)
-    fig, axes = plt.subplots(1, len(PANELS), figsize=(6 * len(PANELS), 4.5))
-    for ax, (key, title) in zip(axes, PANELS, strict=True):
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.5), squeeze=False)
+    for ax, (key, title) in zip(axes[0], panels, strict=True):
         for label, dirs in sorted(groups.items()):
-            curves = [c for c in (load_curve(d, key) for d in dirs) if len(c[0])]
+            curves = [c for c in (load_curve(d, key, best) for d in dirs) if len(c[0])]
             if not curves:
                 continue
             # Seeds are put on a common env-step grid before averaging.
@@ -67,8 +81,8 @@ def plot_runs(run_dirs: list[Path], output: Path) -> dict[str, int]:
             (line,) = ax.plot(grid, mean, label=label + seeds)
             if len(curves) > 1:
                 ax.fill_between(grid, mean - std, mean + std, color=line.get_color(), alpha=0.2)
-        ax.set_xlabel("env steps")
-        ax.set_title(title)
+        ax.set_xlabel("env steps (meta tasks: inner steps)")
+        ax.set_title(f"best {title} so far" if best else title)
         ax.grid(alpha=0.3)
         if ax.lines:
             ax.legend(fontsize=8)
@@ -81,10 +95,13 @@ def plot_runs(run_dirs: list[Path], output: Path) -> dict[str, int]:
     return {label: len(dirs) for label, dirs in groups.items()}
 
 
-def budget_table(run_dirs: list[Path], budgets: list[float]) -> str:
-    """A markdown table: mean ± std eval return of each label at each env-step budget.
+def budget_table(
+    run_dirs: list[Path], budgets: list[float], key: str = "eval_return", best: bool = False
+) -> str:
+    """A markdown table: mean ± std of ``key`` for each label at each env-step budget.
 
-    A run's value at a budget is its last evaluation at or before that many env steps.
+    A run's value at a budget is its last evaluation at or before that many env steps (with
+    ``best``: the best one).
     """
     groups: dict[str, list[Path]] = defaultdict(list)
     for run_dir in run_dirs:
@@ -92,11 +109,11 @@ def budget_table(run_dirs: list[Path], budgets: list[float]) -> str:
     header = "| run | seeds | " + " | ".join(f"{b:,.0f} steps" for b in budgets) + " |"
     lines = [header, "|---|---|" + "---|" * len(budgets)]
     for label, dirs in sorted(groups.items()):
-        curves = [load_curve(d, "eval_return") for d in dirs]
+        curves = [load_curve(d, key, best) for d in dirs]
         cells = []
         for budget in budgets:
             values = [v[s <= budget][-1] for s, v in curves if np.any(s <= budget)]
-            cells.append(f"{np.mean(values):.1f} ± {np.std(values):.1f}" if values else "–")
+            cells.append(f"{np.mean(values):.4g} ± {np.std(values):.2g}" if values else "–")
         lines.append(f"| {label} | {len(dirs)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -113,7 +130,16 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument(
         "--budgets", type=float, nargs="*", default=[],
-        help="also print a markdown table of eval return at these env-step budgets",
+        help="also print a markdown table of the metric at these env-step budgets",
+    )  # fmt: skip
+    parser.add_argument(
+        "--metric", default=None,
+        help="plot (and tabulate) this metrics.jsonl key alone, e.g. eval_val_loss; default: "
+        "eval_return and train_return",
+    )  # fmt: skip
+    parser.add_argument(
+        "--best", action="store_true",
+        help="the best value so far (minimum of *loss metrics, else maximum) at each point",
     )  # fmt: skip
     args = parser.parse_args(argv)
     missing = [
@@ -126,12 +152,13 @@ def main(argv: list[str] | None = None) -> None:
             f"error: not run directories (no metrics.jsonl/config.yaml): {missing}", file=sys.stderr
         )
         sys.exit(2)
-    counts = plot_runs(args.run_dirs, args.output)
+    panels = PANELS if args.metric is None else ((args.metric, args.metric),)
+    counts = plot_runs(args.run_dirs, args.output, panels, args.best)
     for label, count in sorted(counts.items()):
         print(f"{label}: {count} run(s)")
     print(f"wrote {args.output}")
     if args.budgets:
-        print(budget_table(args.run_dirs, args.budgets))
+        print(budget_table(args.run_dirs, args.budgets, args.metric or "eval_return", args.best))
 
 
 if __name__ == "__main__":

@@ -67,6 +67,17 @@ def test_random_search_keeps_the_best_point(tmp_path):
     assert best == sorted(best) and np.isfinite(best[-1])  # the incumbent only improves
     # The toy is deterministic: θ's evaluation repeats its search score.
     assert records[-1]["eval_return"] == pytest.approx(records[-1]["search_return"], rel=1e-5)
+    # The plot's best-so-far table of a loss metric: the running minimum.
+    plot = subprocess.run(
+        [sys.executable, "-m", "pes_rl.plot", str(run_dir), "-o", str(tmp_path / "p.png"),
+         "--metric", "eval_final_loss", "--best", "--budgets", "2400", "4000"],
+        cwd=REPO, env=cli_env(), capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert plot.returncode == 0, plot.stderr
+    row = next(line for line in plot.stdout.splitlines() if line.startswith("| RANDOM SEARCH"))
+    losses = [r["eval_final_loss"] for r in records]
+    expected = [min(losses[:3]), min(losses)]
+    assert row.strip(" |").split(" | ")[2:] == [f"{v:.4g} ± 0" for v in expected]
 
 
 def test_random_search_on_an_rl_env_is_refused(tmp_path):
