@@ -19,6 +19,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 import pes_rl
+from pes_rl.run_dir import cli_run_dir, unusable_reason
 
 
 @hydra.main(config_path="configs", config_name="train", version_base="1.3")
@@ -44,4 +45,10 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    # Hydra creates hydra.run.dir before main() runs and fails on a bad one with a traceback.
+    run_dir = cli_run_dir(sys.argv[1:])
+    problem = unusable_reason(run_dir) if run_dir else None
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        sys.exit(2)
     main()

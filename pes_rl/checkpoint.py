@@ -1,17 +1,26 @@
 """Orbax checkpoints of the whole training state, written atomically.
 
 Orbax writes each step to a temporary directory and renames it when complete, so a run killed
-at any moment (even SIGKILL) leaves only whole checkpoints behind.
+at any moment (even SIGKILL) leaves only whole checkpoints behind. A checkpoint damaged all the
+same (a disk or file system that lost writes) is set aside on resume and the previous one used.
 """
 
 from __future__ import annotations
 
+import datetime
+import gc
 import logging
+import sys
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+
+from pes_rl.run_dir import RunDirError
 
 
 def _to_saveable(tree: Any) -> Any:
@@ -33,16 +42,40 @@ def _from_saved(restored: Any, template: Any) -> Any:
     return jax.tree.map(back, restored, template)
 
 
+@contextmanager
+def _quiet() -> Iterator[None]:
+    """Silences what orbax and TensorStore print about a damaged checkpoint (absl errors and
+    tracebacks of abandoned read coroutines): the caller reports it in one line."""
+    absl = logging.getLogger("absl")
+    level, hook = absl.level, sys.unraisablehook
+    absl.setLevel(logging.CRITICAL)
+    sys.unraisablehook = lambda unraisable: None
+    try:
+        yield
+    finally:
+        gc.collect()  # the abandoned coroutines are freed (and would print) here
+        absl.setLevel(level)
+        sys.unraisablehook = hook
+
+
+def _summary(error: Exception) -> str:
+    """The first line of an error, short enough for a one-line warning."""
+    first = (str(error).splitlines() or [""])[0]
+    return f"{type(error).__name__}: {first[:160]}"
+
+
 class Checkpointer:
     """Saves and restores the training state under ``run_dir/checkpoints/<iteration>``."""
 
     def __init__(self, run_dir: str | Path, max_to_keep: int = 2):
         logging.getLogger("absl").setLevel(logging.WARNING)
         self.directory = Path(run_dir).resolve() / "checkpoints"
-        self.manager = ocp.CheckpointManager(
-            self.directory,
-            options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True),
-        )
+        self.options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True)
+        self.manager = self._open()
+
+    def _open(self) -> ocp.CheckpointManager:
+        with _quiet():
+            return ocp.CheckpointManager(self.directory, options=self.options)
 
     def latest_iteration(self) -> int | None:
         return self.manager.latest_step()
@@ -57,6 +90,41 @@ class Checkpointer:
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, _to_saveable(template))
         restored = self.manager.restore(iteration, args=ocp.args.StandardRestore(abstract))
         return _from_saved(restored, template)
+
+    def restore_latest(self, template: Any) -> tuple[int, Any]:
+        """The newest checkpoint that restores: (its iteration, its state).
+
+        Newer checkpoints that fail to restore are renamed ``<iteration>.damaged-<time>`` (kept
+        for inspection, out of orbax's way) with a one-line warning each. When none restores,
+        nothing is moved and RunDirError says why the newest failed.
+        """
+        failed: list[tuple[int, Exception]] = []
+        for iteration in sorted(self.manager.all_steps(), reverse=True):
+            try:
+                with _quiet():
+                    state = self.restore(iteration, template)
+            except Exception as error:  # any failure to read a checkpoint means it is unusable
+                failed.append((iteration, error))
+                self.manager.close()  # a failed restore leaves the manager unusable
+                self.manager = self._open()
+                continue
+            for damaged, error in failed:
+                self._set_aside(damaged, error, iteration)
+            return iteration, state
+        why = f" (the newest, {failed[0][0]}: {_summary(failed[0][1])})" if failed else ""
+        raise RunDirError(f"no checkpoint in {self.directory} restores{why}")
+
+    def _set_aside(self, iteration: int, error: Exception, used: int) -> None:
+        """Renames a checkpoint that failed to restore out of orbax's way and says so."""
+        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
+        aside = self.directory / f"{iteration}.damaged-{stamp}"
+        (self.directory / str(iteration)).rename(aside)
+        self.manager.reload()
+        warnings.warn(
+            f"checkpoint {iteration} cannot be restored ({_summary(error)}); moved it to "
+            f"{aside} and resumed from checkpoint {used}",
+            stacklevel=4,
+        )
 
     def close(self) -> None:
         self.manager.close()

@@ -24,6 +24,7 @@ from pes_rl import envs, policies
 from pes_rl.agents.base import is_positive_int
 from pes_rl.envs.unrolled import UnrolledOptimizationEnv
 from pes_rl.evaluation import make_evaluate
+from pes_rl.run_dir import atomic_write_text
 from pes_rl.run_log import MetricsFile, Progress, WandbRun, clean
 
 
@@ -64,7 +65,7 @@ def run(cfg: DictConfig, run_dir: Path) -> tuple[jax.Array, list[dict]]:
         raise ValueError("resume=true is not supported for agent=random_search: start a new run")
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg = OmegaConf.merge(cfg, {"run_dir": str(run_dir)})
-    OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
+    atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
 
     policy = policies.make("constant", env)
     search_step = make_search_step(env, num_points)

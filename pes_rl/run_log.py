@@ -13,6 +13,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from pes_rl.run_dir import RunDirError, atomic_write_text
+
 
 def clean(metrics: dict[str, Any]) -> dict[str, Any]:
     """Plain Python numbers; non-finite values dropped (JSON has no NaN)."""
@@ -28,19 +30,47 @@ def clean(metrics: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def parse_record(line: str) -> dict[str, Any] | None:
+    """The metrics record a line holds, or None when it holds none."""
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) and "iteration" in record else None
+
+
+def read_records(path: Path) -> list[dict[str, Any]]:
+    """The records of a ``metrics.jsonl``; a torn last line (a crash cut it short) is dropped
+    with a warning, any other unreadable line raises RunDirError."""
+    lines = [(n, line) for n, line in enumerate(path.read_text().splitlines(), 1) if line.strip()]
+    records = []
+    for n, line in lines:
+        record = parse_record(line)
+        if record is None and n == lines[-1][0]:
+            warnings.warn(
+                f"dropped the torn last line {n} of {path} (a crash cut it short)", stacklevel=3
+            )
+        elif record is None:
+            raise RunDirError(f"{path} line {n} is not a metrics record; fix or remove that line")
+        else:
+            records.append(record)
+    return records
+
+
 class MetricsFile:
-    """Appends one JSON object per iteration to ``metrics.jsonl``, flushed line by line."""
+    """Appends one JSON object per iteration to ``metrics.jsonl``, flushed line by line.
+
+    On resume the lines after ``keep_until`` are dropped (they will be recomputed) by writing a
+    new file and renaming it over the old one, so a crash at any moment keeps every line.
+    """
 
     def __init__(self, run_dir: Path, keep_until: int | None = None):
         self.path = run_dir / "metrics.jsonl"
-        kept = []
+        self.history: list[dict[str, Any]] = []
         if keep_until is not None and self.path.exists():
-            # Resuming: iterations after the checkpoint will be recomputed, drop them.
-            for line in self.path.read_text().splitlines():
-                if line.strip() and json.loads(line)["iteration"] <= keep_until:
-                    kept.append(line)
-        self.path.write_text("".join(line + "\n" for line in kept))
-        self.history = [json.loads(line) for line in kept]
+            records = read_records(self.path)
+            self.history = [r for r in records if r["iteration"] <= keep_until]
+        atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in self.history))
         self._file = self.path.open("a")
 
     def write(self, record: dict[str, Any]) -> None:

@@ -26,6 +26,7 @@ from pes_rl.checkpoint import Checkpointer
 from pes_rl.config import as_config, differing_keys, validate
 from pes_rl.evaluation import make_evaluate
 from pes_rl.host_engine import make_host_evaluate
+from pes_rl.run_dir import atomic_write_text, claim
 from pes_rl.run_log import MetricsFile, Progress, WandbRun, clean
 
 Params = Any
@@ -134,8 +135,7 @@ def restore_run(
                 f"{changed}; repeat the run's overrides (only train.iterations, train.progress "
                 "and logger may change)"
             )
-    start = checkpointer.latest_iteration()
-    state = checkpointer.restore(start, template)
+    start, state = checkpointer.restore_latest(template)
     if agent.host:
         # Gymnasium sub-envs cannot be restored from a checkpoint: θ, the optimizer, the
         # normalizer and the random stream continue; the particles start fresh episodes.
@@ -152,20 +152,28 @@ def restore_run(
 def train(cfg: DictConfig | dict) -> TrainResult:
     """Trains θ as ``cfg`` says; writes metrics.jsonl, config.yaml and checkpoints to run_dir.
 
+    The run owns run_dir while it trains (see ``pes_rl.run_dir.claim``).
+
     Raises:
-      ValueError: a config value that cannot work (the message names the key).
+      ValueError: a config value that cannot work (the message names the key), or a run dir
+        that cannot be used (``pes_rl.run_dir.RunDirError``: in use, a file, not a run, ...).
       TrainingDiverged: a non-finite reward or gradient; the last good checkpoint stays.
       TrainingInterrupted: Ctrl-C; a checkpoint of the last finished iteration was saved.
     """
     cfg = as_config(cfg)
     validate(cfg)
     run_dir = resolve_run_dir(cfg)
-    if cfg.agent.name == "random_search":
-        from pes_rl import random_search
+    with claim(run_dir, resume=cfg.resume):
+        if cfg.agent.name == "random_search":
+            from pes_rl import random_search
 
-        return TrainResult(*random_search.run(cfg, run_dir))
+            return TrainResult(*random_search.run(cfg, run_dir))
+        return train_in_run_dir(cfg, run_dir)
+
+
+def train_in_run_dir(cfg: DictConfig, run_dir: Path) -> TrainResult:
+    """``train`` with an ES-family agent, in a run dir this process has claimed."""
     env, policy, agent, optimizer = build(cfg)
-    run_dir.mkdir(parents=True, exist_ok=True)
     cfg = OmegaConf.merge(cfg, {"run_dir": str(run_dir)})
     total = cfg.train.iterations
 
@@ -185,7 +193,7 @@ def train(cfg: DictConfig | dict) -> TrainResult:
         raise ValueError(
             f"train.iterations must exceed the {start} iterations already done in {run_dir}"
         )
-    OmegaConf.save(cfg, config_path, resolve=True)
+    atomic_write_text(config_path, OmegaConf.to_yaml(cfg, resolve=True))
 
     metrics_file = MetricsFile(run_dir, keep_until=start)
     env_steps = metrics_file.history[-1]["env_steps"] if metrics_file.history else 0

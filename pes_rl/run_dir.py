@@ -1,0 +1,136 @@
+"""Run directories that never lose data: checked paths, one owner at a time, atomic files.
+
+A run dir holds a user's results (``metrics.jsonl``, ``checkpoints/``), so ``pes_rl.train``
+claims it first: the path must be a directory it can write, a non-empty directory must hold a
+pes_rl run (not someone's other files), a live run elsewhere keeps it (an ``flock`` on
+``.lock``, which the OS drops when its holder dies, even by SIGKILL), and a new run never
+writes over an old run's results. Every refusal is a :class:`RunDirError` with one line.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+LOCK_NAME = ".lock"  # holds the owner's PID; flock'ed while the owner lives
+HYDRA_LOG = "train.log"  # Hydra's job log (with .hydra/), written before train() runs
+RESULTS = ("metrics.jsonl", "checkpoints")
+MARKERS = frozenset({"config.yaml", *RESULTS})  # any of these: the dir holds a pes_rl run
+
+
+class RunDirError(ValueError):
+    """The run dir cannot be used; the message names it and says what to do."""
+
+
+def cli_run_dir(argv: list[str]) -> Path | None:
+    """The plain path a ``hydra.run.dir=`` override names, if any (not in a sweep).
+
+    Hydra creates that dir (and writes .hydra/ into it) before ``train()`` runs, failing with a
+    traceback when it cannot, so train.py checks it first.
+    """
+    if "-m" in argv or "--multirun" in argv:
+        return None
+    values = [a.split("=", 1)[1] for a in argv if a.startswith("hydra.run.dir=")]
+    if not values or "${" in values[-1]:
+        return None
+    return Path(values[-1])
+
+
+def unusable_reason(path: Path) -> str | None:
+    """Why ``path`` cannot become or stay a run dir (not a writable directory, or one that holds
+    something other than a pes_rl run); None when it can. Creates nothing."""
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir():
+        if existing == path:
+            return f"run dir {path} is a file, not a directory; choose another hydra.run.dir"
+        return f"run dir {path} cannot be created: {existing} is a file"
+    try:  # the only reliable test (root passes os.access, /proc and read-only mounts do not)
+        tempfile.TemporaryDirectory(dir=existing, prefix=".pes_rl-probe-").cleanup()
+    except OSError as error:
+        return f"run dir {path} cannot be created or written ({error.strerror} in {existing})"
+    foreign = foreign_entries(path)
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+        return (
+            f"run dir {path} is not empty and holds no pes_rl run ({shown}); "
+            "choose a new or empty hydra.run.dir"
+        )
+    return None
+
+
+def foreign_entries(run_dir: Path) -> list[str]:
+    """Visible entries of an existing dir that holds no pes_rl run (empty for a run or a fresh
+    dir: hidden entries such as Hydra's .hydra/, and Hydra's train.log, do not count)."""
+    if not run_dir.is_dir():
+        return []
+    names = sorted(p.name for p in run_dir.iterdir())
+    if MARKERS.intersection(names):
+        return []
+    return [n for n in names if not n.startswith(".") and n != HYDRA_LOG]
+
+
+def holds_results(run_dir: Path) -> bool:
+    """Whether a run already wrote metrics or checkpoints here."""
+    metrics, checkpoints = (run_dir / name for name in RESULTS)
+    has_metrics = metrics.exists() and metrics.stat().st_size > 0
+    return has_metrics or (checkpoints.is_dir() and any(checkpoints.iterdir()))
+
+
+@contextmanager
+def claim(run_dir: Path, resume: bool) -> Iterator[None]:
+    """Creates ``run_dir`` and owns it for the ``with`` block, or raises RunDirError.
+
+    The order matters: nothing is created in a refused path, and a live owner is named before
+    anything is said about its results.
+    """
+    reason = unusable_reason(run_dir)
+    if reason:
+        raise RunDirError(reason)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with _locked(run_dir):
+        if not resume and holds_results(run_dir):
+            raise RunDirError(
+                f"run dir {run_dir} already holds a run's results; add resume=true to continue "
+                "it, or choose another hydra.run.dir"
+            )
+        yield
+
+
+@contextmanager
+def _locked(run_dir: Path) -> Iterator[None]:
+    """An exclusive flock on ``run_dir/.lock`` with this process's PID written in it.
+
+    The lock file is never deleted: unlinking it would let two processes lock two files.
+    """
+    fd = os.open(run_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "(starting up)"
+            raise RunDirError(
+                f"run dir {run_dir} is in use by process {holder}; wait for it to end or "
+                "choose another hydra.run.dir"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the flock
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Writes ``path`` whole or not at all: a hidden temp file beside it, then os.replace."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with tmp.open("w", encoding="utf-8") as file:
+            file.write(text)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
