@@ -81,20 +81,18 @@ def test_staggered_step_limit_advances_each_particle_its_own_number_of_steps():
 
 def test_rare_early_end_in_an_unprepared_window_starts_a_fresh_inner_run():
     """Meta tasks prepare resets only for windows that reach the horizon; a diverged inner
-    run elsewhere still restarts from a fresh initialization, and only that particle does."""
+    run elsewhere still restarts a fresh inner run, and only that particle does."""
     from pes_rl import envs
 
-    env = envs.make("lr_schedule", horizon=1000, hidden_sizes=(8,))
+    env = envs.make("lr_toy2d", horizon=100)
     assert not env.spec.early_termination
     particles = engine.reset_particles(env, jax.random.split(jax.random.key(0), 2))
-    theta = jnp.array([[10.0, -10.0], [-5.0, 0.0]])  # particle 0 diverges at once
+    theta = jnp.array([[20.0, 20.0], [-3.0, -3.0]])  # lr e^20: particle 0 diverges at once
     particles, window = jax.jit(engine.unroll, static_argnums=(0, 1, 5))(
         env, act, particles, theta, jax.random.key(3), 5
     )
     assert window.ended.tolist() == [True, False]
     assert particles.clock.tolist() == [0, 5]  # particle 0 diverges on every step
     assert particles.env_state.inner["t"].tolist() == [0, 5]
-    fresh = env.reset(jax.random.fold_in(jax.random.key(3), 0))
-    restarted = jax.tree.map(lambda leaf: leaf[0], particles.env_state.inner["params"])
-    want = jax.tree.leaves(fresh.inner["params"])
-    assert all(jnp.allclose(a, b) for a, b in zip(jax.tree.leaves(restarted), want, strict=True))
+    assert particles.env_state.inner["params"][0].tolist() == [1.0, 1.0]  # a fresh start
+    assert window.reward_first[0] == -env.loss_cap  # its first run ended at the cap
