@@ -31,6 +31,10 @@ def main(cfg: DictConfig) -> float | None:
     except (ValueError, pes_rl.TrainingDiverged) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:  # agent=random_search: nothing to resume, nothing lost
+        print(f"\nstopped; every finished iteration is in {cfg.run_dir}/metrics.jsonl",
+              file=sys.stderr)  # fmt: skip
+        sys.exit(130)
     except pes_rl.TrainingInterrupted as stopped:
         resume = " ".join([*overrides, f"hydra.run.dir={stopped.run_dir}", "resume=true"])
         print(f"\n{stopped}\nresume with: python train.py {resume}", file=sys.stderr)

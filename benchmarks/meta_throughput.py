@@ -14,27 +14,12 @@ close the engine runs to the raw speed of the inner training runs.
 from __future__ import annotations
 
 import argparse
-import time
 
 import jax
 import jax.numpy as jnp
+from engine_throughput import time_calls  # benchmarks/ is on sys.path when run as a script
 
 from pes_rl import agents, envs, policies
-
-
-def time_calls(fn, num_calls: int, repeats: int = 3) -> float:
-    """Seconds per call: the best of ``repeats`` timings of ``num_calls`` calls, after two
-    warm-up calls (the second catches re-compilation)."""
-    for _ in range(2):
-        jax.block_until_ready(fn())
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for _ in range(num_calls):
-            out = fn()
-        jax.block_until_ready(out)
-        best = min(best, (time.perf_counter() - start) / num_calls)
-    return best
 
 
 def benchmark(

@@ -26,6 +26,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.scipy.special import logit
 
 from pes_rl import data
 from pes_rl.envs import unrolled
@@ -35,15 +36,11 @@ NUM_LEAVES = 2 * (NUM_HIDDEN + 1)
 NUM_HPARAMS = NUM_HIDDEN + 2 * NUM_LEAVES  # 29
 
 
-def logit(p):
-    return np.log(p) - np.log1p(-p)
-
-
-# A fixed θ_0 in the middle of the random-init ranges (used without random_init).
+# A fixed θ_0 in the middle of the random-init ranges (used without random_init): mask and
+# momentum 0.5 (logit 0), learning rate 1e-3.
 THETA_INIT = np.concatenate(
-    [np.full(NUM_HIDDEN, logit(0.5)), np.full(NUM_LEAVES, np.log(1e-3)),
-     np.full(NUM_LEAVES, logit(0.5))]
-).astype(np.float32)  # fmt: skip
+    [np.zeros(NUM_HIDDEN), np.full(NUM_LEAVES, np.log(1e-3)), np.zeros(NUM_LEAVES)]
+).astype(np.float32)
 
 
 def per_leaf(values: jax.Array) -> list[dict[str, jax.Array]]:
@@ -64,7 +61,7 @@ class Hparams29(unrolled.UnrolledOptimizationEnv):
         super().__init__(THETA_INIT, horizon, differentiable=False, loss_cap=loss_cap)
         self.data = data.load(dataset)
         self.sizes = (self.data.train_x.shape[1], *[WIDTH] * NUM_HIDDEN, self.data.num_classes)
-        self.batch_size = batch_size
+        self.batch_size = unrolled.check_count("batch_size", batch_size)
 
     @staticmethod
     def hyperparameters(theta: jax.Array):
@@ -101,17 +98,20 @@ class Hparams29(unrolled.UnrolledOptimizationEnv):
         return unrolled.classifier_metrics(self.data, params, masks)
 
     def sample_theta(self, key):
-        mask_key, lr_key, momentum_key = jax.random.split(key, 3)
-        masks = jax.random.uniform(mask_key, (NUM_HIDDEN,), minval=0.2, maxval=0.8)
-        lr = jax.random.uniform(lr_key, (NUM_LEAVES,), minval=np.log(1e-4), maxval=np.log(1e-2))
-        momentum = jax.random.uniform(momentum_key, (NUM_LEAVES,), minval=0.01, maxval=0.9)
-        return jnp.concatenate([jax.scipy.special.logit(masks), lr,
-                                jax.scipy.special.logit(momentum)])  # fmt: skip
+        return sample_hyperparameters(key, (0.2, 0.8), (1e-4, 1e-2), (0.01, 0.9))
 
     def sample_search_point(self, key):
-        mask_key, lr_key, momentum_key = jax.random.split(key, 3)
-        masks = jax.random.uniform(mask_key, (NUM_HIDDEN,), minval=0.01, maxval=0.999)
-        lr = jax.random.uniform(lr_key, (NUM_LEAVES,), minval=np.log(1e-8), maxval=np.log(10.0))
-        momentum = jax.random.uniform(momentum_key, (NUM_LEAVES,), minval=0.01, maxval=0.999)
-        return jnp.concatenate([jax.scipy.special.logit(masks), lr,
-                                jax.scipy.special.logit(momentum)])  # fmt: skip
+        return sample_hyperparameters(key, (0.01, 0.999), (1e-8, 10.0), (0.01, 0.999))
+
+
+def sample_hyperparameters(key: jax.Array, mask_range, lr_range, momentum_range) -> jax.Array:
+    """θ with mask fractions and momentums uniform, learning rates log-uniform in the ranges."""
+    mask_key, lr_key, momentum_key = jax.random.split(key, 3)
+    masks = jax.random.uniform(mask_key, (NUM_HIDDEN,), minval=mask_range[0], maxval=mask_range[1])
+    log_lr = jax.random.uniform(
+        lr_key, (NUM_LEAVES,), minval=np.log(lr_range[0]), maxval=np.log(lr_range[1])
+    )
+    momentum = jax.random.uniform(
+        momentum_key, (NUM_LEAVES,), minval=momentum_range[0], maxval=momentum_range[1]
+    )
+    return jnp.concatenate([logit(masks), log_lr, logit(momentum)])

@@ -51,16 +51,21 @@ class LRSchedule(unrolled.UnrolledOptimizationEnv):
             THETA_INIT, horizon, differentiable=objective == "train_loss", loss_cap=loss_cap
         )
         self.objective = objective
+        if objective == "val_accuracy":
+            self.diverged_objective = 0.0  # a diverged run's accuracy is 0 (objective −accuracy)
         self.data = data.load(dataset)
         self.sizes = (self.data.train_x.shape[1], *hidden_sizes, self.data.num_classes)
-        self.batch_size = batch_size
-        self.decay_steps = horizon if decay_steps is None else decay_steps
+        self.batch_size = unrolled.check_count("batch_size", batch_size)
+        self.decay_steps = unrolled.check_count(
+            "decay_steps", horizon if decay_steps is None else decay_steps
+        )
 
     def init_inner(self, key):
         params = unrolled.init_mlp(key, self.sizes)
         return params, jax.tree.map(jnp.zeros_like, params)
 
     def learning_rate(self, theta: jax.Array, t: jax.Array) -> jax.Array:
+        """lr_t = exp(θ0) / (1 + t / decay_steps)^exp(θ1)."""
         return jnp.exp(theta[0]) / (1.0 + t / self.decay_steps) ** jnp.exp(theta[1])
 
     def inner_step(self, theta, params, opt_state, t, key):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 
 from pes_rl.envs.base import Env
@@ -30,10 +31,19 @@ def make(env_id: str, **kwargs) -> Env:
     """Builds an env by id: a built-in id, ``gym/<Gymnasium id>`` or ``brax/<Brax name>``.
 
     Raises:
-      ValueError: unknown id; the message lists the ids that exist.
+      ValueError: unknown id (the message lists the ids that exist) or keyword arguments the
+        env does not take.
     """
     if env_id in _REGISTRY:
-        return _REGISTRY[env_id](**kwargs)
+        constructor = _REGISTRY[env_id]
+        try:
+            inspect.signature(constructor).bind(**kwargs)
+        except TypeError:
+            accepted = list(inspect.signature(constructor).parameters)
+            raise ValueError(
+                f"env.kwargs {sorted(kwargs)} do not fit env {env_id!r}: it takes {accepted}"
+            ) from None
+        return constructor(**kwargs)
     prefix, _, name = env_id.partition("/")
     if name and prefix in _PREFIXES:
         return _PREFIXES[prefix](name, **kwargs)

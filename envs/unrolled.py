@@ -12,8 +12,9 @@ Every inner step is pure JAX: minibatches are drawn inside the step from arrays 
 the device, so the engine's ``lax.scan`` over a ``vmap`` of steps never leaves the device.
 
 A diverged inner run (non-finite params, or a non-finite objective or one above ``loss_cap``)
-gets the objective ``loss_cap`` and ends its episode (terminated, not truncated), so a bad θ
-gives a bad reward, never a NaN.
+ends its episode (terminated, not truncated) with the objective ``loss_cap`` charged for the
+step and every step it had left, so a bad θ gives a bad reward, never a NaN, and the same
+return whether the run is stopped (training) or carried on to T (:func:`inner_run`).
 
 References:
   Vicol, Metz, Sohl-Dickstein, "Unbiased Gradient Estimation in Unrolled Computation Graphs
@@ -23,7 +24,7 @@ References:
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -51,12 +52,12 @@ class UnrolledOptimizationEnv(Env):
         differentiable: bool,
         loss_cap: float = 1e6,
     ):
-        if not isinstance(horizon, int) or isinstance(horizon, bool) or horizon < 1:
-            raise ValueError(f"horizon must be an int >= 1 (inner steps per run), got {horizon!r}")
-        if not loss_cap > 0:
-            raise ValueError(f"loss_cap must be > 0, got {loss_cap!r}")
+        check_count("horizon", horizon)
+        if isinstance(loss_cap, bool) or not isinstance(loss_cap, int | float) or not loss_cap > 0:
+            raise ValueError(f"loss_cap must be a number > 0, got {loss_cap!r}")
         theta_init = np.asarray(theta_init, np.float32)
         self.loss_cap = float(loss_cap)
+        self.diverged_objective = self.loss_cap  # per step of a diverged run (tasks may lower it)
         self.spec = EnvSpec(
             observation_space=spaces.Box(0.0, 1.0, (1,), np.float32),  # t / T
             action_space=spaces.Box(-np.inf, np.inf, theta_init.shape, np.float32),
@@ -118,7 +119,10 @@ class UnrolledOptimizationEnv(Env):
             jnp.stack([jnp.all(jnp.isfinite(p)) for p in jax.tree.leaves(params)])
         )
         diverged = ~params_finite | ~jnp.isfinite(objective) | (objective > self.loss_cap)
-        objective = jnp.where(diverged, self.loss_cap, objective)
+        # A diverged run ends now, charged the diverged objective for this step and every
+        # step it would have had left: its return is that of the run carried on to T.
+        remaining = (self.spec.horizon - inner["t"]).astype(jnp.float32)
+        objective = jnp.where(diverged, self.diverged_objective * remaining, objective)
         truncated = t >= self.spec.horizon  # the inner run's time is up (diverged: terminated)
         done = (diverged | truncated).astype(jnp.float32)
         inner = {
@@ -137,6 +141,33 @@ class UnrolledOptimizationEnv(Env):
 
     def _obs(self, t: jax.Array) -> jax.Array:
         return jnp.reshape(t / self.spec.horizon, (1,)).astype(jnp.float32)
+
+
+def inner_run(
+    env: UnrolledOptimizationEnv, act: Callable[[jax.Array], jax.Array], key: jax.Array
+) -> tuple[State, jax.Array]:
+    """One whole inner run of T steps from ``env.reset(key)``, actions ``act(obs)``.
+
+    Returns the final state and the T rewards; steps after the run ended (diverged) earn 0,
+    since the diverging step was charged for them.
+    """
+
+    def step(carry, unused_t):
+        state, running = carry
+        state = env.step(state, act(state.obs))
+        reward = jnp.where(running, state.reward, 0.0)
+        return (state, running & (state.done == 0)), reward
+
+    start = (env.reset(key), jnp.asarray(True))
+    (state, _), rewards = jax.lax.scan(step, start, None, length=env.spec.horizon)
+    return state, rewards
+
+
+def check_count(name: str, value: Any) -> int:
+    """An int ≥ 1 (a horizon, a batch size): else a ValueError naming ``env.kwargs.<name>``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"env.kwargs.{name} must be an int >= 1, got {value!r}")
+    return value
 
 
 # Inner models shared by the tasks -------------------------------------------------------------

@@ -80,9 +80,13 @@ def _npz(path: str, validation_fraction: float, version: tuple | None) -> Datase
     expected = f"an .npz holding arrays {list(NPZ_ARRAYS)}"
     file = Path(path)
     if not file.is_file():
-        raise DataError(f"dataset file {path} does not exist: expected {expected} (or 'digits')")
+        what = "is a directory" if file.is_dir() else "does not exist"
+        raise DataError(f"dataset file {path} {what}: expected {expected} (or 'digits')")
     try:
-        with np.load(file, allow_pickle=False) as arrays:
+        arrays = np.load(file, allow_pickle=False)
+        if not isinstance(arrays, np.lib.npyio.NpzFile):
+            raise DataError(f"dataset file {path} holds one array, not {expected}")
+        with arrays:
             missing = [k for k in NPZ_ARRAYS if k not in arrays]
             if missing:
                 raise DataError(f"dataset file {path} lacks {missing}: expected {expected}")

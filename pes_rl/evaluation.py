@@ -10,7 +10,7 @@ from jax.flatten_util import ravel_pytree
 
 from pes_rl import engine, normalization
 from pes_rl.envs.base import Env
-from pes_rl.envs.unrolled import UnrolledOptimizationEnv
+from pes_rl.envs.unrolled import UnrolledOptimizationEnv, inner_run
 from pes_rl.policies import Policy
 
 
@@ -26,7 +26,7 @@ def make_evaluate(env: Env, policy: Policy, num_episodes: int, num_steps: int) -
     """
     horizon = env.spec.horizon
     if isinstance(env, UnrolledOptimizationEnv):
-        return make_inner_run_evaluate(env, num_episodes)
+        return make_inner_run_evaluate(env, policy, num_episodes)
 
     @jax.jit
     def evaluate(params, obs_norm: normalization.ObsNormState | None, key: jax.Array) -> dict:
@@ -57,28 +57,25 @@ def make_evaluate(env: Env, policy: Policy, num_episodes: int, num_steps: int) -
     return evaluate
 
 
-def make_inner_run_evaluate(env: UnrolledOptimizationEnv, num_episodes: int) -> Callable:
+def make_inner_run_evaluate(env: UnrolledOptimizationEnv, policy: Policy, num_episodes: int):
     """A jitted ``evaluate(params, obs_norm, key)`` over ``num_episodes`` full inner runs."""
 
     @jax.jit
     def evaluate(params, obs_norm, key: jax.Array) -> dict:
-        del obs_norm  # θ drives meta tasks directly
-        theta = jnp.asarray(params, jnp.float32)
+        del obs_norm  # meta tasks observe only t / T
 
-        def inner_run(reset_key):
-            def step(state, unused_t):
-                state = env.step(state, theta)
-                return state, state.reward
+        def run(reset_key):
+            state, rewards = inner_run(env, lambda obs: policy.apply(params, obs), reset_key)
+            theta = policy.apply(params, state.obs)  # the hyperparameters (constant policy)
+            # A run that diverged did not end on the clock: its last step is the diverged one.
+            completed = state.info["truncation"] > 0
+            final_reward = jnp.where(completed, rewards[-1], -env.diverged_objective)
+            return rewards.sum(), final_reward, env.final_metrics(theta, state.inner["params"])
 
-            state, rewards = jax.lax.scan(
-                step, env.reset(reset_key), None, length=env.spec.horizon
-            )
-            return rewards, env.final_metrics(theta, state.inner["params"])
-
-        rewards, final = jax.vmap(inner_run)(jax.random.split(key, num_episodes))
+        returns, final_rewards, final = jax.vmap(run)(jax.random.split(key, num_episodes))
         metrics = {
-            "eval_return": jnp.mean(rewards.sum(-1)),
-            "eval_final_reward": jnp.mean(rewards[:, -1]),
+            "eval_return": jnp.mean(returns),
+            "eval_final_reward": jnp.mean(final_rewards),
         }
         return metrics | {f"eval_{name}": jnp.mean(value) for name, value in final.items()}
 

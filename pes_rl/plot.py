@@ -11,13 +11,14 @@ with a ±1 std band.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 from omegaconf import OmegaConf
+
+from pes_rl.run_log import read_records
 
 PANELS = (
     ("eval_return", "eval return (θ unperturbed)"),
@@ -36,6 +37,7 @@ def label_of(run_dir: Path) -> str:
 
 
 def lower_is_better(key: str) -> bool:
+    """Loss metrics improve downward; returns and accuracies upward."""
     return key.endswith("loss")
 
 
@@ -43,8 +45,7 @@ def load_curve(run_dir: Path, key: str, best: bool = False) -> tuple[np.ndarray,
     """(env steps, values) of ``key``; ``best``: the best value so far at each point (the
     minimum for ``*loss`` metrics, else the maximum)."""
     steps, values = [], []
-    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
-        record = json.loads(line)
+    for record in read_records(run_dir / "metrics.jsonl"):
         if key in record:
             steps.append(record["env_steps"])
             values.append(record[key])
@@ -55,7 +56,10 @@ def load_curve(run_dir: Path, key: str, best: bool = False) -> tuple[np.ndarray,
 
 
 def plot_runs(
-    run_dirs: list[Path], output: Path, panels=PANELS, best: bool = False
+    run_dirs: list[Path],
+    output: Path,
+    panels: tuple[tuple[str, str], ...] = PANELS,
+    best: bool = False,
 ) -> dict[str, int]:
     """Draws every panel for ``run_dirs`` into ``output``; returns runs per label."""
     import matplotlib
@@ -152,6 +156,12 @@ def main(argv: list[str] | None = None) -> None:
             f"error: not run directories (no metrics.jsonl/config.yaml): {missing}", file=sys.stderr
         )
         sys.exit(2)
+    if args.metric is not None:
+        keys = {k for d in args.run_dirs for r in read_records(d / "metrics.jsonl") for k in r}
+        if args.metric not in keys:
+            print(f"error: no run logged --metric {args.metric!r}; they log {sorted(keys)}",
+                  file=sys.stderr)  # fmt: skip
+            sys.exit(2)
     panels = PANELS if args.metric is None else ((args.metric, args.metric),)
     counts = plot_runs(args.run_dirs, args.output, panels, args.best)
     for label, count in sorted(counts.items()):

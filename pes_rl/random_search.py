@@ -13,6 +13,7 @@ search score is ``search_return``. The run writes the same ``metrics.jsonl`` and
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import jax
@@ -22,22 +23,17 @@ from omegaconf import DictConfig, OmegaConf
 
 from pes_rl import envs, policies
 from pes_rl.agents.base import is_positive_int
-from pes_rl.envs.unrolled import UnrolledOptimizationEnv
+from pes_rl.envs.unrolled import UnrolledOptimizationEnv, inner_run
 from pes_rl.evaluation import make_evaluate
 from pes_rl.run_dir import atomic_write_text
 from pes_rl.run_log import MetricsFile, Progress, WandbRun, clean
 
 
-def make_search_step(env: UnrolledOptimizationEnv, num_points: int):
-    """A jitted ``search_step(key) -> (points [P, D], returns [P])``: full inner runs."""
+def make_search_step(env: UnrolledOptimizationEnv, num_points: int) -> Callable:
+    """A jitted ``search_step(key) -> (points [P, D], returns [P])``: whole inner runs."""
 
     def inner_run_return(theta, reset_key):
-        def step(state, unused_t):
-            state = env.step(state, theta)
-            return state, state.reward
-
-        _, rewards = jax.lax.scan(step, env.reset(reset_key), None, length=env.spec.horizon)
-        return rewards.sum()
+        return inner_run(env, lambda obs: theta, reset_key)[1].sum()
 
     @jax.jit
     def search_step(key):
@@ -51,8 +47,9 @@ def make_search_step(env: UnrolledOptimizationEnv, num_points: int):
 
 def run(cfg: DictConfig, run_dir: Path) -> tuple[jax.Array, list[dict]]:
     """Random search as ``cfg`` says; returns (best θ, metrics history)."""
-    env_id = f"{cfg.env.family}/{cfg.env.id}" if cfg.env.get("family") else cfg.env.id
-    env = envs.make(env_id, **(cfg.env.get("kwargs") or {}))
+    from pes_rl.trainer import THETA_LOG_SIZE, env_id_of  # the trainer imports this module
+
+    env = envs.make(env_id_of(cfg), **(cfg.env.get("kwargs") or {}))
     if not isinstance(env, UnrolledOptimizationEnv):
         raise ValueError(
             f"agent=random_search needs an unrolled-optimization task (lr_toy2d, lr_schedule, "
@@ -63,7 +60,6 @@ def run(cfg: DictConfig, run_dir: Path) -> tuple[jax.Array, list[dict]]:
         raise ValueError(f"agent.num_particles must be an int >= 1, got {num_points!r}")
     if cfg.resume:
         raise ValueError("resume=true is not supported for agent=random_search: start a new run")
-    run_dir.mkdir(parents=True, exist_ok=True)
     cfg = OmegaConf.merge(cfg, {"run_dir": str(run_dir)})
     atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
 
@@ -95,7 +91,7 @@ def run(cfg: DictConfig, run_dir: Path) -> tuple[jax.Array, list[dict]]:
                 if np.isfinite(returns).any()
                 else None,
             }
-            if best.size <= 32:
+            if best.size <= THETA_LOG_SIZE:
                 record["theta"] = [float(v) for v in np.asarray(best)]
             if iteration == total or (eval_every > 0 and iteration % eval_every == 0):
                 metrics = evaluate(best, None, jax.random.fold_in(eval_key, iteration))

@@ -11,7 +11,6 @@ minimum and each run's final θ and exact meta-loss.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -22,6 +21,8 @@ from omegaconf import OmegaConf
 
 from pes_rl import envs
 from pes_rl.envs.lr_toy2d import LRToy2D
+from pes_rl.envs.unrolled import inner_run
+from pes_rl.run_log import read_records
 
 BOUNDS = (-5.0, 5.0)
 
@@ -30,12 +31,7 @@ def meta_loss_fn(env: LRToy2D):
     """Jitted L(θ) for a batch of θ [B, 2]: Σ over the T inner steps of f(x_t)."""
 
     def meta_loss(theta):
-        def step(state, unused_t):
-            state = env.step(state, theta)
-            return state, -state.reward
-
-        _, losses = jax.lax.scan(step, env.reset(jax.random.key(0)), None, length=env.spec.horizon)
-        return losses.sum()
+        return -inner_run(env, lambda obs: theta, jax.random.key(0))[1].sum()
 
     return jax.jit(jax.vmap(meta_loss))
 
@@ -52,11 +48,7 @@ def surface(env: LRToy2D, grid: int) -> tuple[np.ndarray, np.ndarray]:
 
 def trajectory(run_dir: Path) -> np.ndarray:
     """θ after every iteration [iterations, 2], from ``metrics.jsonl``."""
-    rows = []
-    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
-        record = json.loads(line)
-        if "theta" in record:
-            rows.append(record["theta"])
+    rows = [r["theta"] for r in read_records(run_dir / "metrics.jsonl") if "theta" in r]
     return np.asarray(rows, np.float32).reshape(-1, 2)
 
 
@@ -70,7 +62,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     for run_dir in args.run_dirs:
         config = run_dir / "config.yaml"
-        if not config.exists() or OmegaConf.load(config).env.id != "lr_toy2d":
+        metrics = run_dir / "metrics.jsonl"
+        if (
+            not (config.exists() and metrics.exists())
+            or OmegaConf.load(config).env.id != "lr_toy2d"
+        ):
             print(f"error: {run_dir} is not an lr_toy2d run directory", file=sys.stderr)
             sys.exit(2)
 

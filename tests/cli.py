@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -49,3 +50,12 @@ def read_metrics(run_dir: Path) -> list[dict]:
 
 def without_timing(records: list[dict]) -> list[dict]:
     return [{k: v for k, v in r.items() if k != "steps_per_s"} for r in records]
+
+
+def wait_for(condition, timeout: float = 120.0) -> None:
+    """Polls ``condition()`` until it holds; TimeoutError after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not met in time")
+        time.sleep(0.02)

@@ -95,4 +95,5 @@ def test_rare_early_end_in_an_unprepared_window_starts_a_fresh_inner_run():
     assert particles.clock.tolist() == [0, 5]  # particle 0 diverges on every step
     assert particles.env_state.inner["t"].tolist() == [0, 5]
     assert particles.env_state.inner["params"][0].tolist() == [1.0, 1.0]  # a fresh start
-    assert window.reward_first[0] == -env.loss_cap  # its first run ended at the cap
+    # Its first run ended at once, charged the cap for all 100 steps it had.
+    assert window.reward_first[0] == -env.loss_cap * 100

@@ -260,12 +260,15 @@ def test_lr_schedule_divergence_is_capped_and_ends_the_run():
     env = envs.make("lr_schedule", horizon=50)
     rewards, dones, _ = env_rewards(env, [10.0, -10.0], 3)  # lr = e^10: diverges at once
     assert np.all(np.isfinite(rewards))
-    assert rewards[0] == -env.loss_cap == -1e3
+    # Charged the cap for this step and the 49 it had left, as if it had carried on to T.
+    assert rewards[0] == -env.loss_cap * 50 == -5e4
     assert dones[0] == 1.0
-    # The accuracy objective cannot exceed the cap: non-finite params end the run instead.
+    # The accuracy objective cannot exceed the cap: non-finite params end the run instead,
+    # with accuracy 0 for the steps left (the objective's own scale, not the loss cap).
     accuracy_env = envs.make("lr_schedule", horizon=50, objective="val_accuracy")
     rewards, dones, _ = env_rewards(accuracy_env, [10.0, -10.0], 6)
     assert np.all(np.isfinite(rewards)) and dones.max() == 1.0
+    assert np.all((rewards >= 0.0) & (rewards <= 1.0))
     # Below the cap a sane θ neither ends the run nor reaches the cap.
     rewards, dones, _ = env_rewards(env, env.spec.default_action, 3)
     assert np.all(rewards > -env.loss_cap) and dones.sum() == 0.0
@@ -347,3 +350,25 @@ def test_hparams29_random_init_draws_in_the_published_ranges():
 def test_random_init_needs_a_meta_task():
     with pytest.raises(ValueError, match="random_init"):
         policies.make("constant", envs.make("influence_balancing"), random_init=True)
+
+
+def test_a_diverging_theta_has_one_return_in_training_evaluation_and_random_search():
+    """ES stops a diverged particle, evaluation and random search carry the run on to T:
+    all three must give the same return, or they would optimize different objectives."""
+    from pes_rl import agents, policies
+    from pes_rl.evaluation import make_evaluate
+    from pes_rl.random_search import make_search_step
+
+    env = envs.make("lr_toy2d", horizon=20)
+    theta = jnp.array([20.0, 20.0])  # lr e^20: diverges on the first step
+    policy = policies.make("constant", env)
+    evaluated = float(
+        make_evaluate(env, policy, 1, 1)(theta, None, jax.random.key(0))["eval_return"]
+    )
+    assert evaluated == -env.loss_cap * 20
+    es = agents.make("es", env=env, policy=policy, num_particles=2, sigma=1e-6)
+    _, _, metrics = es.estimate(es.init(jax.random.key(0), theta), theta, jax.random.key(1))
+    assert float(metrics["train_return"]) == pytest.approx(evaluated, rel=1e-6)
+    env.sample_search_point = lambda key: theta  # score exactly this point
+    _, returns = make_search_step(env, 1)(jax.random.key(2))
+    assert float(returns[0]) == evaluated

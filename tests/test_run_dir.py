@@ -10,7 +10,16 @@ import time
 from pathlib import Path
 
 import pytest
-from cli import FAST, REPO, cli_env, read_metrics, run_train, train_command, without_timing
+from cli import (
+    FAST,
+    REPO,
+    cli_env,
+    read_metrics,
+    run_train,
+    train_command,
+    wait_for,
+    without_timing,
+)
 
 import pes_rl
 from pes_rl import run_dir as run_dir_lib
@@ -26,14 +35,6 @@ def write_metrics(run_dir: Path, lines: list[str], tail: str = "") -> Path:
     path = run_dir / "metrics.jsonl"
     path.write_text("".join(line + "\n" for line in lines) + tail)
     return path
-
-
-def wait_for(condition, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not met in time")
-        time.sleep(0.02)
 
 
 def test_a_crash_while_rewriting_files_keeps_the_old_ones_whole(tmp_path, monkeypatch):

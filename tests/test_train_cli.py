@@ -5,11 +5,19 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-from cli import FAST, REPO, cli_env, read_metrics, run_train, train_command, without_timing
+from cli import (
+    FAST,
+    REPO,
+    cli_env,
+    read_metrics,
+    run_train,
+    train_command,
+    wait_for,
+    without_timing,
+)
 
 
 def test_train_writes_metrics_config_and_checkpoints(tmp_path):
@@ -138,14 +146,6 @@ def test_bad_input_gives_a_message_not_a_traceback(tmp_path, overrides, message)
     assert result.returncode != 0
     assert message in result.stderr
     assert "Traceback" not in result.stderr
-
-
-def wait_for(condition, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not met in time")
-        time.sleep(0.02)
 
 
 def test_run_dirs_default_under_runs(tmp_path):
