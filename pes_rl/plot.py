@@ -117,9 +117,16 @@ def budget_table(
         cells = []
         for budget in budgets:
             values = [v[s <= budget][-1] for s, v in curves if np.any(s <= budget)]
-            cells.append(f"{np.mean(values):.4g} ± {np.std(values):.2g}" if values else "–")
+            cells.append(
+                f"{_digits(np.mean(values), 4)} ± {_digits(np.std(values), 2)}" if values else "–"
+            )
         lines.append(f"| {label} | {len(dirs)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _digits(value: float, significant: int) -> str:
+    """``value`` to ``significant`` digits, never in scientific notation (110, not 1.1e+02)."""
+    return np.format_float_positional(value, precision=significant, fractional=False, trim="-")
 
 
 def main(argv: list[str] | None = None) -> None:
