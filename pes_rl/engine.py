@@ -227,7 +227,7 @@ def unroll(
 
         horizon = env.spec.horizon
         if env.spec.early_termination:
-            prepared, fresh = jnp.asarray(True), fresh_states()
+            fresh = fresh_states()
         else:  # episodes end on the clock (rare early ends aside): prepare resets only for
             # windows in which some clock reaches T; meta tasks' resets cost as much as steps.
             prepared = jnp.asarray(False)
@@ -252,7 +252,9 @@ def unroll(
         if autoreset:
             # An unprepared window (a rare early end) computes its resets when one happens.
             def start_new_episodes(s):
-                starts = jax.lax.cond(prepared, lambda: fresh, fresh_states)
+                starts = fresh
+                if not env.spec.early_termination:  # resets may not be prepared
+                    starts = jax.lax.cond(prepared, lambda: fresh, fresh_states)
                 return tree_where(done, starts, s)
 
             next_state = jax.lax.cond(jnp.any(done), start_new_episodes, lambda s: s, next_state)
