@@ -49,7 +49,14 @@ def per_leaf(values: jax.Array) -> list[dict[str, jax.Array]]:
 
 
 class Hparams29(unrolled.UnrolledOptimizationEnv):
-    """Per-layer unit masks, per-leaf learning rates and momentums of a 5-hidden-layer MLP."""
+    """Per-layer unit masks, per-leaf learning rates and momentums of a 5-hidden-layer MLP.
+
+    Args:
+      horizon: T, inner steps per run (1000 in the paper).
+      dataset: ``"digits"`` or the path of a Fashion-MNIST-style ``.npz``.
+      batch_size: inner minibatch size.
+      loss_cap: an inner run whose loss is non-finite or above this has diverged.
+    """
 
     def __init__(
         self,

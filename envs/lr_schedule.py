@@ -33,7 +33,17 @@ MOMENTUM = 0.9
 
 
 class LRSchedule(unrolled.UnrolledOptimizationEnv):
-    """SGD + momentum on an MLP with the schedule exp(θ0) / (1 + t/decay_steps)^exp(θ1)."""
+    """SGD + momentum on an MLP with the schedule exp(θ0) / (1 + t/decay_steps)^exp(θ1).
+
+    Args:
+      horizon: T, inner steps per run (5000 in the paper).
+      objective: ``train_loss`` (differentiable) or ``val_accuracy``.
+      dataset: ``"digits"`` or the path of an MNIST-style ``.npz`` (see :mod:`pes_rl.data`).
+      hidden_sizes: hidden ReLU units of the inner MLP.
+      batch_size: inner minibatch size.
+      decay_steps: the schedule's time scale; None = ``horizon``.
+      loss_cap: an inner run whose loss is non-finite or above this has diverged.
+    """
 
     def __init__(
         self,

@@ -34,7 +34,12 @@ def toy_loss(x: jax.Array) -> jax.Array:
 
 
 class LRToy2D(UnrolledOptimizationEnv):
-    """Gradient descent on the 2D toy with a linearly interpolated log-LR schedule."""
+    """Gradient descent on the 2D toy with a linearly interpolated log-LR schedule.
+
+    Args:
+      horizon: T, inner steps per run (100 in the paper).
+      loss_cap: an inner run whose loss is non-finite or above this has diverged.
+    """
 
     def __init__(self, horizon: int = 100, loss_cap: float = 1e6):
         super().__init__(THETA_INIT, horizon, differentiable=True, loss_cap=loss_cap)

@@ -89,8 +89,9 @@ def make_optimizer(cfg: DictConfig) -> optax.GradientTransformation:
 
 def make_iteration(agent, optimizer):
     """One outer iteration: estimate the ascent direction, hand its negation to optax."""
-    is_meta_task = agent.env.spec.default_action is not None
-    log_theta = is_meta_task and agent.env.spec.default_action.size <= THETA_LOG_SIZE
+    # θ drives the env directly (meta tasks, influence balancing): its path is a result.
+    drives_theta = agent.env.spec.default_action is not None
+    log_theta = drives_theta and agent.env.spec.default_action.size <= THETA_LOG_SIZE
 
     def iteration(state: TrainState) -> tuple[TrainState, dict]:
         key, estimate_key = jax.random.split(state.key)
