@@ -39,6 +39,18 @@ def time_calls(fn, num_calls: int, repeats: int = 3) -> float:
     return best
 
 
+def time_engine(agent, params, key: jax.Array, num_calls: int, repeats: int = 3) -> float:
+    """Seconds per PES window (one ``estimate`` call, state carried between calls)."""
+    holder = {"state": agent.init(key, params), "key": key}
+
+    def engine_call():
+        holder["key"], window_key = jax.random.split(holder["key"])
+        grad, holder["state"], _ = agent.estimate(holder["state"], params, window_key)
+        return grad
+
+    return time_calls(engine_call, num_calls, repeats)
+
+
 def benchmark(env_id: str, num_particles: int, unroll_length: int, num_calls: int) -> dict:
     env = envs.make(env_id)
     policy = policies.make(POLICY_FOR.get(env_id, "linear"), env)
@@ -49,15 +61,7 @@ def benchmark(env_id: str, num_particles: int, unroll_length: int, num_calls: in
         unroll_length=unroll_length,
     )  # fmt: skip
 
-    # Engine: one PES window (estimate) per call.
-    holder = {"state": agent.init(key, params), "key": key}
-
-    def engine_call():
-        holder["key"], window_key = jax.random.split(holder["key"])
-        grad, holder["state"], _ = agent.estimate(holder["state"], params, window_key)
-        return grad
-
-    engine_seconds = time_calls(engine_call, num_calls)
+    engine_seconds = time_engine(agent, params, key, num_calls)
 
     # Raw: the same steps with nothing around them.
     flat, unravel = ravel_pytree(params)

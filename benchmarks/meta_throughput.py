@@ -17,7 +17,7 @@ import argparse
 
 import jax
 import jax.numpy as jnp
-from engine_throughput import time_calls  # benchmarks/ is on sys.path when run as a script
+from engine_throughput import time_calls, time_engine  # benchmarks/ is on sys.path
 
 from pes_rl import agents, envs, policies
 
@@ -34,15 +34,7 @@ def benchmark(
         unroll_length=unroll_length,
     )  # fmt: skip
 
-    # Engine: one PES window (estimate) per call.
-    holder = {"state": agent.init(key, theta), "key": key}
-
-    def engine_call():
-        holder["key"], window_key = jax.random.split(holder["key"])
-        grad, holder["state"], _ = agent.estimate(holder["state"], theta, window_key)
-        return grad
-
-    engine_seconds = time_calls(engine_call, num_calls, repeats)
+    engine_seconds = time_engine(agent, theta, key, num_calls, repeats)  # one window per call
 
     # Raw: the same inner steps with nothing around them.
     states = jax.vmap(env.reset)(jax.random.split(key, num_particles))
