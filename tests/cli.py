@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -17,8 +20,18 @@ FAST = [
 ]  # fmt: skip
 
 
+# One JAX compilation cache per test session, shared by every subprocess: most CLI tests run
+# the same small config, and each would otherwise compile it again.
+COMPILATION_CACHE = tempfile.mkdtemp(prefix="pes_rl_tests_jax_cache_")
+atexit.register(shutil.rmtree, COMPILATION_CACHE, ignore_errors=True)
+
+
 def cli_env() -> dict[str, str]:
-    env = dict(os.environ, WANDB_MODE="offline", PYTHONUNBUFFERED="1")
+    env = dict(
+        os.environ, WANDB_MODE="offline", PYTHONUNBUFFERED="1",
+        JAX_COMPILATION_CACHE_DIR=COMPILATION_CACHE,
+        JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+    )  # fmt: skip
     env.pop("WANDB_API_KEY", None)
     return env
 
