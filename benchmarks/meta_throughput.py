@@ -17,7 +17,11 @@ import argparse
 
 import jax
 import jax.numpy as jnp
-from engine_throughput import time_calls, time_engine  # benchmarks/ is on sys.path
+from engine_throughput import (  # benchmarks/ is on sys.path when run as a script
+    jax_raw_window,
+    time_calls,
+    time_engine,
+)
 
 from pes_rl import agents, envs, policies
 
@@ -38,7 +42,8 @@ def benchmark(
 
     # Raw: the same inner steps with nothing around them.
     states = jax.vmap(env.reset)(jax.random.split(key, num_particles))
-    raw_call = raw_window(env, states, theta, unroll_length)
+    thetas = jnp.broadcast_to(jnp.asarray(theta, jnp.float32), (num_particles, theta.size))
+    raw_call = jax_raw_window(env, lambda theta_i, obs: theta_i, states, thetas, unroll_length)
     raw_seconds = time_calls(raw_call, num_calls, repeats)
     steps = num_particles * unroll_length
     return {
@@ -48,28 +53,6 @@ def benchmark(
         "raw_sps": steps / raw_seconds,
         "engine_sps": steps / engine_seconds,
     }
-
-
-def raw_window(env, states, theta, unroll_length):
-    """One call = ``unroll_length`` inner steps of every particle in one jitted scan."""
-
-    @jax.jit
-    def window(states, theta):
-        def step(states, unused_t):
-            states = jax.vmap(env.step, in_axes=(0, None))(states, theta)
-            return states, states.reward
-
-        states, rewards = jax.lax.scan(step, states, None, length=unroll_length)
-        return states, rewards.sum(0)
-
-    holder = {"states": states}
-    theta = jnp.asarray(theta, jnp.float32)
-
-    def raw_call():
-        holder["states"], rewards = window(holder["states"], theta)
-        return rewards
-
-    return raw_call
 
 
 def main() -> None:

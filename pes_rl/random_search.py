@@ -47,7 +47,7 @@ def make_search_step(env: UnrolledOptimizationEnv, num_points: int) -> Callable:
 
 def run(cfg: DictConfig, run_dir: Path) -> tuple[jax.Array, list[dict]]:
     """Random search as ``cfg`` says; returns (best θ, metrics history)."""
-    from pes_rl.trainer import THETA_LOG_SIZE, env_id_of  # the trainer imports this module
+    from pes_rl.trainer import env_id_of, logs_theta  # the trainer imports this module
 
     env = envs.make(env_id_of(cfg), **(cfg.env.get("kwargs") or {}))
     if not isinstance(env, UnrolledOptimizationEnv):
@@ -91,7 +91,7 @@ def run(cfg: DictConfig, run_dir: Path) -> tuple[jax.Array, list[dict]]:
                 if np.isfinite(returns).any()
                 else None,
             }
-            if best.size <= THETA_LOG_SIZE:
+            if logs_theta(env):
                 record["theta"] = [float(v) for v in np.asarray(best)]
             if iteration == total or (eval_every > 0 and iteration % eval_every == 0):
                 metrics = evaluate(best, None, jax.random.fold_in(eval_key, iteration))

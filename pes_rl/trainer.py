@@ -87,11 +87,16 @@ def make_optimizer(cfg: DictConfig) -> optax.GradientTransformation:
     raise ValueError(f"optimizer.name must be one of ['sgd', 'adam'], got {cfg.name!r}")
 
 
+def logs_theta(env) -> bool:
+    """θ drives the env directly (meta tasks, influence balancing) and is small: its path is a
+    result, logged as ``theta`` every iteration."""
+    theta_init = env.spec.default_action
+    return theta_init is not None and theta_init.size <= THETA_LOG_SIZE
+
+
 def make_iteration(agent, optimizer):
     """One outer iteration: estimate the ascent direction, hand its negation to optax."""
-    # θ drives the env directly (meta tasks, influence balancing): its path is a result.
-    drives_theta = agent.env.spec.default_action is not None
-    log_theta = drives_theta and agent.env.spec.default_action.size <= THETA_LOG_SIZE
+    log_theta = logs_theta(agent.env)
 
     def iteration(state: TrainState) -> tuple[TrainState, dict]:
         key, estimate_key = jax.random.split(state.key)
