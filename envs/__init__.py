@@ -14,6 +14,7 @@ from pes_rl.envs.brax_env import BraxEnv
 from pes_rl.envs.gymnasium_env import GymnasiumEnv
 from pes_rl.envs.hparams29 import Hparams29
 from pes_rl.envs.influence_balancing import InfluenceBalancing
+from pes_rl.envs.learned_optimizer import LearnedOptimizer
 from pes_rl.envs.lr_schedule import LRSchedule
 from pes_rl.envs.lr_toy2d import LRToy2D
 from pes_rl.envs.registry import list_envs, make, register, register_prefix
@@ -23,6 +24,7 @@ register("influence_balancing", InfluenceBalancing)
 register("lr_toy2d", LRToy2D)
 register("lr_schedule", LRSchedule)
 register("hparams29", Hparams29)
+register("learned_optimizer", LearnedOptimizer)
 register_prefix("brax", BraxEnv)
 register_prefix("gym", GymnasiumEnv)
 
@@ -32,6 +34,7 @@ for _gym_id, _env_id in [
     ("LRToy2D-v0", "lr_toy2d"),
     ("LRSchedule-v0", "lr_schedule"),
     ("Hparams29-v0", "hparams29"),
+    ("LearnedOptimizer-v0", "learned_optimizer"),
 ]:
     if _gym_id not in gymnasium.registry:
         gymnasium.register(
@@ -49,6 +52,7 @@ __all__ = [
     "State",
     "Hparams29",
     "InfluenceBalancing",
+    "LearnedOptimizer",
     "LRSchedule",
     "LRToy2D",
     "UnrolledOptimizationEnv",

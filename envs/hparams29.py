@@ -100,7 +100,8 @@ class Hparams29(unrolled.UnrolledOptimizationEnv):
         x, y = unrolled.minibatch(objective_key, d.val_x, d.val_y, self.batch_size)
         return params, opt_state, loss(params, x, y)
 
-    def final_metrics(self, theta, params):
+    def final_metrics(self, theta, params, opt_state):
+        del opt_state
         masks, _, _ = self.hyperparameters(theta)
         return unrolled.classifier_metrics(self.data, params, masks)
 

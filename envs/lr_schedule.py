@@ -92,8 +92,8 @@ class LRSchedule(unrolled.UnrolledOptimizationEnv):
         x, y = unrolled.minibatch(objective_key, d.val_x, d.val_y, self.batch_size)
         return params, opt_state, -unrolled.accuracy(unrolled.mlp_logits(params, x), y)
 
-    def final_metrics(self, theta, params):
-        del theta
+    def final_metrics(self, theta, params, opt_state):
+        del theta, opt_state
         return unrolled.classifier_metrics(self.data, params)
 
     def sample_search_point(self, key):

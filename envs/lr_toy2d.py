@@ -55,8 +55,8 @@ class LRToy2D(UnrolledOptimizationEnv):
         params = params - lr * (jax.grad(toy_loss)(params) + WEIGHT_DECAY * params)
         return params, opt_state, toy_loss(params)
 
-    def final_metrics(self, theta, params):
-        del theta
+    def final_metrics(self, theta, params, opt_state):
+        del theta, opt_state
         return {"final_loss": toy_loss(params)}
 
     def sample_search_point(self, key: jax.Array) -> jax.Array:

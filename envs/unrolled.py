@@ -5,7 +5,7 @@ the inner model's parameters, the inner optimizer's state, the inner step t and 
 ``reset(key)`` starts a fresh inner run (new initialization and data order); ``step(state, θ)``
 maps θ to hyperparameters, takes one inner optimization step and returns reward =
 −(the task's objective after the step), so higher is better as for every env. The episode
-ends at the inner horizon T. ES, TES, PES and NRES then estimate the meta-gradient through
+ends at the inner horizon T (a task may draw a shorter one per episode: ``sample_horizon``). ES, TES, PES and NRES then estimate the meta-gradient through
 inner runs far longer than one window, on the same engine as RL envs.
 
 Every inner step is pure JAX: minibatches are drawn inside the step from arrays that live on
@@ -81,10 +81,19 @@ class UnrolledOptimizationEnv(Env):
         better); ``key`` draws this step's minibatches.
         """
 
-    def final_metrics(self, theta: jax.Array, params: Params) -> dict[str, jax.Array]:
-        """Metrics of a finished inner run's params (e.g. accuracy on whole splits)."""
-        del theta, params
+    def final_metrics(self, theta: jax.Array, params: Params, opt_state: Any) -> dict[str, jax.Array]:
+        """Metrics of a finished inner run (e.g. accuracy of its params on whole splits)."""
+        del theta, params, opt_state
         return {}
+
+    def sample_horizon(self, key: jax.Array) -> jax.Array:
+        """This episode's inner horizon (≤ ``spec.horizon``); default: always ``spec.horizon``."""
+        del key
+        return jnp.asarray(self.spec.horizon, jnp.int32)
+
+    def for_evaluation(self) -> UnrolledOptimizationEnv:
+        """The env evaluation runs θ on (tasks with random horizons fix theirs); default: self."""
+        return self
 
     def sample_theta(self, key: jax.Array) -> jax.Array:
         """A random θ_0 (``policy.kwargs.random_init=true``); default: the fixed θ_0."""
@@ -102,6 +111,7 @@ class UnrolledOptimizationEnv(Env):
             "params": params,
             "opt_state": opt_state,
             "t": jnp.zeros((), jnp.int32),
+            "horizon": self.sample_horizon(jax.random.fold_in(key, 2)),
             "key": jax.random.key_data(data_key),  # raw uint32 data: carried like any array
         }
         zero = jnp.zeros((), jnp.float32)
@@ -121,14 +131,15 @@ class UnrolledOptimizationEnv(Env):
         diverged = ~params_finite | ~jnp.isfinite(objective) | (objective > self.loss_cap)
         # A diverged run ends now, charged the diverged objective for this step and every
         # step it would have had left: its return is that of the run carried on to T.
-        remaining = (self.spec.horizon - inner["t"]).astype(jnp.float32)
+        remaining = (inner["horizon"] - inner["t"]).astype(jnp.float32)
         objective = jnp.where(diverged, self.diverged_objective * remaining, objective)
-        truncated = t >= self.spec.horizon  # the inner run's time is up (diverged: terminated)
+        truncated = t >= inner["horizon"]  # the inner run's time is up (diverged: terminated)
         done = (diverged | truncated).astype(jnp.float32)
         inner = {
             "params": params,
             "opt_state": opt_state,
             "t": t,
+            "horizon": inner["horizon"],
             "key": jax.random.key_data(key),
         }
         return state.replace(

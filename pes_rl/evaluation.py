@@ -58,7 +58,12 @@ def make_evaluate(env: Env, policy: Policy, num_episodes: int, num_steps: int) -
 
 
 def make_inner_run_evaluate(env: UnrolledOptimizationEnv, policy: Policy, num_episodes: int):
-    """A jitted ``evaluate(params, obs_norm, key)`` over ``num_episodes`` full inner runs."""
+    """A jitted ``evaluate(params, obs_norm, key)`` over ``num_episodes`` full inner runs.
+
+    Tasks whose horizon is random per episode are evaluated at a fixed one
+    (``env.for_evaluation()``), so that the metric is comparable across iterations.
+    """
+    env = env.for_evaluation()
 
     @jax.jit
     def evaluate(params, obs_norm, key: jax.Array) -> dict:
@@ -70,7 +75,9 @@ def make_inner_run_evaluate(env: UnrolledOptimizationEnv, policy: Policy, num_ep
             # A run that diverged did not end on the clock: its last step is the diverged one.
             completed = state.info["truncation"] > 0
             final_reward = jnp.where(completed, rewards[-1], -env.diverged_objective)
-            return rewards.sum(), final_reward, env.final_metrics(theta, state.inner["params"])
+            return rewards.sum(), final_reward, env.final_metrics(
+                theta, state.inner["params"], state.inner["opt_state"]
+            )
 
         returns, final_rewards, final = jax.vmap(run)(jax.random.split(key, num_episodes))
         metrics = {

@@ -1,0 +1,137 @@
+"""Meta-training a learned optimizer as an env: θ = the per-parameter MLP's weights.
+
+One env step is one inner training step of a task from a family (:mod:`pes_rl.envs.lopt_tasks`)
+with the learned optimizer of :mod:`pes_rl.lopt` at weights θ (the action, from the
+``constant`` policy). Each reset draws a task variant, an initialization, a data order and an
+inner horizon, log-uniform in [``min_length``, ``max_length``] (learned_optimization's
+recipe; stagger the particles with ``agent.stagger=true`` to spread them over their runs).
+Reward = −(the inner training loss of the step's minibatch, or a validation minibatch's loss:
+``objective``), taken at the parameters the step starts from. NaN gradients become 0; a loss
+that is non-finite or above ``loss_cap`` ends the run as diverged, charged ``loss_cap`` for
+every step it had left (:mod:`pes_rl.envs.unrolled`): a bad θ gets a bad, finite reward.
+
+Evaluation during training (``eval_return``, ``eval_train_loss``) runs inner runs of a fixed
+``eval_length`` steps on the same (training) distribution; ``python -m pes_rl.lopt_eval``
+compares the result with tuned Adam on the held-out distribution.
+
+References:
+  Metz et al., "Understanding and correcting pathologies in the training of learned
+  optimizers", ICML 2019. https://arxiv.org/abs/1810.10180
+  Vicol et al., PES, ICML 2021 (training learned optimizers). https://arxiv.org/abs/2112.13835
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+from jax.flatten_util import ravel_pytree
+
+from pes_rl import lopt
+from pes_rl.envs import lopt_tasks, unrolled
+
+OBJECTIVES = ("train_loss", "val_loss")
+LOSS_CAPS = {"mlp_digits": 10.0, "cnn_digits": 10.0, "quadratic": 1000.0}
+THETA_SEED = 0  # θ_0 = lopt.init(key(THETA_SEED)) unless policy.kwargs.random_init=true
+
+
+class LearnedOptimizer(unrolled.UnrolledOptimizationEnv):
+    """Inner runs of a task family trained by the learned optimizer θ.
+
+    Args:
+      task: ``mlp_digits``, ``cnn_digits`` or ``quadratic`` (see :mod:`pes_rl.envs.lopt_tasks`).
+      distribution: ``train`` (meta-training) or ``heldout`` (evaluation only).
+      min_length: shortest inner run; each episode draws its length log-uniformly.
+      max_length: longest inner run (``min_length == max_length``: fixed length).
+      eval_length: inner steps of the runs evaluation uses; None = ``max_length``.
+      objective: ``train_loss`` or ``val_loss`` (a validation minibatch's loss).
+      batch_size: inner minibatch size (classifier tasks).
+      lopt_hidden_sizes: hidden ReLU units of the per-parameter MLP.
+      loss_cap: a loss that is non-finite or above this has diverged; None = the task's
+        ``LOSS_CAPS`` entry (about 4× a fresh network's loss; 50× a fresh quadratic's).
+      dataset: ``digits`` or an MNIST-style ``.npz`` of 8×8 images (see :mod:`pes_rl.data`).
+    """
+
+    def __init__(
+        self,
+        task: str = "mlp_digits",
+        distribution: str = "train",
+        min_length: int = 100,
+        max_length: int = 10000,
+        eval_length: int | None = None,
+        objective: str = "train_loss",
+        batch_size: int = 128,
+        lopt_hidden_sizes: Sequence[int] = lopt.HIDDEN_SIZES,
+        loss_cap: float | None = None,
+        dataset: str = "digits",
+    ):
+        if objective not in OBJECTIVES:
+            raise ValueError(
+                f"env.kwargs.objective must be one of {list(OBJECTIVES)}, got {objective!r}"
+            )
+        unrolled.check_count("min_length", min_length)
+        unrolled.check_count("max_length", max_length)
+        if min_length > max_length:
+            raise ValueError(
+                f"env.kwargs.min_length ({min_length}) must be <= max_length ({max_length})"
+            )
+        if task == "quadratic" and objective == "val_loss":
+            raise ValueError("the quadratic task has no validation split: use objective=train_loss")
+        self.task = lopt_tasks.make(task, distribution, batch_size, dataset)
+        theta_0 = lopt.init(jax.random.key(THETA_SEED), tuple(lopt_hidden_sizes))
+        flat, self.unravel = ravel_pytree(theta_0)
+        if loss_cap is None:
+            loss_cap = LOSS_CAPS[task]
+        super().__init__(flat, max_length, differentiable=True, loss_cap=loss_cap)
+        # Episodes end at their own drawn horizons: resets are prepared for every window.
+        self.spec = dataclasses.replace(self.spec, early_termination=True)
+        self.lopt_hidden_sizes = tuple(lopt_hidden_sizes)
+        self.min_length, self.max_length = min_length, max_length
+        self.eval_length = unrolled.check_count(
+            "eval_length", max_length if eval_length is None else eval_length
+        )
+        if self.eval_length > max_length:
+            raise ValueError(f"env.kwargs.eval_length must be <= max_length ({max_length})")
+        self.objective = objective
+
+    def sample_horizon(self, key):
+        """log-uniform in [min_length, max_length], rounded to whole steps."""
+        low, high = math.log(self.min_length), math.log(self.max_length)
+        length = jnp.exp(jax.random.uniform(key, minval=low, maxval=high))
+        return jnp.clip(jnp.round(length), self.min_length, self.max_length).astype(jnp.int32)
+
+    def for_evaluation(self):
+        env = copy.copy(self)
+        env.min_length = env.max_length = self.eval_length
+        env.spec = dataclasses.replace(self.spec, horizon=self.eval_length)
+        return env
+
+    def init_inner(self, key):
+        variant_key, init_key = jax.random.split(key)
+        params = self.task.init(init_key)
+        return params, {"lopt": lopt.init_state(params), "variant": self.task.sample(variant_key)}
+
+    def inner_step(self, theta, params, opt_state, t, key):
+        batch_key, val_key = jax.random.split(key)
+        variant = opt_state["variant"]
+        loss, grads = jax.value_and_grad(self.task.batch_loss)(params, variant, batch_key, "train")
+        grads = jax.tree.map(lambda g: jnp.where(jnp.isfinite(g), g, 0.0), grads)
+        params_after, lopt_state = lopt.update(self.unravel(theta), grads, params, opt_state["lopt"])
+        if self.objective == "val_loss":
+            loss = self.task.batch_loss(params, variant, val_key, "val")
+        return params_after, {"lopt": lopt_state, "variant": variant}, loss
+
+    def final_metrics(self, theta, params, opt_state):
+        del theta
+        variant = opt_state["variant"]
+        metrics = {"train_loss": self.task.full_loss(params, variant, "train")}
+        if self.objective == "val_loss":
+            metrics["val_loss"] = self.task.full_loss(params, variant, "val")
+        return metrics
+
+    def sample_theta(self, key):
+        return ravel_pytree(lopt.init(key, self.lopt_hidden_sizes))[0]

@@ -1,0 +1,145 @@
+"""Inner tasks a learned optimizer trains: small MLP and CNN classifiers on the 8×8 digits, and
+random quadratics. No downloads: the digits ship with scikit-learn.
+
+Each task is a family: ``sample(key)`` draws a task variant (a label permutation of the
+digits, or a quadratic's target), ``init(key)`` fresh parameters, and ``batch_loss`` the loss
+of a minibatch. Every family has a **training** distribution (what the learned optimizer is
+meta-trained on) and a disjoint **held-out** one used only for evaluation: another width and
+depth, and variants and initializations drawn from another seed stream (``HELDOUT_STREAM``).
+
+* ``mlp_digits``: 64-32-10 ReLU MLP, minibatches of 128 (held out: 64-64-32-10).
+* ``cnn_digits``: conv 3×3×8, conv 3×3×16 stride 2, global average pool, dense 10
+  (held out: 16 and 32 channels, plus a third conv).
+* ``quadratic``: loss Σ(p − c)², c ~ N(0, I₁₀), p₀ ~ N(0, I) (held out: 20 dimensions).
+
+References: TASKS.md, "Learned optimizer" (Metz et al. 2019; learned_optimization).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from pes_rl import data
+from pes_rl.envs import unrolled
+
+Params = Any
+TASKS = ("mlp_digits", "cnn_digits", "quadratic")
+DISTRIBUTIONS = ("train", "heldout")
+HELDOUT_STREAM = 1  # held-out keys are fold_in(key, 1): a seed stream training never draws from
+ARCHITECTURES = {
+    ("mlp_digits", "train"): (32,),
+    ("mlp_digits", "heldout"): (64, 32),
+    ("cnn_digits", "train"): (8, 16),
+    ("cnn_digits", "heldout"): (16, 32, 32),
+    ("quadratic", "train"): (10,),
+    ("quadratic", "heldout"): (20,),
+}
+
+
+class InnerTask(NamedTuple):
+    """A task family's pure functions."""
+
+    sample: Callable[[jax.Array], jax.Array]  # key -> task variant
+    init: Callable[[jax.Array], Params]  # key -> fresh parameters
+    batch_loss: Callable[[Params, jax.Array, jax.Array, str], jax.Array]  # (p, variant, key, split)
+    full_loss: Callable[[Params, jax.Array, str], jax.Array]  # (params, variant, split): whole split
+    name: str
+
+
+def make(
+    task: str, distribution: str = "train", batch_size: int = 128, dataset: str = "digits"
+) -> InnerTask:
+    """The task family ``task`` (one of ``TASKS``) under ``distribution`` (train | heldout)."""
+    if task not in TASKS:
+        raise ValueError(f"env.kwargs.task must be one of {list(TASKS)}, got {task!r}")
+    if distribution not in DISTRIBUTIONS:
+        raise ValueError(
+            f"env.kwargs.distribution must be one of {list(DISTRIBUTIONS)}, got {distribution!r}"
+        )
+    sizes = ARCHITECTURES[task, distribution]
+    stream = HELDOUT_STREAM if distribution == "heldout" else 0
+    if task == "quadratic":
+        family = _quadratic(sizes[0])
+    else:
+        apply, init = _mlp(sizes) if task == "mlp_digits" else _cnn(sizes)
+        family = _classifier(data.load(dataset), apply, init, batch_size)
+    sample, init, batch_loss, full_loss = family
+    return InnerTask(
+        sample=lambda key: sample(jax.random.fold_in(key, stream)),
+        init=lambda key: init(jax.random.fold_in(key, stream)),
+        batch_loss=batch_loss,
+        full_loss=full_loss,
+        name=f"{task}/{distribution}",
+    )
+
+
+def _quadratic(dim: int):
+    def sample(key):
+        return jax.random.normal(key, (dim,))
+
+    def init(key):
+        return {"p": jax.random.normal(key, (dim,))}
+
+    def loss(params, target, key=None, split="train"):
+        del key, split  # deterministic: one loss per task
+        return jnp.sum(jnp.square(params["p"] - target))
+
+    return sample, init, loss, lambda params, target, split: loss(params, target)
+
+
+def _classifier(dataset: data.Dataset, apply, init, batch_size: int):
+    """Cross-entropy of ``apply`` on the digits, labels permuted by the task variant."""
+    unrolled.check_count("batch_size", batch_size)
+    num_classes = dataset.num_classes
+
+    def sample(key):
+        return jax.random.permutation(key, num_classes)
+
+    def split_arrays(split):
+        return getattr(dataset, f"{split}_x"), getattr(dataset, f"{split}_y")
+
+    def batch_loss(params, permutation, key, split="train"):
+        x, y = unrolled.minibatch(key, *split_arrays(split), batch_size)
+        return unrolled.cross_entropy(apply(params, x), permutation[y])
+
+    def full_loss(params, permutation, split="train"):
+        x, y = split_arrays(split)
+        return unrolled.cross_entropy(apply(params, x), permutation[y])
+
+    return sample, init, batch_loss, full_loss
+
+
+def _mlp(hidden_sizes):
+    sizes = (64, *hidden_sizes, 10)
+    return unrolled.mlp_logits, lambda key: unrolled.init_mlp(key, sizes)
+
+
+def _cnn(channels):
+    """3×3 convs (the second and later with stride 2), global average pool, dense 10."""
+
+    def init(key):
+        keys = jax.random.split(key, len(channels) + 1)
+        layers, fan_in = [], 1
+        for layer_key, width in zip(keys[:-1], channels, strict=False):
+            w = jax.random.normal(layer_key, (3, 3, fan_in, width)) * np.sqrt(2.0 / (9 * fan_in))
+            layers.append({"w": w, "b": jnp.zeros(width)})
+            fan_in = width
+        dense = jax.random.normal(keys[-1], (fan_in, 10)) * np.sqrt(1.0 / fan_in)
+        return layers + [{"w": dense, "b": jnp.zeros(10)}]
+
+    def apply(params, x):
+        x = x.reshape(-1, 8, 8, 1)
+        for index, layer in enumerate(params[:-1]):
+            stride = 1 if index == 0 else 2
+            x = jax.lax.conv_general_dilated(
+                x, layer["w"], (stride, stride), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+            )
+            x = jax.nn.relu(x + layer["b"])
+        return jnp.mean(x, axis=(1, 2)) @ params[-1]["w"] + params[-1]["b"]
+
+    return apply, init

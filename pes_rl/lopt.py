@@ -1,0 +1,180 @@
+"""The learned optimizer: a per-parameter MLP (Metz et al. 2019; learned_optimization's ``MLPLOpt``).
+
+Every scalar parameter p of an inner model gets the same small MLP applied to 19 features:
+
+* its gradient g, its value p and 6 momenta m ← d·m + (1−d)·g, d ∈ ``DECAYS`` — these 8 are
+  normalized per tensor by x·rsqrt(1e-5 + mean(x²)) (the mean over the tensor's elements);
+* 11 time features tanh(t/τ − 1), τ ∈ ``TIMESCALES`` (t = the inner step).
+
+The MLP outputs (o_dir, o_mag) and the update is p ← p − o_dir·exp(λ·o_mag)·λ with λ = 1e-3.
+θ, the MLP's weights (~1.8k numbers with two hidden layers of 32), is what ES/PES meta-train;
+at its initialization (small random weights, as learned_optimization's haiku MLP) an update
+moves each parameter by about 1e-3, a tiny and stable first step.
+
+Examples:
+  >>> import jax, jax.numpy as jnp
+  >>> from pes_rl import lopt
+  >>> theta = lopt.init(jax.random.key(0))
+  >>> optimizer = lopt.as_optax(theta)
+  >>> params = {"w": jnp.ones(3)}
+  >>> state = optimizer.init(params)
+  >>> updates, state = optimizer.update({"w": jnp.ones(3)}, state, params)
+  >>> bool(jnp.all(jnp.abs(updates["w"]) < 0.01))
+  True
+
+References:
+  Metz, Maheswaranathan, Nixon, Freeman, Sohl-Dickstein, "Understanding and correcting
+  pathologies in the training of learned optimizers", ICML 2019. https://arxiv.org/abs/1810.10180
+  learned_optimization, ``learned_optimizers/mlp_lopt.py``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+Params = Any
+Theta = list[dict[str, jax.Array]]  # the MLP's layers {"w": [fan_in, fan_out], "b": [fan_out]}
+
+DECAYS = (0.1, 0.5, 0.9, 0.99, 0.999, 0.9999)
+TIMESCALES = (1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1e3, 3e3, 1e4, 3e4, 1e5)
+NUM_FEATURES = 2 + len(DECAYS) + len(TIMESCALES)  # 19
+STEP_MULT = 1e-3  # λ in p ← p − o_dir·exp(λ·o_mag)·λ
+EXP_MULT = 1e-3
+HIDDEN_SIZES = (32, 32)
+FORMAT = "pes_rl.lopt/1"  # written into saved files, checked when loading
+
+
+class LOptState(NamedTuple):
+    """What the learned optimizer carries between inner steps."""
+
+    momenta: Params  # like the inner params, each leaf with a trailing axis of len(DECAYS)
+    step: jax.Array  # shape=(), int32: inner steps taken
+
+
+def init(key: jax.Array, hidden_sizes: Sequence[int] = HIDDEN_SIZES) -> Theta:
+    """θ: truncated-normal weights with std 1/√fan_in (haiku's default), zero biases."""
+    sizes = (NUM_FEATURES, *hidden_sizes, 2)
+    layers = []
+    for layer_key, fan_in, fan_out in zip(
+        jax.random.split(key, len(sizes) - 1), sizes[:-1], sizes[1:], strict=True
+    ):
+        # 0.8796 is the std of a unit normal truncated to [-2, 2] (haiku divides it out).
+        std = 1.0 / np.sqrt(fan_in) / 0.87962566
+        w = std * jax.random.truncated_normal(layer_key, -2.0, 2.0, (fan_in, fan_out))
+        layers.append({"w": w, "b": jnp.zeros(fan_out)})
+    return layers
+
+
+def init_state(params: Params) -> LOptState:
+    """Zero momenta for inner params ``params``, step 0."""
+    momenta = jax.tree.map(lambda p: jnp.zeros((*jnp.shape(p), len(DECAYS)), jnp.float32), params)
+    return LOptState(momenta, jnp.zeros((), jnp.int32))
+
+
+def time_features(step: jax.Array) -> jax.Array:
+    """[11] tanh(t/τ − 1) for τ in ``TIMESCALES``."""
+    return jnp.tanh(jnp.asarray(step, jnp.float32) / jnp.asarray(TIMESCALES) - 1.0)
+
+
+def normalize(x: jax.Array, axis: Sequence[int]) -> jax.Array:
+    """x·rsqrt(1e-5 + mean(x²)) over ``axis`` (a tensor's own axes): per-tensor normalization."""
+    return x * jax.lax.rsqrt(1e-5 + jnp.mean(jnp.square(x), axis=tuple(axis), keepdims=True))
+
+
+def features(grad: jax.Array, param: jax.Array, momenta: jax.Array, step: jax.Array) -> jax.Array:
+    """[*param.shape, 19] inputs of the per-parameter MLP for one tensor."""
+    stacked = jnp.concatenate([grad[..., None], param[..., None], momenta], axis=-1)
+    stacked = normalize(stacked, range(param.ndim))
+    times = jnp.broadcast_to(time_features(step), (*param.shape, len(TIMESCALES)))
+    return jnp.concatenate([stacked, times], axis=-1)
+
+
+def mlp(theta: Theta, inputs: jax.Array) -> jax.Array:
+    """The per-parameter MLP: ReLU hidden layers, 2 linear outputs (o_dir, o_mag)."""
+    x = inputs
+    for layer in theta[:-1]:
+        x = jax.nn.relu(x @ layer["w"] + layer["b"])
+    return x @ theta[-1]["w"] + theta[-1]["b"]
+
+
+def step_size(outputs: jax.Array) -> jax.Array:
+    """o_dir·exp(λ·o_mag)·λ: what is subtracted from each parameter."""
+    return outputs[..., 0] * jnp.exp(EXP_MULT * outputs[..., 1]) * STEP_MULT
+
+
+def update(
+    theta: Theta, grads: Params, params: Params, state: LOptState
+) -> tuple[Params, LOptState]:
+    """One learned-optimizer step: (new params, new state). Pure; jit and vmap freely."""
+    decays = jnp.asarray(DECAYS, jnp.float32)
+    momenta = jax.tree.map(
+        lambda m, g: decays * m + (1.0 - decays) * g[..., None], state.momenta, grads
+    )
+
+    def update_tensor(p, g, m):
+        return p - step_size(mlp(theta, features(g, p, m, state.step)))
+
+    new_params = jax.tree.map(update_tensor, params, grads, momenta)
+    return new_params, LOptState(momenta, state.step + 1)
+
+
+def as_optax(theta: Theta) -> optax.GradientTransformation:
+    """A meta-trained θ as an ``optax.GradientTransformation`` (updates = new params − params).
+
+    Use it like any optax optimizer: ``updates, state = opt.update(grads, state, params)``,
+    then ``optax.apply_updates(params, updates)``. ``params`` must be passed to ``update``.
+    """
+    theta = jax.tree.map(jnp.asarray, theta)
+
+    def init_fn(params: Params) -> LOptState:
+        return init_state(params)
+
+    def update_fn(grads: Params, state: LOptState, params: Params | None = None):
+        if params is None:
+            raise ValueError("the learned optimizer needs params: call update(grads, state, params)")
+        new_params, state = update(theta, grads, params, state)
+        return jax.tree.map(lambda new, old: new - old, new_params, params), state
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
+def save(path: str | Path, theta: Theta) -> None:
+    """Writes θ as a self-describing ``.npz`` that :func:`load` reads without any config."""
+    arrays = {}
+    for index, layer in enumerate(theta):
+        arrays[f"w{index}"] = np.asarray(layer["w"], np.float32)
+        arrays[f"b{index}"] = np.asarray(layer["b"], np.float32)
+    header = {"format": FORMAT, "num_layers": len(theta), "decays": DECAYS, "timescales": TIMESCALES}
+    arrays["header"] = np.asarray(json.dumps(header))
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as file:
+        np.savez(file, **arrays)
+    tmp.replace(path)
+
+
+def load(path: str | Path) -> Theta:
+    """θ saved by :func:`save` (``lopt_theta.npz`` in a learned-optimizer run dir)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "lopt_theta.npz"
+    if not path.is_file():
+        raise FileNotFoundError(f"no learned optimizer at {path}: expected lopt_theta.npz")
+    with np.load(path) as arrays:
+        if "header" not in arrays:
+            raise ValueError(f"{path} is not a saved learned optimizer (no header)")
+        header = json.loads(str(arrays["header"]))
+        if header.get("format") != FORMAT:
+            raise ValueError(f"{path} has format {header.get('format')!r}, expected {FORMAT!r}")
+        return [
+            {"w": jnp.asarray(arrays[f"w{i}"]), "b": jnp.asarray(arrays[f"b{i}"])}
+            for i in range(header["num_layers"])
+        ]
