@@ -1,4 +1,4 @@
-"""Gradient estimators: ES, TES, PES and NRES behind one ``init`` / ``estimate`` interface.
+"""Gradient estimators: ES, TES, PES, NRES and hybrid behind one ``init`` / ``estimate`` interface.
 
 Examples:
   >>> import jax
@@ -18,15 +18,22 @@ from typing import Any
 
 from pes_rl.agents.base import Estimator
 from pes_rl.agents.es import ES, ESState
+from pes_rl.agents.hybrid import Hybrid, HybridState
 from pes_rl.agents.nres import NRES, NRESState
 from pes_rl.agents.pes import PES, PESState
 from pes_rl.agents.tes import TES, TESState
 
-AGENTS: dict[str, type[Estimator]] = {"es": ES, "tes": TES, "pes": PES, "nres": NRES}
+AGENTS: dict[str, type[Estimator]] = {
+    "es": ES,
+    "tes": TES,
+    "pes": PES,
+    "nres": NRES,
+    "hybrid": Hybrid,
+}
 
 
 def make(name: str, **kwargs: Any) -> Estimator:
-    """Builds estimator ``name`` (``es``, ``tes``, ``pes`` or ``nres``); see ``Estimator``."""
+    """Builds estimator ``name`` (one of ``AGENTS``); see ``Estimator``."""
     if name not in AGENTS:
         raise ValueError(f"unknown estimator {name!r}: agent must be one of {list(AGENTS)}")
     return AGENTS[name](**kwargs)
@@ -36,6 +43,8 @@ __all__ = [
     "AGENTS",
     "ES",
     "ESState",
+    "Hybrid",
+    "HybridState",
     "Estimator",
     "NRES",
     "NRESState",

@@ -28,6 +28,17 @@ from pes_rl.policies import Policy
 Params = Any
 
 
+class WindowLength(NamedTuple):
+    """How many steps a window takes: ``steps`` (static, the scan length) or fewer.
+
+    ``limit`` (a traced int, or None = ``steps``) lets a window of any length ≤ ``steps``
+    reuse the compiled scan of ``steps``: the remaining steps are masked.
+    """
+
+    steps: int
+    limit: jax.Array | None = None
+
+
 class WindowWeights(NamedTuple):
     """How a window's rewards are credited to perturbations."""
 
@@ -40,6 +51,7 @@ class Estimator:
 
     name: ClassVar[str]
     supports_stagger: ClassVar[bool] = True
+    supports_curriculum: ClassVar[bool] = True  # windows may be shorter than unroll_length
 
     def __init__(
         self,
@@ -97,7 +109,8 @@ class Estimator:
             self._jit_init, self._jit_estimate = self._init_state, self._estimate
         else:
             self._jit_init = jax.jit(self._init_state)
-            self._jit_estimate = jax.jit(self._estimate, donate_argnums=0)
+            # One compilation per scan length: a full window, or a power-of-two bucket.
+            self._jit_estimate = jax.jit(self._estimate, static_argnums=3, donate_argnums=0)
 
     def _check_unroll_length(self, unroll_length: int | None) -> int:
         if unroll_length is None:
@@ -110,12 +123,42 @@ class Estimator:
         """The estimator's state for a population started at ``params``."""
         return self._jit_init(key, params)
 
-    def estimate(self, state: Any, params: Params, key: jax.Array) -> tuple[Params, Any, dict]:
+    def estimate(
+        self,
+        state: Any,
+        params: Params,
+        key: jax.Array,
+        unroll_length: int | WindowLength | None = None,
+    ) -> tuple[Params, Any, dict]:
         """One window: (gradient of E[return] w.r.t. ``params``, new state, metrics).
 
+        ``unroll_length`` shortens this window (≤ the agent's ``unroll_length``; a truncation
+        curriculum, :mod:`pes_rl.agents.curriculum`). Lengths share compiled code: each runs
+        the scan of the next power of two (capped at the agent's length) with the rest masked
+        (``window_length``; pass its result when calling from inside ``jit``).
         ``state`` is donated: use the returned state, not the one passed in.
         """
-        return self._jit_estimate(state, params, key)
+        if not isinstance(unroll_length, WindowLength):
+            unroll_length = self.window_length(unroll_length)
+        return self._jit_estimate(state, params, key, *unroll_length)
+
+    def window_length(self, unroll_length: int | None) -> WindowLength:
+        """The compiled scan length and the step limit of a window of ``unroll_length`` steps."""
+        if unroll_length is None or unroll_length == self.unroll_length:
+            return WindowLength(self.unroll_length)
+        if not self.supports_curriculum:
+            raise ValueError(f"{self.name} runs whole episodes: it takes no window length")
+        if self.host:
+            raise ValueError(
+                "window lengths other than unroll_length need a JAX env, not a host env"
+            )
+        if not is_positive_int(unroll_length) or unroll_length > self.unroll_length:
+            raise ValueError(
+                f"a window's unroll_length must be an int in [1, {self.unroll_length}] "
+                f"(the agent's unroll_length), got {unroll_length!r}"
+            )
+        steps = min(1 << (unroll_length - 1).bit_length(), self.unroll_length)
+        return WindowLength(steps, None if steps == unroll_length else np.int32(unroll_length))
 
     # Shared pieces -------------------------------------------------------------------------
 
@@ -129,9 +172,10 @@ class Estimator:
             obs_norm = normalization.init(obs_size)
         return self._init(key, flat, self._act_fn(unravel), obs_norm)
 
-    def _estimate(self, state: Any, params: Params, key: jax.Array):
+    def _estimate(self, state: Any, params: Params, key: jax.Array, steps: int, limit):
         flat, unravel = ravel_pytree(params)
-        state, weights, window = self._window(state, flat, key, self._act_fn(unravel))
+        length = WindowLength(steps, limit)
+        state, weights, window = self._window(state, flat, key, self._act_fn(unravel), length)
         shaped_first, shaped_rest, scale = shaping.shape(
             self.fitness_shaping,
             window.reward_first,
@@ -141,26 +185,32 @@ class Estimator:
             self.sigma,
         )
         grad_flat = scale * (weights.first.T @ shaped_first + weights.rest.T @ shaped_rest)
+        state, metrics = self._finish_window(state, window, length)
+        return unravel(grad_flat), state, metrics
+
+    def _finish_window(self, state: Any, window: engine.Window, length: WindowLength):
+        """Updates the observation normalizer; the window's metrics."""
         if self.obs_normalization:
             obs_norm = normalization.update(state.obs_norm, window.obs_moments)
             state = state._replace(obs_norm=obs_norm)
         count = window.completed_count
         metrics = {
-            "env_steps": window.env_steps + self._extra_env_steps(),
+            "env_steps": window.env_steps + self._extra_env_steps(length),
             "train_return": jnp.where(
                 count > 0, window.completed_return_sum / jnp.maximum(count, 1), jnp.nan
             ),
             "episodes": count,
             "window_reward": jnp.mean(window.reward_first + window.reward_rest),
         }
-        return unravel(grad_flat), state, metrics
+        return state, metrics
 
     def _act_fn(self, unravel) -> engine.ActFn:
         apply = self.policy.apply
         return lambda theta, obs: apply(unravel(theta), obs)
 
-    def _extra_env_steps(self) -> int:
+    def _extra_env_steps(self, length: WindowLength) -> int | jax.Array:
         """Env steps a window takes outside the particles (TES's unperturbed trajectory)."""
+        del length
         return 0
 
     def sample_perturbations(self, key: jax.Array, dim: int) -> jax.Array:
@@ -184,13 +234,16 @@ class Estimator:
         particles: engine.Particles,
         theta: jax.Array,
         key: jax.Array,
-        unroll_length: int,
+        length: WindowLength,
         **kwargs: Any,
     ) -> tuple[engine.Particles, engine.Window]:
         """One window of the JAX engine, or of the host engine for Gymnasium envs."""
         if self.host:
-            return self.population.unroll(particles, theta, key, unroll_length, **kwargs)
-        return engine.unroll(self.env, act, particles, theta, key, unroll_length, **kwargs)
+            return self.population.unroll(particles, theta, key, length.steps, **kwargs)
+        if length.limit is not None:
+            num = particles.clock.shape[0]
+            kwargs["step_limit"] = jnp.broadcast_to(length.limit, (num,))
+        return engine.unroll(self.env, act, particles, theta, key, length.steps, **kwargs)
 
     def staggered_start(
         self,
@@ -227,7 +280,9 @@ class Estimator:
     def _init(self, key, theta, act, obs_norm):
         raise NotImplementedError
 
-    def _window(self, state, theta, key, act) -> tuple[Any, WindowWeights, engine.Window]:
+    def _window(
+        self, state, theta, key, act, length: WindowLength
+    ) -> tuple[Any, WindowWeights, engine.Window]:
         raise NotImplementedError
 
 

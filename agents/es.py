@@ -27,6 +27,7 @@ class ES(Estimator):
 
     name = "es"
     supports_stagger = False
+    supports_curriculum = False
 
     def _check_unroll_length(self, unroll_length: int | None) -> int:
         horizon = self.env.spec.horizon
@@ -48,7 +49,7 @@ class ES(Estimator):
         del key, theta, act  # every window starts from fresh episodes
         return ESState(obs_norm)
 
-    def _window(self, state, theta, key, act):
+    def _window(self, state, theta, key, act, length):
         reset_key, eps_key, unroll_key = jax.random.split(key, 3)
         particles = self.reset_population(reset_key)
         eps = self.sample_perturbations(eps_key, theta.size)
@@ -57,7 +58,7 @@ class ES(Estimator):
             particles,
             theta + eps,
             unroll_key,
-            self.unroll_length,
+            length,
             reset_group=self.reset_group,
             autoreset=False,
             obs_norm=state.obs_norm,

@@ -42,7 +42,7 @@ class NRES(Estimator):
             eps = jnp.where(window.ended[:, None], eps_next, eps)
         return NRESState(particles, eps, obs_norm)
 
-    def _window(self, state, theta, key, act):
+    def _window(self, state, theta, key, act, length):
         eps_key, unroll_key = jax.random.split(key)
         eps_next = self.sample_perturbations(eps_key, theta.size)
         particles, window = self.unroll(
@@ -50,7 +50,7 @@ class NRES(Estimator):
             state.particles,
             theta + state.eps,
             unroll_key,
-            self.unroll_length,
+            length,
             theta_after_end=theta + eps_next,
             reset_group=self.reset_group,
             obs_norm=state.obs_norm,

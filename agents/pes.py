@@ -43,7 +43,7 @@ class PES(Estimator):
             xi = episode_accumulator(xi, eps, window)
         return PESState(particles, xi, obs_norm)
 
-    def _window(self, state, theta, key, act):
+    def _window(self, state, theta, key, act, length):
         eps_key, unroll_key = jax.random.split(key)
         eps = self.sample_perturbations(eps_key, theta.size)
         particles, window = self.unroll(
@@ -51,7 +51,7 @@ class PES(Estimator):
             state.particles,
             theta + eps,
             unroll_key,
-            self.unroll_length,
+            length,
             reset_group=self.reset_group,
             obs_norm=state.obs_norm,
         )

@@ -45,13 +45,13 @@ class TES(Estimator):
             )  # fmt: skip
         return TESState(shared, obs_norm)
 
-    def _window(self, state, theta, key, act):
+    def _window(self, state, theta, key, act, length):
         eps_key, unroll_key = jax.random.split(key)
         eps = self.sample_perturbations(eps_key, theta.size)
         weights = WindowWeights(first=eps, rest=eps)
         if self.host:
             particles, window = self.unroll(
-                act, state.shared, theta + eps, unroll_key, self.unroll_length,
+                act, state.shared, theta + eps, unroll_key, length,
                 reset_group=self.reset_group, obs_norm=state.obs_norm,
             )  # fmt: skip
             return state._replace(shared=particles), weights, window
@@ -60,15 +60,17 @@ class TES(Estimator):
         )
         # Every particle and the shared trajectory reset from the same keys (common randomness).
         same_group = jnp.zeros(self.num_particles, jnp.int32)
-        _, window = engine.unroll(
-            self.env, act, particles, theta + eps, unroll_key, self.unroll_length,
+        _, window = self.unroll(
+            act, particles, theta + eps, unroll_key, length,
             reset_group=same_group, obs_norm=state.obs_norm,
         )  # fmt: skip
-        shared, _ = engine.unroll(
-            self.env, act, state.shared, theta[None], unroll_key, self.unroll_length,
+        shared, _ = self.unroll(
+            act, state.shared, theta[None], unroll_key, length,
             reset_group=same_group[:1], obs_norm=state.obs_norm,
         )  # fmt: skip
         return state._replace(shared=shared), weights, window
 
-    def _extra_env_steps(self) -> int:
-        return 0 if self.host else self.unroll_length
+    def _extra_env_steps(self, length):
+        if self.host:
+            return 0
+        return length.steps if length.limit is None else length.limit

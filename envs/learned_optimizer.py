@@ -120,7 +120,9 @@ class LearnedOptimizer(unrolled.UnrolledOptimizationEnv):
         variant = opt_state["variant"]
         loss, grads = jax.value_and_grad(self.task.batch_loss)(params, variant, batch_key, "train")
         grads = jax.tree.map(lambda g: jnp.where(jnp.isfinite(g), g, 0.0), grads)
-        params_after, lopt_state = lopt.update(self.unravel(theta), grads, params, opt_state["lopt"])
+        params_after, lopt_state = lopt.update(
+            self.unravel(theta), grads, params, opt_state["lopt"]
+        )
         if self.objective == "val_loss":
             loss = self.task.batch_loss(params, variant, val_key, "val")
         return params_after, {"lopt": lopt_state, "variant": variant}, loss

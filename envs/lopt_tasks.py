@@ -47,7 +47,9 @@ class InnerTask(NamedTuple):
     sample: Callable[[jax.Array], jax.Array]  # key -> task variant
     init: Callable[[jax.Array], Params]  # key -> fresh parameters
     batch_loss: Callable[[Params, jax.Array, jax.Array, str], jax.Array]  # (p, variant, key, split)
-    full_loss: Callable[[Params, jax.Array, str], jax.Array]  # (params, variant, split): whole split
+    full_loss: Callable[
+        [Params, jax.Array, str], jax.Array
+    ]  # (params, variant, split): whole split
     name: str
 
 

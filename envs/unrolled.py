@@ -5,8 +5,9 @@ the inner model's parameters, the inner optimizer's state, the inner step t and 
 ``reset(key)`` starts a fresh inner run (new initialization and data order); ``step(state, θ)``
 maps θ to hyperparameters, takes one inner optimization step and returns reward =
 −(the task's objective after the step), so higher is better as for every env. The episode
-ends at the inner horizon T (a task may draw a shorter one per episode: ``sample_horizon``). ES, TES, PES and NRES then estimate the meta-gradient through
-inner runs far longer than one window, on the same engine as RL envs.
+ends at the inner horizon T (a task may draw a shorter one per episode: ``sample_horizon``).
+ES, TES, PES and NRES then estimate the meta-gradient through inner runs far longer than one
+window, on the same engine as RL envs.
 
 Every inner step is pure JAX: minibatches are drawn inside the step from arrays that live on
 the device, so the engine's ``lax.scan`` over a ``vmap`` of steps never leaves the device.
@@ -81,7 +82,9 @@ class UnrolledOptimizationEnv(Env):
         better); ``key`` draws this step's minibatches.
         """
 
-    def final_metrics(self, theta: jax.Array, params: Params, opt_state: Any) -> dict[str, jax.Array]:
+    def final_metrics(
+        self, theta: jax.Array, params: Params, opt_state: Any
+    ) -> dict[str, jax.Array]:
         """Metrics of a finished inner run (e.g. accuracy of its params on whole splits)."""
         del theta, params, opt_state
         return {}

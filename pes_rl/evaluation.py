@@ -75,8 +75,10 @@ def make_inner_run_evaluate(env: UnrolledOptimizationEnv, policy: Policy, num_ep
             # A run that diverged did not end on the clock: its last step is the diverged one.
             completed = state.info["truncation"] > 0
             final_reward = jnp.where(completed, rewards[-1], -env.diverged_objective)
-            return rewards.sum(), final_reward, env.final_metrics(
-                theta, state.inner["params"], state.inner["opt_state"]
+            return (
+                rewards.sum(),
+                final_reward,
+                env.final_metrics(theta, state.inner["params"], state.inner["opt_state"]),
             )
 
         returns, final_rewards, final = jax.vmap(run)(jax.random.split(key, num_episodes))

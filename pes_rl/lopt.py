@@ -1,4 +1,4 @@
-"""The learned optimizer: a per-parameter MLP (Metz et al. 2019; learned_optimization's ``MLPLOpt``).
+"""The learned optimizer: a per-parameter MLP (Metz et al. 2019; learned_optimization ``MLPLOpt``).
 
 Every scalar parameter p of an inner model gets the same small MLP applied to 19 features:
 
@@ -139,7 +139,9 @@ def as_optax(theta: Theta) -> optax.GradientTransformation:
 
     def update_fn(grads: Params, state: LOptState, params: Params | None = None):
         if params is None:
-            raise ValueError("the learned optimizer needs params: call update(grads, state, params)")
+            raise ValueError(
+                "the learned optimizer needs params: call update(grads, state, params)"
+            )
         new_params, state = update(theta, grads, params, state)
         return jax.tree.map(lambda new, old: new - old, new_params, params), state
 
@@ -152,7 +154,12 @@ def save(path: str | Path, theta: Theta) -> None:
     for index, layer in enumerate(theta):
         arrays[f"w{index}"] = np.asarray(layer["w"], np.float32)
         arrays[f"b{index}"] = np.asarray(layer["b"], np.float32)
-    header = {"format": FORMAT, "num_layers": len(theta), "decays": DECAYS, "timescales": TIMESCALES}
+    header = {
+        "format": FORMAT,
+        "num_layers": len(theta),
+        "decays": DECAYS,
+        "timescales": TIMESCALES,
+    }
     arrays["header"] = np.asarray(json.dumps(header))
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")

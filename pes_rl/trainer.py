@@ -21,9 +21,12 @@ import optax
 from jax.flatten_util import ravel_pytree
 from omegaconf import DictConfig, OmegaConf
 
-from pes_rl import agents, envs, policies
+from pes_rl import agents, envs, lopt, policies
+from pes_rl.agents import curriculum
+from pes_rl.agents.base import WindowLength
 from pes_rl.checkpoint import Checkpointer
 from pes_rl.config import as_config, differing_keys, validate
+from pes_rl.envs.learned_optimizer import LearnedOptimizer
 from pes_rl.evaluation import make_evaluate
 from pes_rl.host_engine import make_host_evaluate
 from pes_rl.run_dir import atomic_write_text, claim
@@ -31,6 +34,7 @@ from pes_rl.run_log import MetricsFile, Progress, WandbRun, clean
 
 Params = Any
 FLUSH_EVERY = 32  # iterations whose metrics are fetched from the device together
+CURRICULUM_STREAM = 0x6375  # the curriculum's jitter: fold_in(eval_key, this), then the iteration
 THETA_LOG_SIZE = 32  # a meta task's θ up to this size is logged every iteration ("theta")
 
 
@@ -66,16 +70,46 @@ def env_id_of(cfg: DictConfig) -> str:
 
 
 def build(cfg: DictConfig):
-    """The env, policy, estimator and optax optimizer a config describes."""
+    """The env, policy, estimator and optax optimizer a config describes.
+
+    ``agent.curriculum`` (a dict, or null) is not the estimator's: see :func:`make_curriculum`.
+    """
     env = envs.make(env_id_of(cfg), **(cfg.env.get("kwargs") or {}))
     policy_name = cfg.policy.name
     if policy_name == "auto":  # meta tasks are driven by θ itself, RL envs by a linear policy
         policy_name = "constant" if env.spec.default_action is not None else "linear"
     policy = policies.make(policy_name, env, **(cfg.policy.get("kwargs") or {}))
     agent_kwargs = OmegaConf.to_container(cfg.agent, resolve=True)
+    agent_kwargs.pop("curriculum", None)
     agent = agents.make(agent_kwargs.pop("name"), env=env, policy=policy, **agent_kwargs)
     optimizer = make_optimizer(cfg.optimizer)
     return env, policy, agent, optimizer
+
+
+def make_curriculum(cfg: DictConfig, agent) -> curriculum.TruncationCurriculum | None:
+    """``agent.curriculum`` ({start, end, iterations, jitter}; end null = agent.unroll_length)."""
+    settings = OmegaConf.select(cfg, "agent.curriculum")
+    if settings is None:
+        return None
+    settings = OmegaConf.to_container(settings, resolve=True)
+    if not isinstance(settings, dict):
+        raise ValueError(f"agent.curriculum must be null or a mapping, got {settings!r}")
+    if not agent.supports_curriculum or agent.host:
+        raise ValueError(
+            f"agent.curriculum needs a persistent estimator (tes, pes, nres, hybrid) on a JAX "
+            f"env; got {agent.name} on {agent.env!r}"
+        )
+    unknown = set(settings) - {"start", "end", "iterations", "jitter"}
+    if unknown:
+        raise ValueError(f"agent.curriculum takes start, end, iterations, jitter; got {unknown}")
+    if settings.get("end") is None:
+        settings["end"] = agent.unroll_length
+    if settings["end"] != agent.unroll_length:
+        raise ValueError(
+            f"agent.curriculum.end ({settings['end']}) must equal agent.unroll_length "
+            f"({agent.unroll_length}), the longest window the agent compiles"
+        )
+    return curriculum.make(**settings)
 
 
 def make_optimizer(cfg: DictConfig) -> optax.GradientTransformation:
@@ -95,12 +129,19 @@ def logs_theta(env) -> bool:
 
 
 def make_iteration(agent, optimizer):
-    """One outer iteration: estimate the ascent direction, hand its negation to optax."""
+    """One outer iteration: estimate the ascent direction, hand its negation to optax.
+
+    ``iteration(state, steps, limit)``: the window runs ``steps`` (static) steps, of which the
+    first ``limit`` count (None: all); see ``Estimator.estimate``.
+    """
     log_theta = logs_theta(agent.env)
 
-    def iteration(state: TrainState) -> tuple[TrainState, dict]:
+    def iteration(state: TrainState, steps: int, limit) -> tuple[TrainState, dict]:
         key, estimate_key = jax.random.split(state.key)
-        grad, agent_state, metrics = agent.estimate(state.agent_state, state.params, estimate_key)
+        window = WindowLength(steps, limit)
+        grad, agent_state, metrics = agent.estimate(
+            state.agent_state, state.params, estimate_key, window
+        )
         # The estimate is an ascent direction on E[return]; optax descends, so pass -grad.
         updates, opt_state = optimizer.update(
             jax.tree.map(jnp.negative, grad), state.opt_state, state.params
@@ -113,7 +154,7 @@ def make_iteration(agent, optimizer):
 
     if agent.host:
         return iteration  # host envs step in Python; the estimator jits the policy call
-    return jax.jit(iteration, donate_argnums=0)
+    return jax.jit(iteration, static_argnums=1, donate_argnums=0)
 
 
 def resolve_run_dir(cfg: DictConfig) -> Path:
@@ -204,6 +245,9 @@ def train_in_run_dir(cfg: DictConfig, run_dir: Path) -> TrainResult:
     metrics_file = MetricsFile(run_dir, keep_until=start)
     env_steps = metrics_file.history[-1]["env_steps"] if metrics_file.history else 0
     iteration_fn = make_iteration(agent, optimizer)
+    schedule = make_curriculum(cfg, agent)
+    curriculum_key = jax.random.fold_in(eval_key, CURRICULUM_STREAM)
+    save_lopt = isinstance(env, LearnedOptimizer)
     evaluate = (make_host_evaluate if agent.host else make_evaluate)(
         env, policy, cfg.train.eval_episodes, cfg.train.eval_steps
     )
@@ -252,7 +296,13 @@ def train_in_run_dir(cfg: DictConfig, run_dir: Path) -> TrainResult:
 
     try:
         for iteration in range(start + 1, total + 1):
-            state, metrics = iteration_fn(state)
+            window = WindowLength(agent.unroll_length)
+            if schedule is not None:
+                length = schedule.length(iteration, jax.random.fold_in(curriculum_key, iteration))
+                window = agent.window_length(length)
+            state, metrics = iteration_fn(state, *window)
+            if schedule is not None:
+                metrics["unroll_length"] = length
             pending.append((iteration, metrics))
             final = iteration == total
             do_eval = final or (eval_every > 0 and iteration % eval_every == 0)
@@ -270,6 +320,10 @@ def train_in_run_dir(cfg: DictConfig, run_dir: Path) -> TrainResult:
             if do_checkpoint or stop["requested"]:
                 checkpointer.save(iteration, state)
                 last_checkpoint = iteration
+                if save_lopt:  # θ in a form that loads without this config (pes_rl.lopt.load)
+                    lopt.save(
+                        run_dir / "lopt_theta.npz", env.unravel(ravel_pytree(state.params)[0])
+                    )
             if stop["requested"]:
                 raise TrainingInterrupted(iteration, run_dir)
     finally:
