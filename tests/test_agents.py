@@ -45,7 +45,8 @@ def test_env_steps_count_every_particle_step(agent_name):
     agent, theta = make_influence_agent(agent_name, horizon=5, **agent_kwargs(agent_name))
     state = agent.init(jax.random.key(1), theta)
     _, _, metrics = agent.estimate(state, theta, jax.random.key(2))
-    expected = {"es": 8 * 5, "tes": 8 * 2 + 2, "pes": 8 * 2, "nres": 8 * 2}[agent_name]
+    expected = {"es": 8 * 5, "tes": 8 * 2 + 2, "pes": 8 * 2, "nres": 8 * 2, "hybrid": 8 * 2}
+    expected = expected[agent_name]
     assert int(metrics["env_steps"]) == expected
 
 
