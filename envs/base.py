@@ -50,6 +50,9 @@ class Env(abc.ABC):
     spec: EnvSpec
     is_host: bool = False  # False: stepped inside jit; host envs (Gymnasium) set True
 
+    def __repr__(self) -> str:
+        return type(self).__name__  # what error messages name
+
     @abc.abstractmethod
     def reset(self, key: jax.Array) -> State:
         """Starts a fresh episode."""

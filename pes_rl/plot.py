@@ -33,6 +33,8 @@ def label_of(run_dir: Path) -> str:
     if agent.name == "random_search":
         return f"RANDOM SEARCH {cfg.env.id} {agent.num_particles} points/iteration"
     unroll = agent.unroll_length if agent.unroll_length is not None else "T"
+    if agent.get("curriculum"):
+        unroll = f"{agent.curriculum.start}→{unroll}"
     return f"{agent.name.upper()} {cfg.env.id} K={unroll} σ={agent.sigma} N={agent.num_particles}"
 
 
@@ -41,13 +43,18 @@ def lower_is_better(key: str) -> bool:
     return key.endswith("loss")
 
 
-def load_curve(run_dir: Path, key: str, best: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """(env steps, values) of ``key``; ``best``: the best value so far at each point (the
-    minimum for ``*loss`` metrics, else the maximum)."""
+X_AXES = {"env_steps": "env steps (meta tasks: inner steps)", "iteration": "outer iterations"}
+
+
+def load_curve(
+    run_dir: Path, key: str, best: bool = False, x: str = "env_steps"
+) -> tuple[np.ndarray, np.ndarray]:
+    """(x, values) of ``key``, x = env steps or iterations; ``best``: the best value so far at
+    each point (the minimum for ``*loss`` metrics, else the maximum)."""
     steps, values = [], []
     for record in read_records(run_dir / "metrics.jsonl"):
         if key in record:
-            steps.append(record["env_steps"])
+            steps.append(record[x])
             values.append(record[key])
     values = np.asarray(values, float)
     if best and len(values):
@@ -60,8 +67,11 @@ def plot_runs(
     output: Path,
     panels: tuple[tuple[str, str], ...] = PANELS,
     best: bool = False,
+    x_axes: tuple[str, ...] = ("env_steps",),
+    log_y: bool = False,
 ) -> dict[str, int]:
-    """Draws every panel for ``run_dirs`` into ``output``; returns runs per label."""
+    """Draws every panel against every x axis for ``run_dirs`` into ``output``; returns runs
+    per label."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -70,10 +80,13 @@ def plot_runs(
     groups: dict[str, list[Path]] = defaultdict(list)
     for run_dir in run_dirs:
         groups[label_of(run_dir)].append(run_dir)
-    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.5), squeeze=False)
-    for ax, (key, title) in zip(axes[0], panels, strict=True):
+    grid_panels = [(key, title, x) for key, title in panels for x in x_axes]
+    fig, axes = plt.subplots(
+        1, len(grid_panels), figsize=(6 * len(grid_panels), 4.5), squeeze=False
+    )
+    for ax, (key, title, x) in zip(axes[0], grid_panels, strict=True):
         for label, dirs in sorted(groups.items()):
-            curves = [c for c in (load_curve(d, key, best) for d in dirs) if len(c[0])]
+            curves = [c for c in (load_curve(d, key, best, x) for d in dirs) if len(c[0])]
             if not curves:
                 continue
             # Seeds are put on a common env-step grid before averaging.
@@ -85,7 +98,9 @@ def plot_runs(
             (line,) = ax.plot(grid, mean, label=label + seeds)
             if len(curves) > 1:
                 ax.fill_between(grid, mean - std, mean + std, color=line.get_color(), alpha=0.2)
-        ax.set_xlabel("env steps (meta tasks: inner steps)")
+        ax.set_xlabel(X_AXES[x])
+        if log_y:
+            ax.set_yscale("log")
         ax.set_title(f"best {title} so far" if best else title)
         ax.grid(alpha=0.3)
         if ax.lines:
@@ -152,6 +167,11 @@ def main(argv: list[str] | None = None) -> None:
         "--best", action="store_true",
         help="the best value so far (minimum of *loss metrics, else maximum) at each point",
     )  # fmt: skip
+    parser.add_argument(
+        "--x", choices=[*X_AXES, "both"], default="env_steps",
+        help="x axis: env steps (default), outer iterations, or both side by side",
+    )  # fmt: skip
+    parser.add_argument("--log-y", action="store_true", help="logarithmic y axis")
     args = parser.parse_args(argv)
     missing = [
         str(d)
@@ -170,7 +190,8 @@ def main(argv: list[str] | None = None) -> None:
                   file=sys.stderr)  # fmt: skip
             sys.exit(2)
     panels = PANELS if args.metric is None else ((args.metric, args.metric),)
-    counts = plot_runs(args.run_dirs, args.output, panels, args.best)
+    x_axes = tuple(X_AXES) if args.x == "both" else (args.x,)
+    counts = plot_runs(args.run_dirs, args.output, panels, args.best, x_axes, args.log_y)
     for label, count in sorted(counts.items()):
         print(f"{label}: {count} run(s)")
     print(f"wrote {args.output}")

@@ -1,0 +1,117 @@
+"""The learned-optimizer experiments through ``train.py`` and ``python -m pes_rl.lopt_eval``."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from cli import REPO, cli_env, read_metrics, run_train
+
+from pes_rl import lopt
+from pes_rl.config import CONFIG_DIR
+
+LOPT_EXPERIMENTS = sorted(
+    p.stem for p in (CONFIG_DIR / "experiment").glob("learned_optimizer_*.yaml")
+)
+# Two iterations of a config, shrunk to short inner runs and a few particles.
+SMALL = [
+    "train.iterations=2", "agent.num_particles=4", "env.kwargs.min_length=10",
+    "env.kwargs.max_length=20", "env.kwargs.eval_length=20", "train.eval_episodes=1",
+    "train.eval_every=0", "train.checkpoint_every=0",
+]  # fmt: skip
+
+
+def run_two_iterations(experiments: list[str], sweep_dir) -> None:
+    result = run_train(
+        None, "-m", f"experiment={','.join(experiments)}", *SMALL,
+        f"hydra.sweep.dir={sweep_dir}", "hydra.sweep.subdir=${hydra:job.num}", timeout=1800,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    for job, experiment in enumerate(experiments):
+        run_dir = sweep_dir / str(job)
+        records = read_metrics(run_dir)
+        assert [r["iteration"] for r in records] == [1, 2], experiment
+        assert np.isfinite(records[-1]["eval_train_loss"]), experiment
+        theta = lopt.load(run_dir)  # saved with the final checkpoint, loads without a config
+        assert sum(leaf.size for leaf in jax.tree.leaves(theta)) == 1762, experiment
+
+
+def test_learned_optimizer_pes_runs_and_saves_a_loadable_optimizer(tmp_path):
+    """The default suite runs PES; compiling an inner step takes seconds, so the slow suite
+    runs all eight configs."""
+    run_two_iterations(["learned_optimizer_pes_cpu"], tmp_path)
+    # The saved θ drops into an ordinary optax loop.
+    optimizer = lopt.as_optax(lopt.load(tmp_path / "0"))
+    params = {"w": jnp.ones(4)}
+    updates, _ = optimizer.update({"w": jnp.ones(4)}, optimizer.init(params), params)
+    assert np.all(np.isfinite(np.asarray(optax.apply_updates(params, updates)["w"])))
+
+
+@pytest.mark.slow
+def test_every_learned_optimizer_experiment_runs_two_iterations(tmp_path):
+    assert LOPT_EXPERIMENTS == [
+        f"learned_optimizer_{name}{size}"
+        for name in ("es", "hybrid", "pes", "tes")
+        for size in ("", "_cpu")
+    ]
+    run_two_iterations(LOPT_EXPERIMENTS, tmp_path)
+
+
+@pytest.mark.slow
+def test_hybrid_curriculum_logs_growing_windows(tmp_path):
+    run_dir = tmp_path / "hybrid"
+    result = run_train(
+        run_dir, "experiment=learned_optimizer_hybrid_cpu", "env.kwargs.task=quadratic",
+        "train.iterations=12", "agent.num_particles=4",
+        "agent.unroll_length=16", "agent.curriculum.start=4", "agent.curriculum.iterations=8",
+        "train.eval_every=0", "env.kwargs.max_length=40", "env.kwargs.min_length=10",
+        "env.kwargs.eval_length=40",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    lengths = [r["unroll_length"] for r in read_metrics(run_dir)]
+    assert lengths[0] <= 5 and lengths[-1] >= 13 and max(lengths) <= 16
+    assert np.mean(lengths[-4:]) > np.mean(lengths[:4])
+
+
+def test_curriculum_on_es_is_refused(tmp_path):
+    result = run_train(
+        tmp_path / "run", "experiment=learned_optimizer_es_cpu", "+agent.curriculum={start:5}"
+    )
+    assert result.returncode != 0
+    assert "agent.curriculum needs a persistent estimator" in result.stderr
+
+
+@pytest.mark.slow
+def test_lopt_eval_draws_the_comparison_with_tuned_adam(tmp_path):
+    run_dir = tmp_path / "run"
+    result = run_train(
+        run_dir, "experiment=learned_optimizer_pes_cpu", *SMALL[:-1],
+        "env.kwargs.task=quadratic", "train.checkpoint_every=1",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    evaluation = subprocess.run(
+        [sys.executable, "-m", "pes_rl.lopt_eval", str(run_dir), "--steps", "40", "--seeds",
+         "2", "--record-every", "20"],
+        cwd=REPO, env=cli_env(), capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert evaluation.returncode == 0, evaluation.stderr[-3000:]
+    out = run_dir / "lopt_eval"
+    assert (out / "curves.png").stat().st_size > 10_000
+    results = json.loads((out / "results.json").read_text())
+    assert results["task"] == "quadratic" and set(results) >= {"train", "heldout"}
+    for row in (results["train"], results["heldout"]):
+        assert 1e-4 <= row["adam_lr"] <= 10 and np.isfinite(row["adam_final_loss"])
+        # Tuned Adam beats a barely trained learned optimizer on 40 steps of a quadratic.
+        assert row["adam_final_loss"] < row["learned_final_loss"]
+    assert "| train |" in (out / "results.md").read_text()
+    missing = subprocess.run(
+        [sys.executable, "-m", "pes_rl.lopt_eval", str(tmp_path)], cwd=REPO, env=cli_env(),
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert missing.returncode == 2 and "no learned optimizer" in missing.stderr
