@@ -32,7 +32,7 @@ class WindowLength(NamedTuple):
     """How many steps a window takes: ``steps`` (static, the scan length) or fewer.
 
     ``limit`` (a traced int, or None = ``steps``) lets a window of any length ≤ ``steps``
-    reuse the compiled scan of ``steps``: the remaining steps are masked.
+    reuse the compiled scan of ``steps``: the remaining steps are skipped.
     """
 
     steps: int
@@ -134,7 +134,7 @@ class Estimator:
 
         ``unroll_length`` shortens this window (≤ the agent's ``unroll_length``; a truncation
         curriculum, :mod:`pes_rl.agents.curriculum`). Lengths share compiled code: each runs
-        the scan of the next power of two (capped at the agent's length) with the rest masked
+        the scan of the next power of two (capped at the agent's length) and skips the rest
         (``window_length``; pass its result when calling from inside ``jit``).
         ``state`` is donated: use the returned state, not the one passed in.
         """
@@ -241,8 +241,7 @@ class Estimator:
         if self.host:
             return self.population.unroll(particles, theta, key, length.steps, **kwargs)
         if length.limit is not None:
-            num = particles.clock.shape[0]
-            kwargs["step_limit"] = jnp.broadcast_to(length.limit, (num,))
+            kwargs["num_steps"] = length.limit
         return engine.unroll(self.env, act, particles, theta, key, length.steps, **kwargs)
 
     def staggered_start(

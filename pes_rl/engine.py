@@ -188,6 +188,7 @@ def unroll(
     reset_group: jax.Array | None = None,
     autoreset: bool = True,
     step_limit: jax.Array | None = None,
+    num_steps: jax.Array | None = None,
     obs_norm: normalization.ObsNormState | None = None,
 ) -> tuple[Particles, Window]:
     """Advances every particle ``unroll_length`` steps in one ``lax.scan``.
@@ -208,6 +209,9 @@ def unroll(
         False: it stops and is masked out for the rest of the window (ES on whole episodes).
       step_limit: [N] int: particle i takes only its first ``step_limit[i]`` steps (staggered
         burn-in); default: all take ``unroll_length``.
+      num_steps: a traced int ≤ ``unroll_length``: the window takes only this many steps and
+        skips the rest of the scan (a ``lax.cond``, no compute), so windows of any length share
+        the compiled scan of ``unroll_length`` (truncation curricula); default: all.
       obs_norm: observation normalizer, frozen for the window; None = raw observations.
 
     Returns:
@@ -260,6 +264,12 @@ def unroll(
             next_state = jax.lax.cond(jnp.any(done), start_new_episodes, lambda s: s, next_state)
         return (next_state, tally), None
 
+    body = step
+    if num_steps is not None:
+
+        def body(carry, index):
+            return jax.lax.cond(index < num_steps, step, lambda c, i: (c, None), carry, index)
+
     init = (particles.env_state, start_tally(particles, obs_size))
-    (env_state, tally), _ = jax.lax.scan(step, init, jnp.arange(unroll_length))
+    (env_state, tally), _ = jax.lax.scan(body, init, jnp.arange(unroll_length))
     return finish(env_state, tally)
