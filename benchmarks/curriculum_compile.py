@@ -5,9 +5,9 @@
 Runs a curriculum growing windows from 50 to 200 steps (jitter ±20%) with an estimator on the
 learned-optimizer env (64-32-10 MLP on the digits, N = 16) and reports: how many distinct
 window lengths it asked for, how many compilations the agent made (power-of-two buckets, each
-with and without a step limit), the seconds spent compiling, and the time per inner step of a
-window of length L run in the scan of its bucket (the rest skipped) against a window compiled for exactly L.
-Writes ``benchmarks/results/curriculum_compile.json``.
+with and without a step limit), the seconds spent compiling, and the time of a window of
+length L run in the scan of its bucket (the rest skipped) against a scan of exactly L steps.
+Writes ``benchmarks/results/curriculum_compile_<estimator>.json``.
 """
 
 from __future__ import annotations

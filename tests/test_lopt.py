@@ -91,6 +91,7 @@ def test_as_optax_trains_a_regression_in_an_ordinary_optax_loop():
     params = {"w": jnp.zeros(5), "b": jnp.zeros(())}
     state = optimizer.init(params)
     start = float(loss(params))
+
     @jax.jit
     def train_step(params, state):
         updates, state = optimizer.update(jax.grad(loss)(params), state, params)
