@@ -26,3 +26,13 @@ def test_readme_python_example_pes_finds_optimum_tes_does_not():
     printed = dict(line.split() for line in output.getvalue().splitlines())
     assert abs(float(printed["pes"]) + 1 / 6) < 0.02
     assert float(printed["tes"]) > 0.5
+
+
+def test_readme_learned_optimizer_example_trains_a_network():
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
+    code = next(block for block in blocks if "lopt.as_optax" in block)
+    output = io.StringIO()
+    with contextlib.redirect_stdout(output):
+        exec(compile(code, str(README), "exec"), {})
+    printed = dict(line.split() for line in output.getvalue().splitlines())
+    assert float(printed["after"]) < 0.01 * float(printed["before"])
