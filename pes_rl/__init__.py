@@ -1,4 +1,4 @@
-"""pes_rl: evolution strategies on partial episodes (ES, TES, PES, NRES) in JAX."""
+"""pes_rl: evolution strategies on partial episodes (ES, TES, PES, NRES, hybrid) in JAX."""
 
 from pes_rl import agents, envs, policies
 from pes_rl.trainer import TrainingDiverged, TrainingInterrupted, TrainResult, TrainState, train

@@ -27,9 +27,9 @@ SMALL = [
 ]  # fmt: skip
 
 
-def run_two_iterations(experiments: list[str], sweep_dir) -> None:
+def run_two_iterations(experiments: list[str], sweep_dir, *overrides: str) -> None:
     result = run_train(
-        None, "-m", f"experiment={','.join(experiments)}", *SMALL,
+        None, "-m", f"experiment={','.join(experiments)}", *SMALL, *overrides,
         f"hydra.sweep.dir={sweep_dir}", "hydra.sweep.subdir=${hydra:job.num}", timeout=1800,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
@@ -43,9 +43,9 @@ def run_two_iterations(experiments: list[str], sweep_dir) -> None:
 
 
 def test_learned_optimizer_pes_runs_and_saves_a_loadable_optimizer(tmp_path):
-    """The default suite runs PES; compiling an inner step takes seconds, so the slow suite
-    runs all eight configs."""
-    run_two_iterations(["learned_optimizer_pes_cpu"], tmp_path)
+    """The default suite runs PES on the quadratic family (an MLP inner step takes seconds to
+    compile); the slow suite runs all eight configs on their MLP task."""
+    run_two_iterations(["learned_optimizer_pes_cpu"], tmp_path, "env.kwargs.task=quadratic")
     # The saved θ drops into an ordinary optax loop.
     optimizer = lopt.as_optax(lopt.load(tmp_path / "0"))
     params = {"w": jnp.ones(4)}
