@@ -6,8 +6,11 @@ For the task family of the run (or ``--task``), on its training distribution and
 held-out one (another architecture, other seeds), trains ``--seeds`` fresh tasks for
 ``--steps`` inner steps with the learned optimizer of ``RUN_DIR/lopt_theta.npz`` and with Adam
 at each learning rate of a log grid (11 values, 1e-4 … 10, as Metz et al.). Adam's rate is
-tuned per distribution: the one with the lowest mean final training loss. Both optimizers see
-the same tasks, initializations and minibatches. Writes ``RUN_DIR/lopt_eval/``:
+tuned per distribution: the one with the lowest training loss over the last tenth of the run
+(geometric mean over seeds and points; the last point alone rewards a rate that is chaotic all
+run and lucky at the end). Both optimizers see the same tasks, initializations and minibatches.
+Losses span many decades, so curves and tables average over seeds geometrically. Writes
+``RUN_DIR/lopt_eval/``:
 
 * ``curves.png``: training loss (whole training split) against inner steps and against
   wall-clock seconds, each optimizer's seconds per step measured on this machine;
@@ -92,14 +95,14 @@ def evaluate_distribution(
     # One compilation for the whole grid: the learning rate is traced, vmapped over the grid.
     grid = jax.jit(jax.vmap(lambda lr: over_seeds(optax.adam(lr), keys)))
     adam = dict(zip(ADAM_GRID, np.asarray(grid(jnp.asarray(ADAM_GRID))), strict=True))
-    final_means = {lr: _final_mean(c) for lr, c in adam.items()}
-    best_lr = min(final_means, key=lambda lr: final_means[lr])
+    scores = {lr: _tuning_score(c) for lr, c in adam.items()}
+    best_lr = min(scores, key=lambda lr: scores[lr])
     return {
         "steps": np.arange(0, steps + 1, record_every),
         "learned": learned,
         "adam": adam[best_lr],
         "adam_lr": best_lr,
-        "adam_grid_final": final_means,
+        "adam_grid_score": scores,
         "learned_seconds_per_step": seconds_per_step(
             curve_fn, lopt.as_optax(theta), keys[0], steps
         ),
@@ -107,16 +110,24 @@ def evaluate_distribution(
     }
 
 
-def _final_mean(curves: np.ndarray) -> float:
-    final = curves[:, -1]
-    return float(np.mean(final)) if np.all(np.isfinite(final)) else float("inf")
+def geometric_mean(values: np.ndarray, axis: int | None = None) -> np.ndarray:
+    """exp(mean(log x)); a non-finite value (a diverged run) makes it inf."""
+    values = np.where(np.isfinite(values), values, np.inf)
+    with np.errstate(divide="ignore"):
+        return np.exp(np.mean(np.log(np.maximum(values, 1e-30)), axis=axis))
+
+
+def _tuning_score(curves: np.ndarray) -> float:
+    """Geometric mean of the loss over the last tenth of the recorded points and the seeds."""
+    tail = curves[:, -max(1, curves.shape[1] // 10) :]
+    return float(geometric_mean(tail))
 
 
 def summarize(result: dict) -> dict:
     """The table row of one distribution: final losses, steps/seconds to Adam's final loss."""
     steps = result["steps"]
-    learned_mean = np.mean(result["learned"], axis=0)
-    adam_final = float(np.mean(result["adam"][:, -1]))
+    learned_mean = geometric_mean(result["learned"], axis=0)
+    adam_final = float(geometric_mean(result["adam"][:, -1]))
     reached = np.flatnonzero(learned_mean <= adam_final)
     steps_to_adam = int(steps[reached[0]]) if reached.size else None
     total = int(steps[-1])
@@ -125,9 +136,12 @@ def summarize(result: dict) -> dict:
     return {
         "adam_lr": result["adam_lr"],
         "adam_final_loss": adam_final,
-        "adam_final_loss_std": float(np.std(result["adam"][:, -1])),
-        "learned_final_loss": float(np.mean(finals)),
-        "learned_final_loss_std": float(np.std(finals)),
+        "adam_final_loss_range": [
+            float(np.min(result["adam"][:, -1])),
+            float(np.max(result["adam"][:, -1])),
+        ],
+        "learned_final_loss": float(geometric_mean(finals)),
+        "learned_final_loss_range": [float(np.min(finals)), float(np.max(finals))],
         "learned_diverged": int(np.sum(~np.isfinite(finals) | (finals > DIVERGED_LOSS))),
         "learned_steps_to_adam_final": steps_to_adam,
         "speedup_steps": total / steps_to_adam if steps_to_adam else None,
@@ -145,9 +159,14 @@ def markdown_table(rows: dict[str, dict], steps: int, seeds: int) -> str:
     def fmt(value, spec):
         return "never" if value is None else format(value, spec)
 
+    def loss(row, name):
+        low, high = row[f"{name}_final_loss_range"]
+        return f"{row[f'{name}_final_loss']:.3g} [{low:.3g}, {high:.3g}]"
+
     lines = [
         f"Learned optimizer vs Adam (lr tuned on {len(ADAM_GRID)} values 1e-4…10), "
-        f"{steps} inner steps, {seeds} seeds; losses on the whole training split.",
+        f"{steps} inner steps, {seeds} seeds; losses on the whole training split "
+        "(geometric mean over seeds [min, max]).",
         "",
         "| distribution | tuned Adam lr | Adam final loss | learned final loss | diverged "
         "| steps to Adam's final loss | speed-up (steps) | speed-up (wall-clock) "
@@ -157,8 +176,7 @@ def markdown_table(rows: dict[str, dict], steps: int, seeds: int) -> str:
     for name, row in rows.items():
         lines.append(
             f"| {name} | {row['adam_lr']:.3g} "
-            f"| {row['adam_final_loss']:.4f} ± {row['adam_final_loss_std']:.4f} "
-            f"| {row['learned_final_loss']:.4f} ± {row['learned_final_loss_std']:.4f} "
+            f"| {loss(row, 'adam')} | {loss(row, 'learned')} "
             f"| {row['learned_diverged']}/{seeds} "
             f"| {fmt(row['learned_steps_to_adam_final'], 'd')} "
             f"| {fmt(row['speedup_steps'], '.2f')}× | {fmt(row['speedup_seconds'], '.2f')}× "
@@ -188,9 +206,8 @@ def plot(results: dict[str, dict], path: Path, title: str) -> None:
             ax = axes[row, column]
             for label, curves, seconds in series:
                 x = steps if column == 0 else steps * seconds
-                mean, std = np.mean(curves, axis=0), np.std(curves, axis=0)
-                ax.plot(x, mean, label=label)
-                ax.fill_between(x, mean - std, mean + std, alpha=0.2)
+                ax.plot(x, geometric_mean(curves, axis=0), label=label)
+                ax.fill_between(x, np.min(curves, axis=0), np.max(curves, axis=0), alpha=0.2)
             ax.set_yscale("log")
             ax.set_xlabel(xlabel)
             ax.set_ylabel("training loss")
