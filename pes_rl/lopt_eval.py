@@ -9,7 +9,8 @@ at each learning rate of a log grid (11 values, 1e-4 … 10, as Metz et al.). Ad
 tuned per distribution: the one with the lowest training loss over the last tenth of the run
 (geometric mean over seeds and points; the last point alone rewards a rate that is chaotic all
 run and lucky at the end). Both optimizers see the same tasks, initializations and minibatches.
-Losses span many decades, so curves and tables average over seeds geometrically. Writes
+Losses span many decades, so curves and tables average over seeds geometrically, and are
+clipped at ``LOSS_FLOOR`` (1e-6, float32 rounding of a memorized training set). Writes
 ``RUN_DIR/lopt_eval/``:
 
 * ``curves.png``: training loss (whole training split) against inner steps and against
@@ -38,6 +39,9 @@ from pes_rl.envs import lopt_tasks
 ADAM_GRID = tuple(float(lr) for lr in np.logspace(-4, 1, 11))  # 1e-4 … 10, half-decade steps
 SEED_OFFSET = 10_000  # evaluation seeds never coincide with training's reset keys
 DIVERGED_LOSS = 1e3  # a final loss above this (or non-finite) counts as diverged
+# Training losses below this are float32 rounding (a cross-entropy of memorized data reads 0 or
+# 1e-9 at random): curves are clipped here, and reaching it counts as solving the task.
+LOSS_FLOOR = 1e-6
 
 
 def make_train_curve(task: lopt_tasks.InnerTask, steps: int, record_every: int):
@@ -94,7 +98,9 @@ def evaluate_distribution(
     learned = np.asarray(jax.jit(lambda k: over_seeds(lopt.as_optax(theta), k))(keys))
     # One compilation for the whole grid: the learning rate is traced, vmapped over the grid.
     grid = jax.jit(jax.vmap(lambda lr: over_seeds(optax.adam(lr), keys)))
-    adam = dict(zip(ADAM_GRID, np.asarray(grid(jnp.asarray(ADAM_GRID))), strict=True))
+    adam_curves = np.maximum(np.asarray(grid(jnp.asarray(ADAM_GRID))), LOSS_FLOOR)
+    learned = np.maximum(learned, LOSS_FLOOR)  # NaN (diverged) stays NaN
+    adam = dict(zip(ADAM_GRID, adam_curves, strict=True))
     scores = {lr: _tuning_score(c) for lr, c in adam.items()}
     best_lr = min(scores, key=lambda lr: scores[lr])
     return {
@@ -113,8 +119,7 @@ def evaluate_distribution(
 def geometric_mean(values: np.ndarray, axis: int | None = None) -> np.ndarray:
     """exp(mean(log x)); a non-finite value (a diverged run) makes it inf."""
     values = np.where(np.isfinite(values), values, np.inf)
-    with np.errstate(divide="ignore"):
-        return np.exp(np.mean(np.log(np.maximum(values, 1e-30)), axis=axis))
+    return np.exp(np.mean(np.log(values), axis=axis))
 
 
 def _tuning_score(curves: np.ndarray) -> float:

@@ -69,6 +69,7 @@ def plot_runs(
     best: bool = False,
     x_axes: tuple[str, ...] = ("env_steps",),
     log_y: bool = False,
+    negate: bool = False,
 ) -> dict[str, int]:
     """Draws every panel against every x axis for ``run_dirs`` into ``output``; returns runs
     per label."""
@@ -87,6 +88,8 @@ def plot_runs(
     for ax, (key, title, x) in zip(axes[0], grid_panels, strict=True):
         for label, dirs in sorted(groups.items()):
             curves = [c for c in (load_curve(d, key, best, x) for d in dirs) if len(c[0])]
+            if negate:  # a meta task's return is minus its summed loss: plot the loss
+                curves = [(steps, -values) for steps, values in curves]
             if not curves:
                 continue
             # Seeds are put on a common env-step grid before averaging.
@@ -101,6 +104,7 @@ def plot_runs(
         ax.set_xlabel(X_AXES[x])
         if log_y:
             ax.set_yscale("log")
+        title = f"−{title}" if negate else title
         ax.set_title(f"best {title} so far" if best else title)
         ax.grid(alpha=0.3)
         if ax.lines:
@@ -172,6 +176,10 @@ def main(argv: list[str] | None = None) -> None:
         help="x axis: env steps (default), outer iterations, or both side by side",
     )  # fmt: skip
     parser.add_argument("--log-y", action="store_true", help="logarithmic y axis")
+    parser.add_argument(
+        "--negate", action="store_true",
+        help="plot minus the metric (a meta task's -eval_return is its summed inner loss)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     missing = [
         str(d)
@@ -191,7 +199,9 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(2)
     panels = PANELS if args.metric is None else ((args.metric, args.metric),)
     x_axes = tuple(X_AXES) if args.x == "both" else (args.x,)
-    counts = plot_runs(args.run_dirs, args.output, panels, args.best, x_axes, args.log_y)
+    counts = plot_runs(
+        args.run_dirs, args.output, panels, args.best, x_axes, args.log_y, args.negate
+    )
     for label, count in sorted(counts.items()):
         print(f"{label}: {count} run(s)")
     print(f"wrote {args.output}")

@@ -99,7 +99,9 @@ def test_odd_particles_without_antithetic_is_fine():
 
 def test_unknown_estimator_names_the_choices():
     env = envs.make("influence_balancing")
-    with pytest.raises(ValueError, match=r"agent must be one of \['es', 'tes', 'pes', 'nres'\]"):
+    with pytest.raises(
+        ValueError, match=r"agent must be one of \['es', 'tes', 'pes', 'nres', 'hybrid'\]"
+    ):
         agents.make(
             "ppo",
             env=env,

@@ -158,4 +158,4 @@ def test_unknown_policy_and_constant_on_discrete_are_rejected():
 
 
 def test_registry_lists_every_estimator():
-    assert sorted(agents.AGENTS) == ["es", "nres", "pes", "tes"]
+    assert sorted(agents.AGENTS) == ["es", "hybrid", "nres", "pes", "tes"]
