@@ -71,9 +71,9 @@ def make(
         apply, init = _mlp(sizes) if task == "mlp_digits" else _cnn(sizes)
         family = _classifier(data.load(dataset), apply, init, batch_size)
     sample, init, batch_loss, full_loss = family
-    return InnerTask(
-        sample=lambda key: sample(jax.random.fold_in(key, stream)),
-        init=lambda key: init(jax.random.fold_in(key, stream)),
+    return InnerTask(  # jitted: eager, a CNN's initialization takes seconds of op dispatch
+        sample=jax.jit(lambda key: sample(jax.random.fold_in(key, stream))),
+        init=jax.jit(lambda key: init(jax.random.fold_in(key, stream))),
         batch_loss=batch_loss,
         full_loss=full_loss,
         name=f"{task}/{distribution}",

@@ -14,7 +14,8 @@ import pytest
 from cli import REPO, cli_env, read_metrics, run_train
 
 from pes_rl import lopt
-from pes_rl.config import CONFIG_DIR
+from pes_rl.config import CONFIG_DIR, compose
+from pes_rl.trainer import build, make_curriculum
 
 LOPT_EXPERIMENTS = sorted(
     p.stem for p in (CONFIG_DIR / "experiment").glob("learned_optimizer_*.yaml")
@@ -79,12 +80,19 @@ def test_hybrid_curriculum_logs_growing_windows(tmp_path):
     assert np.mean(lengths[-4:]) > np.mean(lengths[:4])
 
 
-def test_curriculum_on_es_is_refused(tmp_path):
-    result = run_train(
-        tmp_path / "run", "experiment=learned_optimizer_es_cpu", "+agent.curriculum={start:5}"
-    )
-    assert result.returncode != 0
-    assert "agent.curriculum needs a persistent estimator" in result.stderr
+def test_curriculum_settings_are_checked():
+    for overrides, message in [
+        (["experiment=learned_optimizer_es_cpu", "+agent.curriculum={start:5}"],
+         "agent.curriculum needs a persistent estimator"),
+        (["experiment=learned_optimizer_hybrid_cpu", "agent.curriculum.end=64"],
+         "must equal agent.unroll_length"),
+        (["experiment=learned_optimizer_hybrid_cpu", "+agent.curriculum.steps=3"],
+         "takes start, end, iterations, jitter"),
+    ]:  # fmt: skip
+        cfg = compose([*overrides, "env.kwargs.task=quadratic"])
+        _, _, agent, _ = build(cfg)
+        with pytest.raises(ValueError, match=message):
+            make_curriculum(cfg, agent)
 
 
 @pytest.mark.slow

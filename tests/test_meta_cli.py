@@ -40,10 +40,11 @@ def run_two_iterations(experiments: list[str], sweep_dir) -> None:
             assert last["env_steps"] == 2 * 4 * 20, experiment
 
 
+@pytest.mark.slow
 def test_one_experiment_of_each_meta_task_runs_two_iterations(tmp_path):
-    """The default suite runs an estimator and random search on the MLP tasks (the toy runs
-    through train.py in the tests below); compiling each inner step takes seconds, so the
-    slow suite runs all 18 configs."""
+    """An estimator and random search on the MLP tasks. Compiling their inner steps takes
+    half a minute, so this is in the slow suite with all 18 configs; the default suite runs
+    the toy (below) and a learned-optimizer config (test_lopt_cli.py) through train.py."""
     run_two_iterations(["lr_schedule_pes_cpu", "hparams29_random_search"], tmp_path)
 
 
