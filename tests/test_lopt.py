@@ -175,6 +175,11 @@ def test_train_and_heldout_distributions_differ():
         envs.make("learned_optimizer", min_length=50, max_length=10)
 
 
+def row_inputs(steps, learned, adam) -> dict:
+    return {"steps": steps, "learned": learned, "adam": adam, "learned_seconds_per_step": 2e-3,
+            "adam_seconds_per_step": 1e-3}  # fmt: skip
+
+
 def test_evaluation_table_counts_steps_to_adams_final_loss():
     steps = np.arange(0, 101, 10)
     adam = np.tile(np.linspace(2.0, 0.5, 11), (3, 1))
@@ -187,6 +192,10 @@ def test_evaluation_table_counts_steps_to_adams_final_loss():
     assert row["speedup_steps"] == pytest.approx(100 / 80)
     assert row["speedup_seconds"] == pytest.approx(100 * 1e-3 / (80 * 2e-3))
     assert row["learned_diverged"] == 0
+    # Adam at its final loss from step 50 on: its own steps count, not the run's length.
+    early = np.tile(np.concatenate([np.linspace(2.0, 0.5, 6), np.full(5, 0.5)]), (3, 1))
+    row = summarize({**row_inputs(steps, learned, early), "adam_lr": 1e-3})
+    assert row["adam_steps_to_final"] == 50 and row["speedup_steps"] == pytest.approx(50 / 80)
     never = summarize(
         {
             **{"steps": steps, "learned": adam + 1, "adam": adam, "adam_lr": 1e-3},

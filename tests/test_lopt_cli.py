@@ -20,10 +20,11 @@ from pes_rl.trainer import build, make_curriculum
 LOPT_EXPERIMENTS = sorted(
     p.stem for p in (CONFIG_DIR / "experiment").glob("learned_optimizer_*.yaml")
 )
-# Two iterations of a config, shrunk to short inner runs and a few particles.
+# Two iterations of a config, shrunk to short inner runs and a few particles. A sweep composes
+# its shared overrides with the default env first, which has no such keys: hence "++".
 SMALL = [
-    "train.iterations=2", "agent.num_particles=4", "env.kwargs.min_length=10",
-    "env.kwargs.max_length=20", "env.kwargs.eval_length=20", "train.eval_episodes=1",
+    "train.iterations=2", "agent.num_particles=4", "++env.kwargs.min_length=10",
+    "++env.kwargs.max_length=20", "++env.kwargs.eval_length=20", "train.eval_episodes=1",
     "train.eval_every=0", "train.checkpoint_every=0",
 ]  # fmt: skip
 
@@ -46,7 +47,7 @@ def run_two_iterations(experiments: list[str], sweep_dir, *overrides: str) -> No
 def test_learned_optimizer_pes_runs_and_saves_a_loadable_optimizer(tmp_path):
     """The default suite runs PES on the quadratic family (an MLP inner step takes seconds to
     compile); the slow suite runs all eight configs on their MLP task."""
-    run_two_iterations(["learned_optimizer_pes_cpu"], tmp_path, "env.kwargs.task=quadratic")
+    run_two_iterations(["learned_optimizer_pes_cpu"], tmp_path, "++env.kwargs.task=quadratic")
     # The saved θ drops into an ordinary optax loop.
     optimizer = lopt.as_optax(lopt.load(tmp_path / "0"))
     params = {"w": jnp.ones(4)}
