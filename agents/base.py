@@ -21,6 +21,7 @@ from jax.flatten_util import ravel_pytree
 
 from pes_rl import engine, normalization
 from pes_rl.agents import shaping
+from pes_rl.checks import is_positive_int
 from pes_rl.envs.base import Env
 from pes_rl.host_engine import HostPopulation, seed_stream
 from pes_rl.policies import Policy
@@ -283,11 +284,6 @@ class Estimator:
         self, state, theta, key, act, length: WindowLength
     ) -> tuple[Any, WindowWeights, engine.Window]:
         raise NotImplementedError
-
-
-def is_positive_int(value: Any) -> bool:
-    """An int ≥ 1 that is not a bool: the check behind every count-like argument."""
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
 def episode_accumulator(accumulator: jax.Array, eps: jax.Array, window: engine.Window) -> jax.Array:

@@ -19,6 +19,8 @@ from typing import NamedTuple
 
 import jax
 
+from pes_rl.checks import is_positive_int
+
 
 class TruncationCurriculum(NamedTuple):
     """Window lengths growing linearly from ``start`` to ``end`` over ``iterations``."""
@@ -43,7 +45,7 @@ def make(
 ) -> TruncationCurriculum:
     """Checks the settings (``agent.curriculum.*``) and builds the curriculum."""
     for name, value in (("start", start), ("end", end), ("iterations", iterations)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        if not is_positive_int(value):
             raise ValueError(f"agent.curriculum.{name} must be an int >= 1, got {value!r}")
     if start > end:
         raise ValueError(

@@ -33,6 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 from gymnasium import spaces
 
+from pes_rl.checks import is_positive_int
 from pes_rl.envs.base import Env, EnvSpec, State
 
 Params = Any
@@ -179,7 +180,7 @@ def inner_run(
 
 def check_count(name: str, value: Any) -> int:
     """An int ≥ 1 (a horizon, a batch size): else a ValueError naming ``env.kwargs.<name>``."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    if not is_positive_int(value):
         raise ValueError(f"env.kwargs.{name} must be an int >= 1, got {value!r}")
     return value
 

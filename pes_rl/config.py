@@ -8,7 +8,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from pes_rl.agents.base import is_positive_int
+from pes_rl.checks import is_positive_int
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 # Keys that may change between a run and its resumption without changing its results.

@@ -22,7 +22,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from pes_rl import envs, policies
-from pes_rl.agents.base import is_positive_int
+from pes_rl.checks import is_positive_int
 from pes_rl.envs.unrolled import UnrolledOptimizationEnv, inner_run
 from pes_rl.evaluation import make_evaluate
 from pes_rl.run_dir import atomic_write_text
