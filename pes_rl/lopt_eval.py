@@ -256,6 +256,10 @@ def main(argv: list[str] | None = None) -> int:
         env_kwargs = OmegaConf.to_container(OmegaConf.load(config_path).env.kwargs)
     task_name = args.task or env_kwargs.get("task", "mlp_digits")
     batch_size = env_kwargs.get("batch_size", 128)
+    if task_name not in lopt_tasks.TASKS:
+        print(f"error: --task must be one of {list(lopt_tasks.TASKS)}, got {task_name!r}",
+              file=sys.stderr)  # fmt: skip
+        return 2
     out = args.out or args.run_dir / "lopt_eval"
     out.mkdir(parents=True, exist_ok=True)
 

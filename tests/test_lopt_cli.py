@@ -124,3 +124,8 @@ def test_lopt_eval_draws_the_comparison_with_tuned_adam(tmp_path):
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert missing.returncode == 2 and "no learned optimizer" in missing.stderr
+    unknown = subprocess.run(
+        [sys.executable, "-m", "pes_rl.lopt_eval", str(run_dir), "--task", "resnet"],
+        cwd=REPO, env=cli_env(), capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert unknown.returncode == 2 and "--task must be one of" in unknown.stderr
