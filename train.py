@@ -1,6 +1,6 @@
-"""Train with ES, TES, PES or NRES from one command.
+"""Train with ES, TES, PES, NRES or hybrid from one command.
 
-    python train.py                                   # PES on influence balancing
+    python train.py                                   # PES on Swimmer-v5 (the default run)
     python train.py agent=tes agent.sigma=0.05 train.iterations=500
     python train.py -m agent=pes,nres train.seed=0,1  # a sweep, one run dir each
     python train.py experiment=influence_balancing_pes logger=wandb

@@ -274,10 +274,15 @@ def train_in_run_dir(cfg: DictConfig, run_dir: Path) -> TrainResult:
             for name in ("window_reward", "grad_norm"):
                 if not np.isfinite(metrics[name]):
                     what = "reward" if name == "window_reward" else "gradient"
+                    saved = (
+                        f"The last good checkpoint is iteration {last_checkpoint} in "
+                        f"{run_dir / 'checkpoints'}"
+                        if checkpointer.latest_iteration() is not None
+                        else "No checkpoint was saved before it"
+                    )
                     raise TrainingDiverged(
                         f"non-finite {what} ({name}={float(metrics[name])}) at iteration "
-                        f"{iteration}; training stopped. The last good checkpoint is iteration "
-                        f"{last_checkpoint} in {run_dir / 'checkpoints'}"
+                        f"{iteration}; training stopped. {saved}"
                     )
             env_steps += int(metrics["env_steps"])
             window = clean(metrics)

@@ -47,6 +47,15 @@ def test_non_finite_reward_stops_with_the_iteration_and_keeps_the_checkpoint(tmp
     checkpointer.close()
 
 
+def test_non_finite_reward_before_any_checkpoint_says_there_is_none(tmp_path):
+    cfg = small_config(
+        tmp_path, "env.id=nan_after_100", "~env.kwargs", "+env.kwargs.steps=0",
+        "train.iterations=5", "train.checkpoint_every=50",
+    )  # fmt: skip
+    with pytest.raises(pes_rl.TrainingDiverged, match="at iteration 1; .*No checkpoint was saved"):
+        pes_rl.train(cfg)
+
+
 def test_resume_in_process_is_bit_identical(tmp_path):
     straight = small_config(
         tmp_path / "a", "train.iterations=120", "train.checkpoint_every=40", "train.eval_every=40"
