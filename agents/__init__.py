@@ -14,6 +14,7 @@ Examples:
   (1,)
 """
 
+import inspect
 from typing import Any
 
 from pes_rl.agents.base import Estimator
@@ -36,6 +37,13 @@ def make(name: str, **kwargs: Any) -> Estimator:
     """Builds estimator ``name`` (one of ``AGENTS``); see ``Estimator``."""
     if name not in AGENTS:
         raise ValueError(f"unknown estimator {name!r}: agent must be one of {list(AGENTS)}")
+    accepted = [p for p in inspect.signature(Estimator.__init__).parameters if p != "self"]
+    unknown = sorted(set(kwargs) - set(accepted))
+    if unknown:
+        raise ValueError(
+            f"agent.{unknown[0]} is not a setting of agent {name!r}: it takes "
+            f"{[p for p in accepted if p not in ('env', 'policy')]}"
+        )
     return AGENTS[name](**kwargs)
 
 

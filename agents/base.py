@@ -67,31 +67,31 @@ class Estimator:
         obs_normalization: bool = False,
     ):
         if not is_positive_int(num_particles):
-            raise ValueError(f"num_particles must be an int >= 1, got {num_particles!r}")
+            raise ValueError(f"agent.num_particles must be an int >= 1, got {num_particles!r}")
         if antithetic and num_particles % 2:
             raise ValueError(
-                f"num_particles must be even with antithetic=True (±ε pairs), got {num_particles}; "
-                "use an even number or antithetic=False"
+                f"agent.num_particles must be even with antithetic=True (±ε pairs), got "
+                f"{num_particles}; use an even number or agent.antithetic=false"
             )
         if not isinstance(sigma, int | float) or not math.isfinite(sigma) or sigma <= 0:
-            raise ValueError(f"sigma must be a finite number > 0, got {sigma!r}")
+            raise ValueError(f"agent.sigma must be a finite number > 0, got {sigma!r}")
         if unroll_length is not None and not is_positive_int(unroll_length):
-            raise ValueError(f"unroll_length must be an int >= 1, got {unroll_length!r}")
+            raise ValueError(f"agent.unroll_length must be an int >= 1, got {unroll_length!r}")
         if fitness_shaping not in shaping.FITNESS_SHAPINGS:
             raise ValueError(
-                f"fitness_shaping must be one of {list(shaping.FITNESS_SHAPINGS)}, "
+                f"agent.fitness_shaping must be one of {list(shaping.FITNESS_SHAPINGS)}, "
                 f"got {fitness_shaping!r}"
             )
         if stagger and (env.spec.horizon is None or not self.supports_stagger):
             raise ValueError(
-                f"stagger=True needs a finite env horizon and a persistent estimator "
+                f"agent.stagger=true needs a finite env horizon and a persistent estimator "
                 f"(tes, pes, nres); got {self.name} on horizon {env.spec.horizon}"
             )
         self.host = getattr(env, "is_host", False)
         if stagger and self.host:
             raise ValueError(
-                f"stagger=True is not supported on host (Gymnasium) env {env!r}: its sub-envs "
-                "cannot be advanced one at a time; use stagger=false"
+                f"agent.stagger=true is not supported on host (Gymnasium) env {env!r}: its "
+                "sub-envs cannot be advanced one at a time; use agent.stagger=false"
             )
         self.env = env
         self.policy = policy
@@ -115,7 +115,7 @@ class Estimator:
 
     def _check_unroll_length(self, unroll_length: int | None) -> int:
         if unroll_length is None:
-            raise ValueError(f"unroll_length is required for {self.name}: an int >= 1")
+            raise ValueError(f"agent.unroll_length is required for {self.name}: an int >= 1")
         return unroll_length
 
     # Public API ----------------------------------------------------------------------------

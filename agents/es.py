@@ -34,13 +34,13 @@ class ES(Estimator):
         if horizon is None:
             if unroll_length is None:
                 raise ValueError(
-                    "unroll_length is required for es on a never-ending env: an int >= 1 "
+                    "agent.unroll_length is required for es on a never-ending env: an int >= 1 "
                     "(the number of steps unrolled from each reset)"
                 )
             return unroll_length
         if unroll_length not in (None, horizon):
             raise ValueError(
-                f"es unrolls whole episodes: unroll_length must be None or the env horizon "
+                f"es unrolls whole episodes: agent.unroll_length must be null or the env horizon "
                 f"{horizon}, got {unroll_length}; use tes, pes or nres for partial episodes"
             )
         return horizon

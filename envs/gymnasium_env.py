@@ -15,6 +15,7 @@ import gymnasium
 import numpy as np
 from gymnasium import spaces
 
+from pes_rl.checks import is_positive_int
 from pes_rl.envs.base import EnvSpec
 
 VECTORIZATIONS = ("sync", "async")
@@ -32,6 +33,8 @@ class GymnasiumEnv:
         horizon: int | None = None,
         **make_kwargs: Any,
     ):
+        if horizon is not None and not is_positive_int(horizon):
+            raise ValueError(f"env.kwargs.horizon must be an int >= 1 or null, got {horizon!r}")
         if vectorization not in VECTORIZATIONS:
             raise ValueError(
                 f"vectorization must be one of {list(VECTORIZATIONS)}, got {vectorization!r}"

@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from gymnasium import spaces
 
+from pes_rl.checks import is_positive_int
 from pes_rl.envs.base import Env
 
 Params = Any
@@ -112,6 +113,10 @@ def mlp(env: Env, hidden_sizes: Sequence[int] = (32, 32), action_mode: str = "cl
     """A tanh MLP with LeCun-normal hidden layers and a zero output layer."""
     obs_size = int(np.prod(env.spec.observation_space.shape))
     out_size, head = _action_head(env.spec.action_space, action_mode)
+    if not isinstance(hidden_sizes, Sequence) or not all(is_positive_int(h) for h in hidden_sizes):
+        raise ValueError(
+            f"policy.kwargs.hidden_sizes must be a list of ints >= 1, got {hidden_sizes!r}"
+        )
     sizes = [obs_size, *hidden_sizes, out_size]
 
     def init(key: jax.Array) -> Params:

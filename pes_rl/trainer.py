@@ -8,6 +8,7 @@ device in batches, not after every iteration, so the device stays busy.
 from __future__ import annotations
 
 import datetime
+import inspect
 import signal
 import time
 import warnings
@@ -112,13 +113,26 @@ def make_curriculum(cfg: DictConfig, agent) -> curriculum.TruncationCurriculum |
     return curriculum.make(**settings)
 
 
+OPTIMIZERS = {"sgd": optax.sgd, "adam": optax.adam}
+
+
 def make_optimizer(cfg: DictConfig) -> optax.GradientTransformation:
+    """``optimizer.name`` (sgd | adam) at ``optimizer.lr`` with numeric ``optimizer.kwargs``."""
+    if cfg.name not in OPTIMIZERS:
+        raise ValueError(f"optimizer.name must be one of {list(OPTIMIZERS)}, got {cfg.name!r}")
+    factory = OPTIMIZERS[cfg.name]
+    accepted = [p for p in inspect.signature(factory).parameters if p != "learning_rate"]
     kwargs = {k: v for k, v in (cfg.get("kwargs") or {}).items() if v is not None}
-    if cfg.name == "sgd":
-        return optax.sgd(cfg.lr, **kwargs)
-    if cfg.name == "adam":
-        return optax.adam(cfg.lr, **kwargs)
-    raise ValueError(f"optimizer.name must be one of ['sgd', 'adam'], got {cfg.name!r}")
+    for key, value in kwargs.items():
+        if key not in accepted:
+            raise ValueError(
+                f"optimizer.kwargs.{key} is not a setting of optax.{cfg.name}: it takes {accepted}"
+            )
+        if key == "nesterov" or key.endswith("dtype"):
+            continue  # a flag or a dtype name; optax checks those
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(f"optimizer.kwargs.{key} must be a number, got {value!r}")
+    return factory(cfg.lr, **kwargs)
 
 
 def logs_theta(env) -> bool:

@@ -80,7 +80,7 @@ def test_same_seed_same_result(agent_name):
         (dict(num_particles=0), "num_particles must be an int >= 1"),
         (dict(unroll_length=0), "unroll_length must be an int >= 1"),
         (dict(fitness_shaping="best"), r"fitness_shaping must be one of \['none'"),
-        (dict(stagger=True), "stagger=True needs a finite env horizon"),
+        (dict(stagger=True), "agent.stagger=true needs a finite env horizon"),
     ],
 )
 def test_bad_arguments_name_the_argument(kwargs, message):

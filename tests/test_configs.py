@@ -71,3 +71,19 @@ def test_config_files_document_every_key():
             ):
                 continue  # experiments restate documented keys
             assert "#" in line or stripped.startswith(("name:", "kwargs: {}")), f"{path}: {line}"
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["+agent.sigmaa=0.1"], "agent.sigmaa is not a setting of agent 'pes'"),
+        (["optimizer=adam", "optimizer.kwargs.b1=abc"], "optimizer.kwargs.b1 must be a number"),
+        (["+optimizer.kwargs.beta=0.9"], "optimizer.kwargs.beta is not a setting of optax.sgd"),
+        (["policy=mlp", "policy.kwargs.hidden_sizes=[0]"], "policy.kwargs.hidden_sizes must be"),
+        (["+env.kwargs.horizon=0"], "env.kwargs.horizon must be an int >= 1 or null"),
+        (["agent.unroll_length=0"], "agent.unroll_length must be an int >= 1"),
+    ],
+)
+def test_mistakes_users_made_are_one_line_naming_the_key(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        build(compose(["env.id=CartPole-v1", *overrides]))
