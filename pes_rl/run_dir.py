@@ -90,6 +90,11 @@ def claim(run_dir: Path, resume: bool) -> Iterator[None]:
     reason = unusable_reason(run_dir)
     if reason:
         raise RunDirError(reason)
+    if resume and not holds_results(run_dir):  # a mistyped dir must not start a new run
+        raise RunDirError(
+            f"resume=true but {run_dir} holds no run to resume (no metrics.jsonl, no "
+            "checkpoint); check hydra.run.dir, or drop resume=true to start a new run"
+        )
     run_dir.mkdir(parents=True, exist_ok=True)
     with _locked(run_dir):
         if not resume and holds_results(run_dir):

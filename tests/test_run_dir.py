@@ -116,6 +116,14 @@ def test_one_owner_per_run_dir_and_no_new_run_over_results(tmp_path):
         pass
 
 
+def test_resume_of_a_dir_without_a_run_is_refused(tmp_path):
+    mistyped = tmp_path / "runs" / "typo"
+    with pytest.raises(RunDirError, match="resume=true but .*typo holds no run to resume"):
+        with claim(mistyped, resume=True):
+            pass
+    assert not mistyped.exists()  # nothing was created
+
+
 def test_bad_run_dirs_end_in_one_line_and_exit_2(tmp_path):
     (tmp_path / "a_file").touch()
     foreign = tmp_path / "foreign"
