@@ -29,10 +29,11 @@ class BraxEnv(Env):
             warnings.simplefilter("ignore")  # Brax's "not actively maintained" notice
             from brax import envs as brax_envs
 
+        name = name.removeprefix("brax/")  # env=brax env.id=brax/ant means ant
         if name not in brax_envs._envs:
             raise ValueError(
-                f"unknown Brax env {name!r}: env id must be one of "
-                f"{sorted(f'brax/{n}' for n in brax_envs._envs)}"
+                f"unknown Brax env {name!r}: with env=brax, env.id must be one of "
+                f"{sorted(brax_envs._envs)} (in Python: envs.make('brax/<name>'))"
             )
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {list(BACKENDS)}, got {backend!r}")

@@ -105,6 +105,7 @@ def test_discrete_actions_are_argmax_of_logits():
         ("gym/toy_gym:MultiDiscreteAction-v0", "Box or Discrete actions"),
         ("gym/no_such_module:Env-v0", "unknown Gymnasium env id"),
         ("brax/nope", "unknown Brax env 'nope'"),
+        ("brax/brax/nope", r"unknown Brax env 'nope': with env=brax, env.id must be one of \['"),
     ],
 )
 def test_unsupported_envs_get_clear_errors(env_id, message):
