@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import logging
 import sys
+from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 import pes_rl
-from pes_rl.run_dir import cli_run_dir, unusable_reason
+from pes_rl.run_dir import cli_run_dir, remove_if_unused, unusable_reason
 
 
 @hydra.main(config_path="configs", config_name="train", version_base="1.3")
@@ -28,7 +29,11 @@ def main(cfg: DictConfig) -> float | None:
     overrides = [o for o in HydraConfig.get().overrides.task if not o.startswith("resume=")]
     try:
         result = pes_rl.train(cfg)
-    except (ValueError, pes_rl.TrainingDiverged) as error:
+    except ValueError as error:  # nothing was trained: leave no empty run dir behind
+        remove_if_unused(Path(cfg.run_dir))
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+    except pes_rl.TrainingDiverged as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:  # agent=random_search: nothing to resume, nothing lost

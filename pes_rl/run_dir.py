@@ -9,8 +9,10 @@ writes over an old run's results. Every refusal is a :class:`RunDirError` with o
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -71,6 +73,28 @@ def foreign_entries(run_dir: Path) -> list[str]:
     if MARKERS.intersection(names):
         return []
     return [n for n in names if not n.startswith(".") and n != HYDRA_LOG]
+
+
+def remove_if_unused(run_dir: Path) -> None:
+    """Removes a run dir that a failed start left with nothing but Hydra's files and our lock.
+
+    Only those entries are deleted, and the dir only if that leaves it empty: a dir with any
+    result or any file of the user's stays as it was.
+    """
+    if not run_dir.is_dir() or holds_results(run_dir):
+        return
+    try:
+        with _locked(run_dir):  # a live run starting up in this dir keeps everything
+            for name in (".hydra", HYDRA_LOG, LOCK_NAME):
+                path = run_dir / name
+                if path.is_dir():
+                    shutil.rmtree(path, ignore_errors=True)
+                elif path.exists():
+                    path.unlink()
+    except RunDirError:
+        return
+    with contextlib.suppress(OSError):  # not empty: something else lives there
+        run_dir.rmdir()
 
 
 def holds_results(run_dir: Path) -> bool:
