@@ -114,11 +114,7 @@ def claim(run_dir: Path, resume: bool) -> Iterator[None]:
     reason = unusable_reason(run_dir)
     if reason:
         raise RunDirError(reason)
-    if resume and not holds_results(run_dir):  # a mistyped dir must not start a new run
-        raise RunDirError(
-            f"resume=true but {run_dir} holds no run to resume (no metrics.jsonl, no "
-            "checkpoint); check hydra.run.dir, or drop resume=true to start a new run"
-        )
+    existed = run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
     with _locked(run_dir):
         if not resume and holds_results(run_dir):
@@ -126,7 +122,16 @@ def claim(run_dir: Path, resume: bool) -> Iterator[None]:
                 f"run dir {run_dir} already holds a run's results; add resume=true to continue "
                 "it, or choose another hydra.run.dir"
             )
-        yield
+        nothing_to_resume = resume and not holds_results(run_dir)
+        if not nothing_to_resume:
+            yield
+            return
+    if not existed:
+        remove_if_unused(run_dir)
+    raise RunDirError(  # a mistyped dir must not start a new run
+        f"resume=true but {run_dir} holds no run to resume (no metrics.jsonl, no checkpoint); "
+        "check hydra.run.dir, or drop resume=true to start a new run"
+    )
 
 
 @contextmanager
