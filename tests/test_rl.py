@@ -17,6 +17,7 @@ from pes_rl.host_engine import make_host_evaluate
 TESTS_DIR = os.path.dirname(__file__)
 
 
+@pytest.mark.slow
 def test_pes_improves_cartpole_return(tmp_path):
     overrides = [
         "env.id=CartPole-v1", "agent.sigma=0.1", "optimizer.lr=0.1", "agent.unroll_length=100",
@@ -92,7 +93,10 @@ def test_brax_early_termination_is_per_particle():
     assert 8 <= int(metrics["env_steps"]) < 8 * 100
 
 
+@pytest.mark.slow
 def test_brax_trains_through_the_cli(tmp_path):
+    """Compiling Brax's pendulum for a run takes half a minute; the default suite covers the
+    Brax engine path in-process (above) and the CLI on a JAX env with influence balancing."""
     run_dir = tmp_path / "run"
     result = run_train(
         run_dir, "env=brax", "env.id=inverted_pendulum", "env.kwargs.episode_length=50",
