@@ -11,8 +11,8 @@ objective E_ε[R(θ + ε)] come from the same unroll:
 They are combined by inverse-variance weighting, g = w·g_rp + (1 − w)·g_es with
 w = v_es / (v_es + v_rp), where v is the empirical variance of each mean (the trace of its
 covariance, from the per-pair samples). Where the unroll is chaotic, ∇R explodes and w → 0
-(ES); where it is smooth, ES's noise makes w → 1. Non-finite reparameterization gradients are
-set to 0 and that estimate is then not trusted (w = 0). Like Metz et al., windows are
+(ES); where it is smooth, ES's noise makes w → 1. When any reparameterization gradient is
+non-finite, that estimate is not trusted at all (w = 0). Like Metz et al., windows are
 truncations: the reward of a window is credited to that window's ε only (biased on long
 episodes, like TES; grow the window with a curriculum, ``agent.curriculum``).
 
@@ -110,7 +110,6 @@ class Hybrid(Estimator):
         # Row i of the gradient is ∇R_i(θ + ε_i): each particle's reward depends on its row only.
         rp_rows, (particles, window) = jax.grad(total_reward, has_aux=True)(flat + eps)
         finite = jnp.all(jnp.isfinite(rp_rows), axis=1)
-        rp_rows = jnp.where(finite[:, None], rp_rows, 0.0)
         rewards = window.reward_first + window.reward_rest
         if self.antithetic:  # one sample per pair: rows 2j, 2j+1 hold +ε_j, −ε_j
             half = eps[0::2]
@@ -120,6 +119,7 @@ class Hybrid(Estimator):
         else:
             es_samples = eps * (rewards / self.sigma**2)[:, None]
             rp_samples = rp_rows
+        # A non-finite sample makes combine() distrust the whole reparameterization estimate.
         combined = combine(es_samples, jnp.where(finite[:, None], rp_samples, jnp.inf))
         state, metrics = self._finish_window(state._replace(particles=particles), window, length)
         metrics |= {

@@ -291,7 +291,7 @@ def train_in_run_dir(cfg: DictConfig, run_dir: Path) -> TrainResult:
                     saved = (
                         f"The last good checkpoint is iteration {last_checkpoint} in "
                         f"{run_dir / 'checkpoints'}"
-                        if checkpointer.latest_iteration() is not None
+                        if last_checkpoint > 0  # iteration 0 is never saved
                         else "No checkpoint was saved before it"
                     )
                     raise TrainingDiverged(
