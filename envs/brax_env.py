@@ -8,7 +8,11 @@ falling) ends it per particle.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import jax
 import numpy as np
@@ -19,14 +23,35 @@ from pes_rl.envs.base import Env, EnvSpec, State
 BACKENDS = ("generalized", "positional", "spring", "mjx")
 
 
+@contextmanager
+def _quiet_brax() -> Iterator[None]:
+    """Silences what Brax's import and model loading say that no user can act on: its "not
+    actively maintained" warning, MJX's printed "Failed to import warp" (an optional backend),
+    and MuJoCo's deprecation of ``settotalmass`` in Brax's own half_cheetah.xml (which MuJoCo
+    appends to ./MUJOCO_LOG.TXT). Other MuJoCo warnings become Python warnings."""
+    import mujoco
+
+    def forward(message: str) -> None:
+        if "settotalmass" not in message:
+            warnings.warn(f"MuJoCo: {message}", stacklevel=2)
+
+    previous = mujoco.get_mju_user_warning()
+    mujoco.set_mju_user_warning(forward)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        mujoco.set_mju_user_warning(previous)
+
+
 class BraxEnv(Env):
     """A Brax env (unwrapped: no episode or auto-reset wrappers) with a pes_rl spec."""
 
     def __init__(
         self, name: str, backend: str = "generalized", episode_length: int = 1000, **kwargs
     ):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # Brax's "not actively maintained" notice
+        with _quiet_brax():
             from brax import envs as brax_envs
 
         name = name.removeprefix("brax/")  # env=brax env.id=brax/ant means ant
@@ -37,8 +62,7 @@ class BraxEnv(Env):
             )
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {list(BACKENDS)}, got {backend!r}")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with _quiet_brax():
             self.brax_env = brax_envs.get_environment(name, backend=backend, **kwargs)
         self.name = name
         self.spec = EnvSpec(

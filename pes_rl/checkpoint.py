@@ -91,6 +91,15 @@ class Checkpointer:
         restored = self.manager.restore(iteration, args=ocp.args.StandardRestore(abstract))
         return _from_saved(restored, template)
 
+    def restore_saved(self, iteration: int) -> Any:
+        """The tree saved at ``iteration`` as saved (dicts and lists; typed keys as raw data),
+        for reading parts of it without building the whole training state."""
+        with _quiet():
+            return self.manager.restore(iteration, args=ocp.args.StandardRestore())
+
+    def iterations(self) -> list[int]:
+        return sorted(self.manager.all_steps())
+
     def restore_latest(self, template: Any) -> tuple[int, Any]:
         """The newest checkpoint that restores: (its iteration, its state).
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.resources
 import math
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from pes_rl.checks import is_positive_int
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+CONFIG_DIR = Path(str(importlib.resources.files("pes_rl.configs")))  # package data
 # Keys that may change between a run and its resumption without changing its results.
 RESUMABLE_KEYS = ("train.iterations", "train.progress", "logger", "resume", "run_dir")
 

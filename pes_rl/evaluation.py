@@ -24,25 +24,19 @@ def make_evaluate(env: Env, policy: Policy, num_episodes: int, num_steps: int) -
     the last step's reward and the task's own end-of-run metrics (``eval_<name>``, e.g.
     ``eval_val_accuracy`` on the whole validation split).
     """
-    horizon = env.spec.horizon
     if isinstance(env, UnrolledOptimizationEnv):
         return make_inner_run_evaluate(env, policy, num_episodes)
+    if env.spec.horizon is not None:
+        episode_returns = make_episode_returns(env, policy, num_episodes, num_steps)
+        return jax.jit(lambda *args: {"eval_return": jnp.mean(episode_returns(*args))})
 
     @jax.jit
     def evaluate(params, obs_norm: normalization.ObsNormState | None, key: jax.Array) -> dict:
         flat, unravel = ravel_pytree(params)
-        reset_key, unroll_key = jax.random.split(key)
+        reset_key, _ = jax.random.split(key)
 
         def act(theta, obs):
             return policy.apply(unravel(theta), obs)
-
-        if horizon is not None:
-            particles = engine.reset_particles(env, jax.random.split(reset_key, num_episodes))
-            theta = jnp.broadcast_to(flat, (num_episodes, flat.size))
-            _, window = engine.unroll(
-                env, act, particles, theta, unroll_key, horizon, autoreset=False, obs_norm=obs_norm
-            )
-            return {"eval_return": jnp.mean(window.reward_first)}
 
         state = env.reset(reset_key)
 
@@ -55,6 +49,44 @@ def make_evaluate(env: Env, policy: Policy, num_episodes: int, num_steps: int) -
         return {"eval_return": rewards.sum(), "eval_final_reward": rewards[-1]}
 
     return evaluate
+
+
+def make_episode_returns(env: Env, policy: Policy, num_episodes: int, num_steps: int) -> Callable:
+    """A jitted ``episode_returns(params, obs_norm, key) -> [num_episodes]``: the return of each
+    of ``num_episodes`` episodes of θ unperturbed, from independent resets.
+
+    An episode is complete (it ends at termination or the horizon), ``num_steps`` steps on a
+    never-ending system, or a whole inner run (at the evaluation length) on a meta task.
+    """
+    if isinstance(env, UnrolledOptimizationEnv):
+        env = env.for_evaluation()
+
+        @jax.jit
+        def inner_run_returns(params, obs_norm, key: jax.Array) -> jax.Array:
+            del obs_norm  # meta tasks observe only t / T
+
+            def run(reset_key):
+                return inner_run(env, lambda obs: policy.apply(params, obs), reset_key)[1].sum()
+
+            return jax.vmap(run)(jax.random.split(key, num_episodes))
+
+        return inner_run_returns
+    length = env.spec.horizon or num_steps
+
+    @jax.jit
+    def episode_returns(params, obs_norm, key: jax.Array) -> jax.Array:
+        flat, unravel = ravel_pytree(params)
+        reset_key, unroll_key = jax.random.split(key)
+        particles = engine.reset_particles(env, jax.random.split(reset_key, num_episodes))
+        theta = jnp.broadcast_to(flat, (num_episodes, flat.size))
+        _, window = engine.unroll(
+            env,
+            lambda theta, obs: policy.apply(unravel(theta), obs),
+            particles, theta, unroll_key, length, autoreset=False, obs_norm=obs_norm,
+        )  # fmt: skip
+        return window.reward_first
+
+    return episode_returns
 
 
 def make_inner_run_evaluate(env: UnrolledOptimizationEnv, policy: Policy, num_episodes: int):

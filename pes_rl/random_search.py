@@ -21,12 +21,14 @@ import jax.numpy as jnp
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from pes_rl import envs, policies
+from pes_rl import policies
 from pes_rl.checks import is_positive_int
+from pes_rl.components import make_env
 from pes_rl.envs.unrolled import UnrolledOptimizationEnv, inner_run
 from pes_rl.evaluation import make_evaluate
 from pes_rl.run_dir import atomic_write_text
 from pes_rl.run_log import MetricsFile, Progress, WandbRun, clean
+from pes_rl.trained import POLICY_FILE, save_policy
 
 
 def make_search_step(env: UnrolledOptimizationEnv, num_points: int) -> Callable:
@@ -47,9 +49,9 @@ def make_search_step(env: UnrolledOptimizationEnv, num_points: int) -> Callable:
 
 def run(cfg: DictConfig, run_dir: Path) -> tuple[jax.Array, list[dict]]:
     """Random search as ``cfg`` says; returns (best θ, metrics history)."""
-    from pes_rl.trainer import env_id_of, logs_theta  # the trainer imports this module
+    from pes_rl.trainer import logs_theta  # the trainer imports this module
 
-    env = envs.make(env_id_of(cfg), **(cfg.env.get("kwargs") or {}))
+    env = make_env(cfg)
     if not isinstance(env, UnrolledOptimizationEnv):
         raise ValueError(
             f"agent=random_search needs an unrolled-optimization task (lr_toy2d, lr_schedule, "
@@ -101,6 +103,7 @@ def run(cfg: DictConfig, run_dir: Path) -> tuple[jax.Array, list[dict]]:
             metrics_file.write(record)
             wandb_run.log(record)
             progress.update(record, last_return)
+        save_policy(run_dir / POLICY_FILE, cfg, best, None, total)
     finally:
         progress.close()
         metrics_file.close()

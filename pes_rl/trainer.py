@@ -22,16 +22,18 @@ import optax
 from jax.flatten_util import ravel_pytree
 from omegaconf import DictConfig, OmegaConf
 
-from pes_rl import agents, envs, lopt, policies
+from pes_rl import agents, lopt
 from pes_rl.agents import curriculum
 from pes_rl.agents.base import WindowLength
 from pes_rl.checkpoint import Checkpointer
+from pes_rl.components import make_env, make_policy
 from pes_rl.config import as_config, differing_keys, validate
 from pes_rl.envs.learned_optimizer import LearnedOptimizer
 from pes_rl.evaluation import make_evaluate
 from pes_rl.host_engine import make_host_evaluate
 from pes_rl.run_dir import atomic_write_text, claim
 from pes_rl.run_log import MetricsFile, Progress, WandbRun, clean
+from pes_rl.trained import POLICY_FILE, save_policy
 
 Params = Any
 FLUSH_EVERY = 32  # iterations whose metrics are fetched from the device together
@@ -66,20 +68,13 @@ class TrainingInterrupted(Exception):
         self.iteration, self.run_dir = iteration, run_dir
 
 
-def env_id_of(cfg: DictConfig) -> str:
-    return f"{cfg.env.family}/{cfg.env.id}" if cfg.env.get("family") else cfg.env.id
-
-
 def build(cfg: DictConfig):
     """The env, policy, estimator and optax optimizer a config describes.
 
     ``agent.curriculum`` (a dict, or null) is not the estimator's: see :func:`make_curriculum`.
     """
-    env = envs.make(env_id_of(cfg), **(cfg.env.get("kwargs") or {}))
-    policy_name = cfg.policy.name
-    if policy_name == "auto":  # meta tasks are driven by θ itself, RL envs by a linear policy
-        policy_name = "constant" if env.spec.default_action is not None else "linear"
-    policy = policies.make(policy_name, env, **(cfg.policy.get("kwargs") or {}))
+    env = make_env(cfg)
+    policy = make_policy(cfg, env)
     agent_kwargs = OmegaConf.to_container(cfg.agent, resolve=True)
     agent_kwargs.pop("curriculum", None)
     agent = agents.make(agent_kwargs.pop("name"), env=env, policy=policy, **agent_kwargs)
@@ -339,6 +334,9 @@ def train_in_run_dir(cfg: DictConfig, run_dir: Path) -> TrainResult:
             if do_checkpoint or stop["requested"]:
                 checkpointer.save(iteration, state)
                 last_checkpoint = iteration
+                save_policy(
+                    run_dir / POLICY_FILE, cfg, state.params, state.agent_state.obs_norm, iteration
+                )
                 if save_lopt:  # θ in a form that loads without this config (pes_rl.lopt.load)
                     lopt.save(
                         run_dir / "lopt_theta.npz", env.unravel(ravel_pytree(state.params)[0])

@@ -1,0 +1,102 @@
+"""The ``pes-rl`` command: train, evaluate and plot from any directory.
+
+    pes-rl train [group=option ...] [key=value ...]   # exactly python train.py ...
+    pes-rl evaluate RUN_DIR [--episodes N] [--seed S] [--video out.mp4]
+    pes-rl plot RUN_DIR [RUN_DIR ...] [--out curves.png]
+    pes-rl lopt-eval RUN_DIR                          # a learned optimizer against tuned Adam
+
+The configs ship inside the package, so ``pes-rl train`` needs no checkout; run dirs are made
+under the current directory (``runs/...``), as with ``python train.py``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from pes_rl.run_dir import cli_run_dir, remove_if_unused, unusable_reason
+
+COMMANDS = {  # name: (module whose main(argv) runs it, what it does)
+    "evaluate": ("pes_rl.evaluate", "returns over N episodes of a trained policy, and a video"),
+    "plot": ("pes_rl.plot", "learning curves of runs and sweeps"),
+    "lopt-eval": ("pes_rl.lopt_eval", "a learned optimizer against Adam at tuned rates"),
+}
+
+
+@hydra.main(config_path="pkg://pes_rl.configs", config_name="train", version_base="1.3")
+def hydra_train(cfg: DictConfig) -> float | None:
+    """One training run (or one job of a sweep); exits 2 with one line on a config error."""
+    import pes_rl
+
+    logging.getLogger().setLevel(logging.WARNING)  # library INFO chatter (JAX, Brax, orbax)
+    overrides = [o for o in HydraConfig.get().overrides.task if not o.startswith("resume=")]
+    try:
+        result = pes_rl.train(cfg)
+    except ValueError as error:  # nothing was trained: leave no empty run dir behind
+        remove_if_unused(Path(cfg.run_dir))
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+    except pes_rl.TrainingDiverged as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:  # agent=random_search: nothing to resume, nothing lost
+        print(f"\nstopped; every finished iteration is in {cfg.run_dir}/metrics.jsonl",
+              file=sys.stderr)  # fmt: skip
+        sys.exit(130)
+    except pes_rl.TrainingInterrupted as stopped:
+        resume = " ".join([*overrides, f"hydra.run.dir={stopped.run_dir}", "resume=true"])
+        print(f"\n{stopped}\nresume with: {train_program()} {resume}", file=sys.stderr)
+        sys.exit(130)
+    last = result.history[-1]
+    print(
+        f"done: {last['iteration']} iterations, {last['env_steps']:,} env steps, "
+        f"eval_return {last.get('eval_return', float('nan')):.6g}\n"
+        f"results in {cfg.run_dir} (metrics.jsonl, config.yaml, policy.npz, checkpoints/)\n"
+        f"evaluate and watch: pes-rl evaluate {cfg.run_dir} --video {cfg.run_dir}/episode.mp4"
+    )
+    return last.get("eval_return")
+
+
+def train_program() -> str:
+    """How the user started training: ``python train.py`` or ``pes-rl train``."""
+    return "pes-rl train" if Path(sys.argv[0]).name.startswith("pes-rl") else "python train.py"
+
+
+def train(argv: list[str]) -> None:
+    """``python train.py`` / ``pes-rl train`` with Hydra overrides ``argv``."""
+    # Hydra creates hydra.run.dir before the run starts and fails on a bad one with a traceback.
+    run_dir = cli_run_dir(argv)
+    problem = unusable_reason(run_dir) if run_dir else None
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        sys.exit(2)
+    sys.argv = [sys.argv[0], *argv]
+    hydra_train()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``pes-rl <command> ...``."""
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help"):
+        commands = "\n".join(
+            [f"  {'train':<10} train θ (Hydra overrides, as python train.py)"]
+            + [f"  {name:<10} {what}" for name, (_, what) in COMMANDS.items()]
+        )
+        print(f"usage: pes-rl <command> [args]\n\ncommands:\n{commands}")
+        sys.exit(0 if argv else 2)
+    command, rest = argv[0], argv[1:]
+    if command == "train":
+        train(rest)
+    elif command in COMMANDS:
+        sys.argv = [f"pes-rl {command}", *rest]
+        sys.exit(importlib.import_module(COMMANDS[command][0]).main(rest))
+    else:
+        print(f"error: unknown command {command!r}: use train, {', '.join(COMMANDS)}",
+              file=sys.stderr)  # fmt: skip
+        sys.exit(2)
