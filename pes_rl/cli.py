@@ -12,15 +12,14 @@ under the current directory (``runs/...``), as with ``python train.py``.
 from __future__ import annotations
 
 import importlib
-import logging
 import sys
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from pes_rl.run_dir import cli_run_dir, remove_if_unused, unusable_reason
+from pes_rl.run_dir import cli_run_dir, path_part, remove_if_unused, unusable_reason
 
 COMMANDS = {  # name: (module whose main(argv) runs it, what it does)
     "evaluate": ("pes_rl.evaluate", "returns over N episodes of a trained policy, and a video"),
@@ -28,13 +27,15 @@ COMMANDS = {  # name: (module whose main(argv) runs it, what it does)
     "lopt-eval": ("pes_rl.lopt_eval", "a learned optimizer against Adam at tuned rates"),
 }
 
+# ${path_part:${env.id}} in configs/train.yaml: run dirs of "module:Id" envs hold no colon.
+OmegaConf.register_new_resolver("path_part", path_part, replace=True)
+
 
 @hydra.main(config_path="pkg://pes_rl.configs", config_name="train", version_base="1.3")
 def hydra_train(cfg: DictConfig) -> float | None:
     """One training run (or one job of a sweep); exits 2 with one line on a config error."""
     import pes_rl
 
-    logging.getLogger().setLevel(logging.WARNING)  # library INFO chatter (JAX, Brax, orbax)
     overrides = [o for o in HydraConfig.get().overrides.task if not o.startswith("resume=")]
     try:
         result = pes_rl.train(cfg)
@@ -58,7 +59,7 @@ def hydra_train(cfg: DictConfig) -> float | None:
         f"done: {last['iteration']} iterations, {last['env_steps']:,} env steps, "
         f"eval_return {last.get('eval_return', float('nan')):.6g}\n"
         f"results in {cfg.run_dir} (metrics.jsonl, config.yaml, policy.npz, checkpoints/)\n"
-        f"evaluate and watch: pes-rl evaluate {cfg.run_dir} --video {cfg.run_dir}/episode.mp4"
+        f"evaluate: pes-rl evaluate {cfg.run_dir} (add --video episode.mp4 to watch)"
     )
     return last.get("eval_return")
 

@@ -31,8 +31,58 @@ def compose(overrides: list[str] | None = None) -> DictConfig:
     return cfg
 
 
-def as_config(cfg: DictConfig | dict) -> DictConfig:
-    return cfg if isinstance(cfg, DictConfig) else OmegaConf.create(cfg)
+def groups() -> list[str]:
+    """The config groups (``agent``, ``env``, ...): ``group=option`` selects a file."""
+    return sorted(p.name for p in CONFIG_DIR.iterdir() if p.is_dir() and not p.name.startswith("_"))
+
+
+def _dotted(values: dict, prefix: str = "") -> dict[str, Any]:
+    """``{"train": {"seed": 1}}`` -> ``{"train.seed": 1}`` (lists and scalars are leaves)."""
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, dict) and value:
+            out |= _dotted(value, f"{prefix}{key}.")
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+_MISSING = object()
+OPEN_MAPPINGS = ("kwargs", "curriculum")  # nodes whose keys are the user's to choose
+
+
+def from_dict(values: dict) -> DictConfig:
+    """The defaults with ``values`` merged on, as ``python train.py`` would merge overrides.
+
+    A group key with a string (``{"agent": "tes"}``) selects that option first, like
+    ``agent=tes``; every other key (nested, or dotted: ``{"agent.sigma": 0.1}``) sets a value.
+    Only ``*.kwargs`` mappings take keys the config lacks (``+key=`` on the command line);
+    any other unknown key is a ValueError naming it.
+    """
+    selections = {k: v for k, v in values.items() if k in groups() and isinstance(v, str)}
+    cfg = compose([f"{group}={option}" for group, option in selections.items()])
+    rest = {k: v for k, v in values.items() if k not in selections}
+    OmegaConf.set_struct(cfg, False)
+    for key, value in _dotted(rest).items():
+        parent_name = key.split(".")[-2] if "." in key else ""
+        if OmegaConf.select(cfg, key, default=_MISSING) is _MISSING and (
+            parent_name not in OPEN_MAPPINGS
+        ):
+            raise ValueError(f"unknown config key {key!r}: see python train.py --cfg job")
+        OmegaConf.update(cfg, key, value, merge=True, force_add=True)
+    return cfg
+
+
+def as_config(config: DictConfig | dict | list[str] | tuple[str, ...] | None) -> DictConfig:
+    """A complete config from what ``pes_rl.train`` accepts: a complete DictConfig as is,
+    override strings (``["agent=tes", "train.seed=1"]``), a partial dict, or None (defaults)."""
+    if isinstance(config, DictConfig):
+        return config
+    if config is None or isinstance(config, list | tuple):
+        return compose(list(config or []))
+    if isinstance(config, dict):
+        return from_dict(config)
+    raise TypeError(f"a config is a DictConfig, a dict or a list of overrides, got {config!r}")
 
 
 def _nonnegative_int(value: Any) -> bool:

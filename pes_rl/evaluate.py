@@ -75,26 +75,20 @@ def jax_episodes(trained, episodes: int, seed: int) -> list[float]:
 
 
 def log_to_wandb(trained, run_dir: Path, summary: dict, video: Path | None) -> None:
-    """Adds the evaluation to the run's own W&B run (resumed by its id); never fails."""
-    id_file = run_dir / "wandb_id.txt"
-    logger = trained.config.get("logger") or {}
-    if logger.get("name") != "wandb" or not id_file.exists():
+    """Adds the evaluation (and the video) to the run's own W&B run, resumed by its id."""
+    from pes_rl.run_log import WandbRun
+
+    if trained.config.logger.name != "wandb" or not (run_dir / "wandb_id.txt").exists():
         return
-    try:
+    record = {"iteration": trained.iteration}
+    record |= {f"evaluate/{key}": value for key, value in summary.items()}
+    wandb_run = WandbRun(trained.config, run_dir)  # W&B failures only warn
+    if video is not None and wandb_run.run is not None:
         import wandb
 
-        run = wandb.init(
-            project=logger.get("project"), entity=logger.get("entity"), dir=str(run_dir),
-            id=id_file.read_text().strip(), resume="allow",
-            mode=logger.get("mode") or "offline", settings=wandb.Settings(silent=True),
-        )  # fmt: skip
-        logged = {f"evaluate/{key}": value for key, value in summary.items()}
-        if video is not None:
-            logged["evaluate/video"] = wandb.Video(str(video), format="mp4")
-        run.log(logged)
-        run.finish()
-    except Exception as error:  # W&B must never lose the evaluation printed above
-        print(f"warning: W&B logging failed ({type(error).__name__}: {error})", file=sys.stderr)
+        record["evaluate/video"] = wandb.Video(str(video), format="mp4")
+    wandb_run.log(record)
+    wandb_run.finish()
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

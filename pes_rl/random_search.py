@@ -76,7 +76,7 @@ def run(cfg: DictConfig, run_dir: Path) -> tuple[jax.Array, list[dict]]:
     wandb_run = WandbRun(cfg, run_dir)
     total, eval_every = cfg.train.iterations, cfg.train.eval_every
     progress = Progress(cfg.train.progress, total, 0)
-    env_steps, last_return = 0, None
+    env_steps = 0
     try:
         for iteration in range(1, total + 1):
             key, step_key = jax.random.split(key)
@@ -98,11 +98,10 @@ def run(cfg: DictConfig, run_dir: Path) -> tuple[jax.Array, list[dict]]:
             if iteration == total or (eval_every > 0 and iteration % eval_every == 0):
                 metrics = evaluate(best, None, jax.random.fold_in(eval_key, iteration))
                 record |= clean(jax.device_get(metrics))
-                last_return = record["eval_return"]
             record = {k: v for k, v in record.items() if v is not None}
             metrics_file.write(record)
             wandb_run.log(record)
-            progress.update(record, last_return)
+            progress.update(record)
         save_policy(run_dir / POLICY_FILE, cfg, best, None, total)
     finally:
         progress.close()

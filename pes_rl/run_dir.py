@@ -12,16 +12,24 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+DEFAULT_ROOT = "runs"  # default run dirs: runs/<env>/<agent>/seed<seed>-<time>
 LOCK_NAME = ".lock"  # holds the owner's PID; flock'ed while the owner lives
 HYDRA_LOG = "train.log"  # Hydra's job log (with .hydra/), written before train() runs
 RESULTS = ("metrics.jsonl", "checkpoints")
 MARKERS = frozenset({"config.yaml", *RESULTS})  # any of these: the dir holds a pes_rl run
+
+
+def path_part(text: str) -> str:
+    """``text`` as one safe path component: ``my_envs:Walker-v0`` -> ``my_envs_Walker-v0``
+    (a colon breaks PATH-like lists and Windows; a slash would nest dirs)."""
+    return re.sub(r"[^\w.+-]+", "_", str(text)).strip("_") or "_"
 
 
 class RunDirError(ValueError):
@@ -95,6 +103,24 @@ def remove_if_unused(run_dir: Path) -> None:
         return
     with contextlib.suppress(OSError):  # not empty: something else lives there
         run_dir.rmdir()
+        remove_empty_default_parents(run_dir)
+
+
+def remove_empty_default_parents(run_dir: Path) -> None:
+    """Removes the empty ``runs/<env>/<agent>`` dirs above a removed default run dir (only in
+    the default layout, and never ``runs/`` itself)."""
+    try:
+        parts = run_dir.resolve().relative_to(Path.cwd()).parts
+    except ValueError:  # not under the working directory: not the default layout
+        return
+    if not parts or parts[0] != DEFAULT_ROOT:
+        return
+    for depth in range(len(parts) - 1, 1, -1):
+        parent = Path.cwd().joinpath(*parts[:depth])
+        if parent.is_dir() and not any(parent.iterdir()):
+            parent.rmdir()
+        else:
+            return
 
 
 def holds_results(run_dir: Path) -> bool:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import datetime
 import json
+import logging
 import math
 import os
 import secrets
 import sys
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -14,6 +17,8 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from pes_rl.run_dir import RunDirError, atomic_write_text
+
+LOGGER = logging.getLogger("pes_rl")
 
 
 def clean(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -123,12 +128,18 @@ class WandbRun:
             self._disable(error)
 
     def finish(self) -> None:
+        """Ends the W&B run; an offline run says where its files are and how to upload them."""
         if self.run is None:
             return
         try:
+            offline = self.run.settings.mode == "offline"
+            files = Path(self.run.dir).parent  # wandb/offline-run-<time>-<id>
             self.run.finish()
         except Exception as error:
             self._disable(error)
+            return
+        if offline:
+            print(f"W&B (offline): {files}\nupload with: wandb sync {files}", flush=True)
 
     def _disable(self, error: Exception) -> None:
         warnings.warn(
@@ -140,36 +151,69 @@ class WandbRun:
 
 
 class Progress:
-    """A rich progress bar (iteration, env steps, last return, steps/s); quiet off a terminal."""
+    """Where a run stands: iteration, env steps, eval and train return, steps/s, ETA.
 
-    def __init__(self, enabled: bool, total: int, start: int):
+    On a terminal a rich bar; off one (CI, nohup, a log file) one plain line on stdout about
+    every ``every_s`` seconds and at the end. Either way the lines also go to the ``pes_rl``
+    logger, which Hydra writes to the run's ``train.log``. ``train.progress=false`` keeps the
+    terminal quiet (the log still gets the lines).
+    """
+
+    def __init__(self, enabled: bool, total: int, start: int, every_s: float = 10.0):
+        self.total, self.start, self.every_s = total, start, every_s
+        self.began = self.last_line = time.monotonic()
+        self.eval_return: float | None = None
+        self.train_return: float | None = None
+        self.printing = enabled and not sys.stdout.isatty()
         self.bar = None
-        if not (enabled and sys.stdout.isatty()):
-            return
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeRemainingColumn,
-        )
+        if enabled and sys.stdout.isatty():
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                TextColumn,
+                TimeRemainingColumn,
+            )
+            from rich.progress import Progress as RichProgress
 
-        self.bar = Progress(
-            TextColumn("[bold]iteration"), MofNCompleteColumn(), BarColumn(),
-            TextColumn("{task.fields[stats]}"), TimeRemainingColumn(),
-        )  # fmt: skip
-        self.task = self.bar.add_task("train", total=total, completed=start, stats="")
-        self.bar.start()
+            self.bar = RichProgress(
+                TextColumn("[bold]iteration"), MofNCompleteColumn(), BarColumn(),
+                TextColumn("{task.fields[stats]}"), TimeRemainingColumn(),
+            )  # fmt: skip
+            self.task = self.bar.add_task("train", total=total, completed=start, stats="")
+            self.bar.start()
 
-    def update(self, record: dict[str, Any], last_return: float | None) -> None:
-        if self.bar is None:
+    def stats(self, record: dict[str, Any]) -> str:
+        """The record's numbers, each labelled (eval return: θ unperturbed; train return:
+        the perturbed particles' completed episodes)."""
+        parts = [f"env steps {record['env_steps']:,}"]
+        if self.eval_return is not None:
+            parts.append(f"eval return {self.eval_return:.4g}")
+        if self.train_return is not None:
+            parts.append(f"train return {self.train_return:.4g}")
+        if "steps_per_s" in record:
+            parts.append(f"{record['steps_per_s']:,.0f} steps/s")
+        return "  ".join(parts)
+
+    def update(self, record: dict[str, Any]) -> None:
+        self.eval_return = record.get("eval_return", self.eval_return)
+        self.train_return = record.get("train_return", self.train_return)
+        iteration = record["iteration"]
+        if self.bar is not None:
+            self.bar.update(self.task, completed=iteration, stats=self.stats(record))
+        now = time.monotonic()
+        first = iteration == self.start + 1
+        if not (first or iteration == self.total or now - self.last_line >= self.every_s):
             return
-        ret = "-" if last_return is None else f"{last_return:.4g}"
-        stats = (
-            f"env steps {record['env_steps']:,}  return {ret}  "
-            f"{record.get('steps_per_s', 0):,.0f} steps/s"
+        self.last_line = now
+        rate = (now - self.began) / max(iteration - self.start, 1)
+        eta = datetime.timedelta(seconds=round(rate * (self.total - iteration)))
+        line = (
+            f"iteration {iteration}/{self.total} ({100 * iteration / self.total:.0f}%)  "
+            f"{self.stats(record)}  ETA {eta}"
         )
-        self.bar.update(self.task, completed=record["iteration"], stats=stats)
+        LOGGER.info(line)
+        if self.printing:
+            print(line, flush=True)
 
     def close(self) -> None:
         if self.bar is not None:

@@ -31,7 +31,7 @@ from pes_rl.config import as_config, differing_keys, validate
 from pes_rl.envs.learned_optimizer import LearnedOptimizer
 from pes_rl.evaluation import make_evaluate
 from pes_rl.host_engine import make_host_evaluate
-from pes_rl.run_dir import atomic_write_text, claim
+from pes_rl.run_dir import atomic_write_text, claim, path_part
 from pes_rl.run_log import MetricsFile, Progress, WandbRun, clean
 from pes_rl.trained import POLICY_FILE, save_policy
 
@@ -170,7 +170,7 @@ def resolve_run_dir(cfg: DictConfig) -> Path:
     run_dir = OmegaConf.select(cfg, "run_dir")
     if not run_dir:
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
-        run_dir = f"runs/{cfg.env.id}/{cfg.agent.name}/seed{cfg.train.seed}-{stamp}"
+        run_dir = f"runs/{path_part(cfg.env.id)}/{cfg.agent.name}/seed{cfg.train.seed}-{stamp}"
     return Path(run_dir)
 
 
@@ -205,8 +205,14 @@ def restore_run(
     return start, state
 
 
-def train(cfg: DictConfig | dict) -> TrainResult:
-    """Trains θ as ``cfg`` says; writes metrics.jsonl, config.yaml and checkpoints to run_dir.
+def train(config: DictConfig | dict | list[str] | None = None) -> TrainResult:
+    """Trains θ as ``python train.py`` would; writes metrics.jsonl, config.yaml, policy.npz and
+    checkpoints to the run dir (``run_dir``, or a fresh ``runs/...`` dir when it is unset).
+
+    ``config`` is a list of overrides (``["agent=tes", "train.seed=1"]``), a partial dict merged
+    onto the defaults the same way (``{"agent": "tes", "train": {"seed": 1}}``: a group key with
+    a string selects that option), None for the default run, or a complete config
+    (``pes_rl.config.compose(...)``, Hydra's) used as is.
 
     The run owns run_dir while it trains (see ``pes_rl.run_dir.claim``).
 
@@ -216,7 +222,7 @@ def train(cfg: DictConfig | dict) -> TrainResult:
       TrainingDiverged: a non-finite reward or gradient; the last good checkpoint stays.
       TrainingInterrupted: Ctrl-C; a checkpoint of the last finished iteration was saved.
     """
-    cfg = as_config(cfg)
+    cfg = as_config(config)
     validate(cfg)
     run_dir = resolve_run_dir(cfg)
     with claim(run_dir, resume=cfg.resume):
@@ -263,7 +269,6 @@ def train_in_run_dir(cfg: DictConfig, run_dir: Path) -> TrainResult:
     wandb_run = WandbRun(cfg, run_dir)
     progress = Progress(cfg.train.progress, total, start)
     eval_every, checkpoint_every = cfg.train.eval_every, cfg.train.checkpoint_every
-    last_return: float | None = None
     last_checkpoint = start
 
     stop = {"requested": False}
@@ -273,7 +278,7 @@ def train_in_run_dir(cfg: DictConfig, run_dir: Path) -> TrainResult:
 
     def flush(eval_metrics: dict | None) -> None:
         """Fetches pending metrics, checks they are finite, writes them."""
-        nonlocal env_steps, flush_time, last_return
+        nonlocal env_steps, flush_time
         fetched = jax.device_get(pending)
         now = time.perf_counter()
         window_steps = sum(int(m["env_steps"]) for _, m in fetched)
@@ -300,12 +305,9 @@ def train_in_run_dir(cfg: DictConfig, run_dir: Path) -> TrainResult:
             record["steps_per_s"] = steps_per_s
             if i == len(fetched) - 1 and eval_metrics is not None:
                 record |= clean(jax.device_get(eval_metrics))
-                last_return = record.get("eval_return", last_return)
-            elif "train_return" in record:
-                last_return = record["train_return"]
             metrics_file.write(record)
             wandb_run.log(record)
-            progress.update(record, last_return)
+            progress.update(record)
         pending.clear()
 
     try:
