@@ -19,7 +19,8 @@ RESUMABLE_KEYS = ("train.iterations", "train.progress", "logger", "resume", "run
 def compose(overrides: list[str] | None = None) -> DictConfig:
     """The config ``python train.py <overrides>`` would use, for calling ``pes_rl.train``.
 
-    ``run_dir`` is left unset (None): ``pes_rl.train`` then picks a fresh ``runs/...`` dir.
+    ``run_dir`` is unset (None) unless an override sets it: ``pes_rl.train`` then picks a fresh
+    ``runs/...`` dir.
     """
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
@@ -27,7 +28,8 @@ def compose(overrides: list[str] | None = None) -> DictConfig:
     with initialize_config_dir(str(CONFIG_DIR), version_base="1.3"):
         cfg = hydra_compose("train", overrides=list(overrides or []))
     cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
-    cfg.run_dir = None
+    if OmegaConf.is_interpolation(cfg, "run_dir"):  # Hydra's output dir: none outside Hydra
+        cfg.run_dir = None
     return cfg
 
 

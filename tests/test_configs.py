@@ -87,3 +87,23 @@ def test_config_files_document_every_key():
 def test_mistakes_users_made_are_one_line_naming_the_key(overrides, message):
     with pytest.raises(ValueError, match=message):
         build(compose(["env.id=CartPole-v1", *overrides]))
+
+
+def test_a_partial_dict_is_merged_onto_the_defaults_as_overrides_would_be():
+    from pes_rl.config import as_config, differing_keys
+
+    settings = {
+        "agent": "tes", "agent.sigma": 0.05, "train": {"iterations": 7, "seed": 3},
+        "env": {"id": "CartPole-v1", "kwargs": {"horizon": 100}},
+    }  # fmt: skip
+    overrides = [
+        "agent=tes", "agent.sigma=0.05", "train.iterations=7", "train.seed=3",
+        "env.id=CartPole-v1", "+env.kwargs.horizon=100",
+    ]  # fmt: skip
+    assert differing_keys(as_config(settings), compose(overrides), ignore=()) == []
+    assert differing_keys(as_config(overrides), compose(overrides), ignore=()) == []
+    assert as_config(None).agent.name == "pes"
+    with pytest.raises(ValueError, match="unknown config key 'train.sedd'"):
+        as_config({"train": {"sedd": 1}})
+    with pytest.raises(TypeError, match="a list of overrides"):
+        as_config("agent=tes")

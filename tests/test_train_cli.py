@@ -179,6 +179,21 @@ def test_progress_bar_on_a_terminal_and_quiet_off_it(tmp_path):
     text = output.decode(errors="replace")
     assert process.returncode == 0, text
     assert "iteration" in text and "steps/s" in text and "env steps" in text
+    assert "eval return" in text  # labelled: θ unperturbed, not the particles' return
 
-    piped = run_train(tmp_path / "piped", *FAST, "train.iterations=60")
-    assert "steps/s" not in piped.stdout  # no bar when stdout is not a terminal
+
+def test_progress_lines_off_a_terminal_and_in_train_log(tmp_path):
+    """Piped (CI, nohup): plain lines, also in Hydra's train.log; a module:Id env's default
+    run dir holds no colon."""
+    piped = run_train(
+        None, "env.id=toy_gym:Counting-v0", "agent.num_particles=4", "train.iterations=3",
+        cwd=tmp_path, extra_env={"PYTHONPATH": str(REPO / "tests")},
+    )  # fmt: skip
+    assert piped.returncode == 0, piped.stderr
+    lines = [line for line in piped.stdout.splitlines() if line.startswith("iteration ")]
+    assert lines[0].startswith("iteration 1/3 (33%)  env steps ")
+    assert lines[-1].startswith("iteration 3/3 (100%)") and "eval return" in lines[-1]
+    assert "steps/s" in lines[-1] and "ETA" in lines[-1]
+    (run_dir,) = (tmp_path / "runs" / "toy_gym_Counting-v0" / "pes").iterdir()
+    log = (run_dir / "train.log").read_text()
+    assert "iteration 3/3 (100%)" in log and "[pes_rl][INFO]" in log
