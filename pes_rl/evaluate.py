@@ -26,7 +26,7 @@ VIDEO_SIZE = (240, 320)  # height, width
 
 
 def host_episodes(
-    trained, episodes: int, seed: int, video_episodes: int
+    trained, episodes: int, seed: int, video_episodes: int, camera: str | None = None
 ) -> tuple[list[float], list[np.ndarray], float]:
     """Returns of ``episodes`` Gymnasium episodes (seeds drawn from ``seed``), the frames of the
     first ``video_episodes`` of them and the env's frame rate."""
@@ -36,7 +36,7 @@ def host_episodes(
 
     env = trained.env
     if video_episodes:
-        gym_env = gym_renderer(trained, VIDEO_SIZE)
+        gym_env = gym_renderer(trained, VIDEO_SIZE, camera)
     else:
         gym_env = gymnasium.make(env.gym_id, **env.make_kwargs)
     max_steps = env.spec.horizon or trained.config.train.eval_steps
@@ -101,6 +101,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--iteration", type=int, help="a checkpoint's iteration (latest)")
     parser.add_argument("--video", type=Path, help="write an MP4 of the first episode(s) here")
     parser.add_argument("--video-episodes", type=int, default=1, help="episodes filmed (1)")
+    parser.add_argument(
+        "--camera", help="a MuJoCo camera by name (default: the model's 'track' camera, if any)"
+    )
     parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
     args = parser.parse_args(argv)
     if args.episodes < 1 or args.video_episodes < 1:
@@ -131,11 +134,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if getattr(trained.env, "is_host", False):
             filmed = args.video_episodes if args.video else 0
-            returns, frames, fps = host_episodes(trained, args.episodes, args.seed, filmed)
+            returns, frames, fps = host_episodes(
+                trained, args.episodes, args.seed, filmed, args.camera
+            )
         else:
             returns = jax_episodes(trained, args.episodes, args.seed)
             if args.video:
-                frames, fps = render.brax_video(trained, args.seed, args.video_episodes, VIDEO_SIZE)
+                frames, fps = render.brax_video(
+                    trained, args.seed, args.video_episodes, VIDEO_SIZE, args.camera
+                )
     except render.RenderError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -151,7 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     print(
         f"{trained.env_id}, iteration {trained.iteration}: return {summary['return_mean']:.6g} "
-        f"± {summary['return_std']:.3g} (std over {args.episodes} episodes, seed {args.seed}; "
+        f"± {summary['return_std']:.3g} (std over {args.episodes} "
+        f"episode{'s' if args.episodes > 1 else ''}, seed {args.seed}; "
         f"min {summary['return_min']:.6g}, max {summary['return_max']:.6g})"
     )
     if args.video:

@@ -20,6 +20,7 @@ from pes_rl import normalization
 from pes_rl.envs.brax_env import BraxEnv
 from pes_rl.trained import TrainedPolicy
 
+TRACKING_CAMERA = "track"
 HOW_TO_FIX = (
     "install a headless OpenGL (Debian/Ubuntu: apt install libegl1, or libosmesa6 with "
     "MUJOCO_GL=osmesa) or run where a display is attached"
@@ -54,18 +55,27 @@ def can_render(trained: TrainedPolicy) -> str | None:
 
 
 def brax_video(
-    trained: TrainedPolicy, seed: int, episodes: int, size: tuple[int, int]
+    trained: TrainedPolicy,
+    seed: int,
+    episodes: int,
+    size: tuple[int, int],
+    camera: str | None = None,
 ) -> tuple[list[np.ndarray], float]:
     """Frames of ``episodes`` episodes of a Brax env, one after another, and the frame rate."""
+    chosen = pick_camera(trained.env.brax_env.sys.mj_model, camera)
     frames = []
     for episode in range(episodes):
         key = jax.random.fold_in(jax.random.key(seed), episode)
-        frames += brax_frames(trained, key, trained.env.spec.horizon, size)
+        frames += brax_frames(trained, key, trained.env.spec.horizon, size, chosen)
     return frames, 1.0 / float(trained.env.brax_env.dt)
 
 
 def brax_frames(
-    trained: TrainedPolicy, key: jax.Array, max_steps: int, size: tuple[int, int]
+    trained: TrainedPolicy,
+    key: jax.Array,
+    max_steps: int,
+    size: tuple[int, int],
+    camera: str | None = None,
 ) -> list[np.ndarray]:
     """Frames of one episode of a Brax env from ``env.reset(key)``, until it ends or
     ``max_steps``: one frame per env step."""
@@ -91,14 +101,36 @@ def brax_frames(
         from brax.io import image
 
         height, width = size
-        frames = image.render_array(env.brax_env.sys, trajectory, height=height, width=width)
+        frames = image.render_array(
+            env.brax_env.sys, trajectory, height=height, width=width, camera=camera
+        )
     except Exception as error:  # any OpenGL failure means no renderer on this machine
         raise RenderError(f"cannot render here ({first_line(error)}); {HOW_TO_FIX}") from None
     return list(frames)
 
 
-def gym_renderer(trained: TrainedPolicy, size: tuple[int, int]):
-    """A single Gymnasium env of the run's id that renders ``rgb_array`` frames."""
+def camera_names(model) -> list[str]:
+    """The named cameras of a MuJoCo model."""
+    import mujoco
+
+    names = (mujoco.mj_id2name(model, mujoco.mjtObj.mjOBJ_CAMERA, i) for i in range(model.ncam))
+    return [name for name in names if name]
+
+
+def pick_camera(model, camera: str | None) -> str | None:
+    """``camera`` if the model has it (else a RenderError listing those it has); by default its
+    ``track`` camera, which follows the body (MuJoCo locomotion models), else the free one."""
+    names = camera_names(model) if model is not None else []
+    if camera is None:
+        return TRACKING_CAMERA if TRACKING_CAMERA in names else None
+    if camera not in names:
+        raise RenderError(f"--camera {camera!r}: the model's cameras are {names}")
+    return camera
+
+
+def gym_renderer(trained: TrainedPolicy, size: tuple[int, int], camera: str | None = None):
+    """A single Gymnasium env of the run's id that renders ``rgb_array`` frames (a MuJoCo env
+    through ``camera``; see :func:`pick_camera`)."""
     env = trained.env
     kwargs = dict(env.make_kwargs, render_mode="rgb_array")
     height, width = size
@@ -106,9 +138,18 @@ def gym_renderer(trained: TrainedPolicy, size: tuple[int, int]):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             try:
-                return gymnasium.make(env.gym_id, width=width, height=height, **kwargs)
-            except TypeError:  # envs without a frame-size setting (classic control)
+                gym_env = gymnasium.make(env.gym_id, width=width, height=height, **kwargs)
+            except TypeError:  # not a MuJoCo env: no frame size, no cameras
                 return gymnasium.make(env.gym_id, **kwargs)
+            chosen = pick_camera(getattr(gym_env.unwrapped, "model", None), camera)
+            if chosen is None:
+                return gym_env
+            gym_env.close()
+            return gymnasium.make(
+                env.gym_id, width=width, height=height, camera_name=chosen, **kwargs
+            )
+    except RenderError:
+        raise
     except Exception as error:
         raise RenderError(f"cannot render {env.gym_id} ({first_line(error)})") from None
 

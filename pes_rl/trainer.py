@@ -7,6 +7,7 @@ device in batches, not after every iteration, so the device stays busy.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import inspect
 import signal
@@ -51,9 +52,16 @@ class TrainState(NamedTuple):
     iteration: jax.Array  # shape=(), int32: iterations done
 
 
-class TrainResult(NamedTuple):
+@dataclasses.dataclass(frozen=True)
+class TrainResult:
+    """What a run produced; unpacks as ``params, history = pes_rl.train(...)``."""
+
     params: Params  # final θ
     history: list[dict]  # one metrics dict per iteration (as in metrics.jsonl)
+    run_dir: Path  # metrics.jsonl, config.yaml, policy.npz, checkpoints/ (pes_rl.load(run_dir))
+
+    def __iter__(self):
+        return iter((self.params, self.history))
 
 
 class TrainingDiverged(RuntimeError):
@@ -229,7 +237,7 @@ def train(config: DictConfig | dict | list[str] | None = None) -> TrainResult:
         if cfg.agent.name == "random_search":
             from pes_rl import random_search
 
-            return TrainResult(*random_search.run(cfg, run_dir))
+            return TrainResult(*random_search.run(cfg, run_dir), run_dir)
         return train_in_run_dir(cfg, run_dir)
 
 
@@ -351,4 +359,4 @@ def train_in_run_dir(cfg: DictConfig, run_dir: Path) -> TrainResult:
         metrics_file.close()
         wandb_run.finish()
         checkpointer.close()
-    return TrainResult(state.params, metrics_file.history)
+    return TrainResult(state.params, metrics_file.history, run_dir)

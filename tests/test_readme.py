@@ -36,3 +36,18 @@ def test_readme_learned_optimizer_example_trains_a_network():
         exec(compile(code, str(README), "exec"), {})
     printed = dict(line.split() for line in output.getvalue().splitlines())
     assert float(printed["after"]) < 0.01 * float(printed["before"])
+
+
+def test_readme_python_api_example_trains_loads_and_acts(tmp_path, monkeypatch):
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
+    code = next(block for block in blocks if "pes_rl.load(" in block)
+    monkeypatch.chdir(tmp_path)  # the run dir goes to ./runs/...
+    output = io.StringIO()
+    with contextlib.redirect_stdout(output):
+        exec(compile(code, str(README), "exec"), {})
+    printed = dict(line.split() for line in output.getvalue().splitlines())
+    # The zero policy balances CartPole for about 9 steps; the trained one far longer.
+    assert float(printed["eval_return"]) > 100
+    assert float(printed["episode_return"]) > 45
+    (run_dir,) = (tmp_path / "runs" / "CartPole-v1" / "pes").iterdir()
+    assert (run_dir / "policy.npz").exists()
