@@ -47,7 +47,7 @@ def test_readme_python_api_example_trains_loads_and_acts(tmp_path, monkeypatch):
         exec(compile(code, str(README), "exec"), {})
     printed = dict(line.split() for line in output.getvalue().splitlines())
     # The zero policy balances CartPole for about 9 steps; the trained one far longer.
-    assert float(printed["eval_return"]) > 100
-    assert float(printed["episode_return"]) > 45
+    assert float(printed["eval_return"]) > 200
+    assert float(printed["episode_return"]) > 100
     (run_dir,) = (tmp_path / "runs" / "CartPole-v1" / "pes").iterdir()
     assert (run_dir / "policy.npz").exists()

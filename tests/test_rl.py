@@ -76,7 +76,7 @@ def test_unsupported_gym_space_is_a_clear_cli_error(tmp_path):
 
 
 def test_brax_early_termination_is_per_particle():
-    env = envs.make("brax/inverted_pendulum", episode_length=100)
+    env = envs.make("brax/inverted_pendulum", episode_length=100, backend="spring")
     policy = policies.make("linear", env)
     params = policy.init(jax.random.key(0))
     # PES: fallen particles reset inside the window and keep stepping (N·K real steps).
