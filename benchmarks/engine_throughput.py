@@ -8,12 +8,16 @@ gradient). The ratio engine/raw says how close the engine runs to the raw speed 
 
     python benchmarks/engine_throughput.py                       # the default envs
     python benchmarks/engine_throughput.py --envs brax/ant --num-particles 256
+    python benchmarks/engine_throughput.py --envs gymnax/CartPole-v1 gym/CartPole-v1 \
+        --num-particles 256 --host-particles 256 --json benchmarks/results/gymnax_vs_host.json
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -136,9 +140,11 @@ def main() -> None:
     parser.add_argument("--unroll-length", type=int, default=100, help="K, steps per window")
     parser.add_argument("--calls", type=int, default=5, help="timed windows per side")
     parser.add_argument("--host-particles", type=int, default=20, help="N for gym/ envs")
+    parser.add_argument("--json", type=Path, help="also write the rows to this JSON file")
     args = parser.parse_args()
 
     print(f"device: {jax.devices()[0].device_kind} ({jax.default_backend()})")
+    rows = []
     header = ("env", "N", "K", "raw steps/s", "engine steps/s", "ratio")
     print("{:28s} {:>6s} {:>5s} {:>14s} {:>15s} {:>6s}".format(*header))
     for env_id in args.envs:
@@ -149,10 +155,14 @@ def main() -> None:
             else args.num_particles
         )
         row = benchmark(env_id, num_particles, args.unroll_length, args.calls)
+        rows.append(row)
         print(
             f"{row['env']:28s} {row['particles']:6d} {row['unroll']:5d} {row['raw_sps']:14,.0f} "
             f"{row['engine_sps']:15,.0f} {row['engine_sps'] / row['raw_sps']:6.2f}"
         )
+    if args.json:
+        device = f"{jax.devices()[0].device_kind} ({jax.default_backend()})"
+        args.json.write_text(json.dumps({"device": device, "rows": rows}, indent=1) + "\n")
 
 
 if __name__ == "__main__":

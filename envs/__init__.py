@@ -11,7 +11,9 @@ import gymnasium
 
 from pes_rl.envs.base import Env, EnvSpec, State
 from pes_rl.envs.brax_env import BraxEnv
+from pes_rl.envs.custom import make_custom
 from pes_rl.envs.gymnasium_env import GymnasiumEnv
+from pes_rl.envs.gymnax_env import GymnaxEnv
 from pes_rl.envs.hparams29 import Hparams29
 from pes_rl.envs.influence_balancing import InfluenceBalancing
 from pes_rl.envs.learned_optimizer import LearnedOptimizer
@@ -27,6 +29,8 @@ register("hparams29", Hparams29)
 register("learned_optimizer", LearnedOptimizer)
 register_prefix("brax", BraxEnv)
 register_prefix("gym", GymnasiumEnv)
+register_prefix("gymnax", GymnaxEnv)
+register_prefix("jax", make_custom)
 
 # Gymnasium's "module:Id" form imports this module, which registers these ids.
 for _gym_id, _env_id in [
@@ -48,6 +52,7 @@ __all__ = [
     "BraxEnv",
     "Env",
     "GymnasiumEnv",
+    "GymnaxEnv",
     "EnvSpec",
     "State",
     "Hparams29",

@@ -13,6 +13,7 @@ import io
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import jax
 import numpy as np
@@ -49,22 +50,31 @@ class BraxEnv(Env):
     """A Brax env (unwrapped: no episode or auto-reset wrappers) with a pes_rl spec."""
 
     def __init__(
-        self, name: str, backend: str = "generalized", episode_length: int = 1000, **kwargs
+        self,
+        name: str | None = None,
+        backend: str = "generalized",
+        episode_length: int = 1000,
+        *,
+        brax_env: Any = None,
+        **kwargs,
     ):
-        with _quiet_brax():
-            from brax import envs as brax_envs
+        """A registered Brax env by ``name``, or an already built ``brax_env`` object."""
+        if brax_env is None:
+            with _quiet_brax():
+                from brax import envs as brax_envs
 
-        name = name.removeprefix("brax/")  # env=brax env.id=brax/ant means ant
-        if name not in brax_envs._envs:
-            raise ValueError(
-                f"unknown Brax env {name!r}: with env=brax, env.id must be one of "
-                f"{sorted(brax_envs._envs)} (in Python: envs.make('brax/<name>'))"
-            )
-        if backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {list(BACKENDS)}, got {backend!r}")
-        with _quiet_brax():
-            self.brax_env = brax_envs.get_environment(name, backend=backend, **kwargs)
-        self.name = name
+            name = name.removeprefix("brax/")  # env=brax env.id=brax/ant means ant
+            if name not in brax_envs._envs:
+                raise ValueError(
+                    f"unknown Brax env {name!r}: with env=brax, env.id must be one of "
+                    f"{sorted(brax_envs._envs)} (in Python: envs.make('brax/<name>'))"
+                )
+            if backend not in BACKENDS:
+                raise ValueError(f"backend must be one of {list(BACKENDS)}, got {backend!r}")
+            with _quiet_brax():
+                brax_env = brax_envs.get_environment(name, backend=backend, **kwargs)
+        self.brax_env = brax_env
+        self.name = name or type(brax_env).__name__
         self.spec = EnvSpec(
             observation_space=spaces.Box(
                 -np.inf, np.inf, (self.brax_env.observation_size,), np.float32

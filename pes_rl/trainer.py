@@ -11,6 +11,7 @@ import dataclasses
 import datetime
 import inspect
 import signal
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -29,6 +30,7 @@ from pes_rl.agents.base import WindowLength
 from pes_rl.checkpoint import Checkpointer
 from pes_rl.components import make_env, make_policy
 from pes_rl.config import as_config, differing_keys, validate
+from pes_rl.envs.gymnax_env import twin_hint
 from pes_rl.envs.learned_optimizer import LearnedOptimizer
 from pes_rl.evaluation import make_evaluate
 from pes_rl.host_engine import make_host_evaluate
@@ -244,6 +246,9 @@ def train(config: DictConfig | dict | list[str] | None = None) -> TrainResult:
 def train_in_run_dir(cfg: DictConfig, run_dir: Path) -> TrainResult:
     """``train`` with an ES-family agent, in a run dir this process has claimed."""
     env, policy, agent, optimizer = build(cfg)
+    hint = twin_hint(env.gym_id) if agent.host else None
+    if hint:
+        print(hint, file=sys.stderr)
     cfg = OmegaConf.merge(cfg, {"run_dir": str(run_dir)})
     total = cfg.train.iterations
 

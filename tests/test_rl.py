@@ -52,6 +52,7 @@ def test_gymnasium_ids_train_through_the_cli(tmp_path, env_id, extra):
         "train.eval_every=1", "train.eval_episodes=1",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
+    assert f"hint: {env_id} has a JAX twin in gymnax: env=gymnax env.id={env_id}" in result.stderr
     records = read_metrics(run_dir)
     assert [r["iteration"] for r in records] == [1, 2]
     assert all(np.isfinite(r["eval_return"]) for r in records)

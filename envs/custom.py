@@ -1,0 +1,50 @@
+"""Your own JAX env, imported from a module: ``envs.make("jax/my_module:make_env", **kwargs)``.
+
+The factory (any callable) gets ``env.kwargs`` and returns a pes_rl JAX env (``spec``,
+``reset``, ``step``: see :mod:`pes_rl.envs.base`), a Brax env, or a gymnax env (alone or as
+``(env, env_params)``); Brax and gymnax objects are adapted as ``env=brax`` / ``env=gymnax``
+adapt theirs.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from pes_rl.envs.base import Env, EnvSpec
+from pes_rl.envs.brax_env import BraxEnv
+from pes_rl.envs.gymnax_env import GymnaxEnv
+
+
+def make_custom(target: str, **kwargs: Any) -> Env:
+    """``module:factory`` → ``factory(**kwargs)``, adapted to a pes_rl JAX env."""
+    module_name, _, attribute = target.partition(":")
+    if not module_name or not attribute:
+        raise ValueError(
+            f"env.id {target!r} must name a factory as 'module:function' (env=jax), "
+            "e.g. pes_rl.envs.point_mass:make_env"
+        )
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        raise ValueError(f"cannot import {module_name!r} for env.id {target!r}: {error}") from None
+    factory = getattr(module, attribute, None)
+    if not callable(factory):
+        raise ValueError(f"{module_name!r} has no callable {attribute!r} (env.id {target!r})")
+    return adapt(factory(**kwargs), target)
+
+
+def adapt(made: Any, target: str) -> Env:
+    """A pes_rl env as is; a Brax or gymnax env wrapped; anything else a ValueError."""
+    if isinstance(getattr(made, "spec", None), EnvSpec) and callable(getattr(made, "step", None)):
+        return made
+    if isinstance(made, tuple) and len(made) == 2 and hasattr(made[0], "step_env"):
+        return GymnaxEnv(target, gymnax_env=made[0], env_params=made[1])
+    if hasattr(made, "step_env") and hasattr(made, "default_params"):
+        return GymnaxEnv(target, gymnax_env=made)
+    if all(hasattr(made, a) for a in ("observation_size", "action_size", "reset", "step")):
+        return BraxEnv(target, brax_env=made)
+    raise ValueError(
+        f"{target} returned {type(made).__name__}: expected a pes_rl JAX env (an EnvSpec "
+        "`spec`, `reset(key)`, `step(state, action)`), a Brax env or a gymnax env"
+    )

@@ -1,0 +1,149 @@
+"""gymnax envs and your own JAX env on the engine: the checks Brax passes, and PES learns."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.flatten_util import ravel_pytree
+from reference import WindowReference, assert_window_matches
+
+import pes_rl
+from pes_rl import agents, engine, envs, policies
+from pes_rl.envs.custom import adapt
+from pes_rl.evaluation import make_evaluate
+
+REPO = Path(__file__).resolve().parent.parent
+FAMILIES = [
+    ("gymnax/CartPole-v1", {}),  # Discrete actions, early termination
+    ("gymnax/Pendulum-v1", {"episode_length": 15}),  # Box actions, the engine's clock ends it
+    ("jax/pes_rl.envs.point_mass:make_env", {}),  # the README's own JAX env
+]
+
+
+def reference_window(env, act, theta, state, reset_key, num_steps, autoreset):
+    """One particle stepped in Python with the engine's clock: what the engine must match.
+
+    A reset happens here explicitly after an episode's end, so the step that ends an episode
+    is credited to it and the next episode starts from ``env.reset`` (no reset transition)."""
+    reference, clock = WindowReference(), 0
+    for _ in range(num_steps):
+        state = env.step(state, act(theta, state.obs))
+        clock += 1
+        done = bool(state.done) or (env.spec.horizon is not None and clock >= env.spec.horizon)
+        reference.add(float(state.reward), done)
+        if done:
+            if not autoreset:
+                break
+            state, clock = env.reset(reset_key), 0
+    return reference
+
+
+def zero_policy_eval(env, policy, episodes: int) -> dict:
+    evaluate = make_evaluate(env, policy, episodes, 500)
+    return evaluate(policy.init(jax.random.key(0)), None, jax.random.key(0))
+
+
+@pytest.mark.parametrize("autoreset", [True, False])
+@pytest.mark.parametrize("env_id, kwargs", FAMILIES)
+def test_window_matches_a_python_loop(env_id, kwargs, autoreset):
+    env = envs.make(env_id, **kwargs)
+    policy = policies.make("linear", env)
+    flat, unravel = ravel_pytree(policy.init(jax.random.key(0)))
+
+    def act(theta, obs):
+        return policy.apply(unravel(theta), obs)
+
+    num, unroll_length = 4, 40
+    theta = 2.0 * jax.random.normal(jax.random.key(1), (num, flat.size))
+    reset_keys = jax.random.split(jax.random.key(2), num)
+    window_key = jax.random.key(3)
+    particles = engine.reset_particles(env, reset_keys)
+    _, window = jax.jit(
+        lambda p, t, k: engine.unroll(env, act, p, t, k, unroll_length, autoreset=autoreset)
+    )(particles, theta, window_key)
+    references = [
+        reference_window(
+            env, act, theta[i], env.reset(reset_keys[i]), jax.random.fold_in(window_key, i),
+            unroll_length, autoreset,
+        )
+        for i in range(num)
+    ]  # fmt: skip
+    assert_window_matches(window, references)
+    if env_id != "jax/pes_rl.envs.point_mass:make_env":  # point-mass episodes last 100 steps
+        assert any(ref.ended for ref in references)  # an episode ended inside the window
+
+
+def test_es_on_gymnax_counts_only_steps_before_termination():
+    env = envs.make("gymnax/CartPole-v1")
+    policy = policies.make("linear", env)
+    params = policy.init(jax.random.key(0))
+    es = agents.make("es", env=env, policy=policy, num_particles=8, sigma=0.5)
+    _, _, metrics = es.estimate(es.init(jax.random.key(1), params), params, jax.random.key(2))
+    assert int(metrics["episodes"]) == 8
+    # CartPole pays 1 per step up to and including the one that ends the episode: the real
+    # steps are exactly the sum of the returns (nothing after a particle's end is counted).
+    assert int(metrics["env_steps"]) == pytest.approx(8 * float(metrics["train_return"]))
+    assert 8 * 8 <= int(metrics["env_steps"]) < 8 * 500
+
+
+def test_pes_on_gymnax_cartpole_beats_the_zero_policy_fivefold(tmp_path):
+    result = pes_rl.train([
+        "experiment=gymnax_cartpole_pes_cpu", "train.iterations=40", "train.eval_every=10",
+        "train.progress=false", f"run_dir={tmp_path / 'run'}",
+    ])  # fmt: skip
+    env = envs.make("gymnax/CartPole-v1")
+    policy = policies.make("linear", env)
+    zero = zero_policy_eval(env, policy, 8)
+    evals = [h["eval_return"] for h in result.history if "eval_return" in h]
+    assert float(zero["eval_return"]) < 15  # the zero policy always pushes left
+    assert max(evals) >= 5 * float(zero["eval_return"]), evals
+
+
+def test_own_jax_env_from_a_module_trains_with_pes(tmp_path):
+    """The README's custom env (the shipped default of env=jax) improves under PES."""
+    readme = (REPO / "README.md").read_text()
+    source = (REPO / "envs" / "point_mass.py").read_text()
+    block = next(b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "PointMass" in b)
+    assert block.strip() in source  # the README shows the shipped file's code
+    result = pes_rl.train({
+        "env": "jax", "train": {"iterations": 30, "eval_every": 30, "progress": False},
+        "run_dir": str(tmp_path / "run"),
+    })  # fmt: skip
+    env = envs.make("jax/pes_rl.envs.point_mass:make_env")
+    policy = policies.make("linear", env)
+    zero = zero_policy_eval(env, policy, 2)
+    assert result.history[-1]["eval_return"] > 0.5 * float(zero["eval_return"])  # −loss: less
+
+
+def test_factories_may_return_gymnax_or_brax_objects_and_bad_ids_say_what_to_do():
+    import gymnax
+
+    wrapped = adapt(gymnax.make("Acrobot-v1"), "my_module:make_acrobot")
+    assert wrapped.spec.horizon == 500 and wrapped.spec.action_space.n == 3
+    state = wrapped.step(wrapped.reset(jax.random.key(0)), jnp.asarray(1))
+    assert state.obs.shape == (6,) and float(state.reward) == -1.0
+
+    class BraxLike:  # the attributes a Brax env has
+        observation_size, action_size = 3, 2
+
+        def reset(self, key): ...
+
+        def step(self, state, action): ...
+
+    assert adapt(BraxLike(), "m:f").spec.action_space.shape == (2,)
+    with pytest.raises(ValueError, match="expected a pes_rl JAX env"):
+        adapt(object(), "m:f")
+    for env_id, message in [
+        ("jax/nocolon", "must name a factory as 'module:function'"),
+        ("jax/no_such_module:f", "cannot import 'no_such_module'"),
+        ("jax/pes_rl.envs:nope", "has no callable 'nope'"),
+        ("gymnax/CartPole-v9", "unknown gymnax env 'CartPole-v9'"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            envs.make(env_id)
+    assert np.isfinite(envs.make("gymnax/MountainCarContinuous-v0").spec.action_space.high).all()
