@@ -19,6 +19,7 @@ from pes_rl.envs.influence_balancing import InfluenceBalancing
 from pes_rl.envs.learned_optimizer import LearnedOptimizer
 from pes_rl.envs.lr_schedule import LRSchedule
 from pes_rl.envs.lr_toy2d import LRToy2D
+from pes_rl.envs.playground_env import PlaygroundEnv
 from pes_rl.envs.registry import list_envs, make, register, register_prefix
 from pes_rl.envs.unrolled import UnrolledOptimizationEnv
 
@@ -31,6 +32,7 @@ register_prefix("brax", BraxEnv)
 register_prefix("gym", GymnasiumEnv)
 register_prefix("gymnax", GymnaxEnv)
 register_prefix("jax", make_custom)
+register_prefix("playground", PlaygroundEnv)
 
 # Gymnasium's "module:Id" form imports this module, which registers these ids.
 for _gym_id, _env_id in [
@@ -60,6 +62,7 @@ __all__ = [
     "LearnedOptimizer",
     "LRSchedule",
     "LRToy2D",
+    "PlaygroundEnv",
     "UnrolledOptimizationEnv",
     "list_envs",
     "make",

@@ -8,11 +8,6 @@ falling) ends it per particle.
 
 from __future__ import annotations
 
-import contextlib
-import io
-import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import jax
@@ -20,30 +15,9 @@ import numpy as np
 from gymnasium import spaces
 
 from pes_rl.envs.base import Env, EnvSpec, State
+from pes_rl.envs.quiet import quiet_model_loading
 
 BACKENDS = ("generalized", "positional", "spring", "mjx")
-
-
-@contextmanager
-def _quiet_brax() -> Iterator[None]:
-    """Silences what Brax's import and model loading say that no user can act on: its "not
-    actively maintained" warning, MJX's printed "Failed to import warp" (an optional backend),
-    and MuJoCo's deprecation of ``settotalmass`` in Brax's own half_cheetah.xml (which MuJoCo
-    appends to ./MUJOCO_LOG.TXT). Other MuJoCo warnings become Python warnings."""
-    import mujoco
-
-    def forward(message: str) -> None:
-        if "settotalmass" not in message:
-            warnings.warn(f"MuJoCo: {message}", stacklevel=2)
-
-    previous = mujoco.get_mju_user_warning()
-    mujoco.set_mju_user_warning(forward)
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        mujoco.set_mju_user_warning(previous)
 
 
 class BraxEnv(Env):
@@ -60,7 +34,7 @@ class BraxEnv(Env):
     ):
         """A registered Brax env by ``name``, or an already built ``brax_env`` object."""
         if brax_env is None:
-            with _quiet_brax():
+            with quiet_model_loading():
                 from brax import envs as brax_envs
 
             name = name.removeprefix("brax/")  # env=brax env.id=brax/ant means ant
@@ -71,7 +45,7 @@ class BraxEnv(Env):
                 )
             if backend not in BACKENDS:
                 raise ValueError(f"backend must be one of {list(BACKENDS)}, got {backend!r}")
-            with _quiet_brax():
+            with quiet_model_loading():
                 brax_env = brax_envs.get_environment(name, backend=backend, **kwargs)
         self.brax_env = brax_env
         self.name = name or type(brax_env).__name__

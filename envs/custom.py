@@ -1,9 +1,9 @@
 """Your own JAX env, imported from a module: ``envs.make("jax/my_module:make_env", **kwargs)``.
 
 The factory (any callable) gets ``env.kwargs`` and returns a pes_rl JAX env (``spec``,
-``reset``, ``step``: see :mod:`pes_rl.envs.base`), a Brax env, or a gymnax env (alone or as
-``(env, env_params)``); Brax and gymnax objects are adapted as ``env=brax`` / ``env=gymnax``
-adapt theirs.
+``reset``, ``step``: see :mod:`pes_rl.envs.base`), a Brax env, a MuJoCo Playground env, or a
+gymnax env (alone or as ``(env, env_params)``); those are adapted as ``env=brax``,
+``env=playground`` and ``env=gymnax`` adapt theirs.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import Any
 from pes_rl.envs.base import Env, EnvSpec
 from pes_rl.envs.brax_env import BraxEnv
 from pes_rl.envs.gymnax_env import GymnaxEnv
+from pes_rl.envs.playground_env import PlaygroundEnv
 
 
 def make_custom(target: str, **kwargs: Any) -> Env:
@@ -38,6 +39,8 @@ def adapt(made: Any, target: str) -> Env:
     """A pes_rl env as is; a Brax or gymnax env wrapped; anything else a ValueError."""
     if isinstance(getattr(made, "spec", None), EnvSpec) and callable(getattr(made, "step", None)):
         return made
+    if type(made).__module__.startswith("mujoco_playground"):
+        return PlaygroundEnv(target, playground_env=made)
     if isinstance(made, tuple) and len(made) == 2 and hasattr(made[0], "step_env"):
         return GymnaxEnv(target, gymnax_env=made[0], env_params=made[1])
     if hasattr(made, "step_env") and hasattr(made, "default_params"):

@@ -18,25 +18,32 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
 from pes_rl.run_dir import RunDirError
 
 
 def _to_saveable(tree: Any) -> Any:
-    """Typed PRNG keys become their raw uint32 data (orbax stores plain arrays)."""
-    return jax.tree.map(
-        lambda x: (
-            jax.random.key_data(x) if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key) else x
-        ),
-        tree,
-    )
+    """Plain, non-empty arrays, as orbax needs: typed PRNG keys become their raw uint32 data,
+    and empty arrays (MJX's ``data.act`` of a model without activations) one zero each."""
+
+    def saveable(x):
+        if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+            return jax.random.key_data(x)
+        if x.size == 0:
+            return jnp.zeros((1,), x.dtype)
+        return x
+
+    return jax.tree.map(saveable, tree)
 
 
 def _from_saved(restored: Any, template: Any) -> Any:
     def back(x, ref):
         if jax.dtypes.issubdtype(ref.dtype, jax.dtypes.prng_key):
             return jax.random.wrap_key_data(x, impl=jax.random.key_impl(ref))
+        if ref.size == 0:
+            return jnp.zeros(ref.shape, ref.dtype)
         return x
 
     return jax.tree.map(back, restored, template)
