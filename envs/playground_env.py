@@ -13,7 +13,10 @@ compiles kernels for ~46 s and steps ~4x slower; ``warp`` on GPUs, Playground's 
 
 from __future__ import annotations
 
+import os
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import jax
@@ -32,6 +35,23 @@ IMPLS = ("jax", "warp")
 def default_impl() -> str:
     """``jax`` on CPU, ``warp`` on accelerators (see the module docstring)."""
     return "jax" if jax.default_backend() == "cpu" else "warp"
+
+
+@contextmanager
+def _git_without_waiting() -> Iterator[None]:
+    """No credential prompt, and a stalled transfer (< 1 kB/s for 20 s) is an error."""
+    settings = {
+        "GIT_TERMINAL_PROMPT": "0", "GIT_HTTP_LOW_SPEED_LIMIT": "1000",
+        "GIT_HTTP_LOW_SPEED_TIME": "20",
+    }  # fmt: skip
+    previous = {key: os.environ.get(key) for key in settings}
+    os.environ.update({k: v for k, v in settings.items() if previous[k] is None})
+    try:
+        yield
+    finally:
+        for key, value in previous.items():
+            if value is None:
+                os.environ.pop(key, None)
 
 
 def flatten_obs(obs: Any) -> jax.Array:
@@ -60,8 +80,8 @@ def load(name: str, impl: str | None, config_overrides: dict) -> tuple[str, str,
     impl = impl or default_impl()
     if impl not in IMPLS:
         raise ValueError(f"env.kwargs.impl must be one of {list(IMPLS)}, got {impl!r}")
-    try:
-        with quiet_model_loading():
+    try:  # git must fail, not prompt or wait forever, when the model download cannot work
+        with quiet_model_loading(), _git_without_waiting():
             env = registry.load(name, config_overrides={"impl": impl, **config_overrides})
     except (subprocess.CalledProcessError, OSError) as error:
         raise ValueError(

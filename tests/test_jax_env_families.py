@@ -30,16 +30,18 @@ def reference_window(env, act, theta, state, reset_key, num_steps, autoreset):
 
     A reset happens here explicitly after an episode's end, so the step that ends an episode
     is credited to it and the next episode starts from ``env.reset`` (no reset transition)."""
+    step = jax.jit(lambda state: env.step(state, act(theta, state.obs)))
+    reset = jax.jit(env.reset)
     reference, clock = WindowReference(), 0
     for _ in range(num_steps):
-        state = env.step(state, act(theta, state.obs))
+        state = step(state)
         clock += 1
         done = bool(state.done) or (env.spec.horizon is not None and clock >= env.spec.horizon)
         reference.add(float(state.reward), done)
         if done:
             if not autoreset:
                 break
-            state, clock = env.reset(reset_key), 0
+            state, clock = reset(reset_key), 0
     return reference
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from toy_envs import NaNAfter
@@ -92,3 +93,18 @@ def test_checkpoint_round_trip_keeps_keys_and_dtypes(tmp_path):
         jax.random.key_data(restored["key"]).tolist() == jax.random.key_data(state["key"]).tolist()
     )
     assert restored["x"].dtype == np.int32
+
+
+def test_checkpoints_hold_empty_arrays_and_typed_keys(tmp_path):
+    """MJX states (Playground) carry empty arrays such as ``data.act``; orbax cannot store
+    those by itself."""
+    state = {"act": jnp.zeros((4, 0)), "qpos": jnp.arange(3.0), "key": jax.random.key(7)}
+    checkpointer = Checkpointer(tmp_path)
+    checkpointer.save(1, state)
+    restored = checkpointer.restore(1, state)
+    checkpointer.close()
+    assert restored["act"].shape == (4, 0)
+    np.testing.assert_array_equal(restored["qpos"], state["qpos"])
+    np.testing.assert_array_equal(
+        jax.random.key_data(restored["key"]), jax.random.key_data(state["key"])
+    )
