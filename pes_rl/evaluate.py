@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             returns = jax_episodes(trained, args.episodes, args.seed)
             if args.video:
-                frames, fps = render.brax_video(
+                frames, fps = render.physics_video(
                     trained, args.seed, args.video_episodes, VIDEO_SIZE, args.camera
                 )
     except render.RenderError as error:

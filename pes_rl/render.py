@@ -1,16 +1,18 @@
 """Frames of a trained policy's episodes, and MP4 files of them.
 
-Gymnasium envs render themselves (``render_mode="rgb_array"``); Brax envs are drawn by MuJoCo's
-renderer from the episode's physics states. On a machine without a display MuJoCo needs a
-headless OpenGL (EGL or OSMesa), chosen by ``MUJOCO_GL`` when mujoco is first imported: call
-:func:`use_headless_gl` before anything imports it.
+Gymnasium envs render themselves (``render_mode="rgb_array"``); Brax and MuJoCo Playground envs
+are drawn by MuJoCo's renderer from the joint positions of each step. On a machine without a
+display MuJoCo needs a headless OpenGL (EGL or OSMesa), chosen by ``MUJOCO_GL`` when mujoco is
+first imported: call :func:`use_headless_gl` before anything imports it.
 """
 
 from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import gymnasium
 import jax
@@ -18,6 +20,7 @@ import numpy as np
 
 from pes_rl import normalization
 from pes_rl.envs.brax_env import BraxEnv
+from pes_rl.envs.playground_env import PlaygroundEnv
 from pes_rl.trained import TrainedPolicy
 
 TRACKING_CAMERA = "track"
@@ -44,69 +47,91 @@ def first_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {(str(error).splitlines() or [''])[0][:200]}"
 
 
+def physics_view(env) -> tuple[Any, Callable[[Any], Any], float] | None:
+    """For a MuJoCo-based JAX env: its MuJoCo model, the map from an env state to its joint
+    positions, and the seconds per env step. None for envs without MuJoCo physics."""
+    if isinstance(env, BraxEnv):
+        brax_env = env.brax_env
+        return brax_env.sys.mj_model, lambda state: state.pipeline_state.q, float(brax_env.dt)
+    if isinstance(env, PlaygroundEnv):
+        playground_env = env.playground_env
+        return (
+            playground_env.mj_model,
+            lambda state: state.inner.data.qpos,
+            float(playground_env.dt),
+        )
+    return None
+
+
 def can_render(trained: TrainedPolicy) -> str | None:
     """None when episodes of this run can be drawn; else why not (one line)."""
-    if getattr(trained.env, "is_host", False) or isinstance(trained.env, BraxEnv):
+    if getattr(trained.env, "is_host", False) or physics_view(trained.env) is not None:
         return None
     return (
         f"{trained.env_id} has nothing to draw: videos need a Gymnasium env that renders "
-        "rgb_array frames or a Brax env"
+        "rgb_array frames, or a Brax or MuJoCo Playground env"
     )
 
 
-def brax_video(
+def physics_video(
     trained: TrainedPolicy,
     seed: int,
     episodes: int,
     size: tuple[int, int],
     camera: str | None = None,
 ) -> tuple[list[np.ndarray], float]:
-    """Frames of ``episodes`` episodes of a Brax env, one after another, and the frame rate."""
-    chosen = pick_camera(trained.env.brax_env.sys.mj_model, camera)
+    """Frames of ``episodes`` episodes of a Brax or Playground env, one after another, drawn
+    by MuJoCo's renderer, and the frame rate (one frame per env step)."""
+    model, joint_positions, seconds_per_step = physics_view(trained.env)
+    chosen = pick_camera(model, camera)
     frames = []
     for episode in range(episodes):
         key = jax.random.fold_in(jax.random.key(seed), episode)
-        frames += brax_frames(trained, key, trained.env.spec.horizon, size, chosen)
-    return frames, 1.0 / float(trained.env.brax_env.dt)
+        qpos = episode_joint_positions(trained, joint_positions, key)
+        frames += draw(model, qpos, size, chosen)
+    return frames, 1.0 / seconds_per_step
 
 
-def brax_frames(
-    trained: TrainedPolicy,
-    key: jax.Array,
-    max_steps: int,
-    size: tuple[int, int],
-    camera: str | None = None,
-) -> list[np.ndarray]:
-    """Frames of one episode of a Brax env from ``env.reset(key)``, until it ends or
-    ``max_steps``: one frame per env step."""
-    env: BraxEnv = trained.env
-    policy, params, obs_norm = trained.policy, trained.params, trained.obs_norm
+def episode_joint_positions(trained: TrainedPolicy, joint_positions, key: jax.Array) -> np.ndarray:
+    """[steps + 1, nq]: the joint positions after ``env.reset(key)`` and after each step of θ
+    unperturbed, until the episode ends (or the horizon)."""
+    env, policy, params, obs_norm = trained.env, trained.policy, trained.params, trained.obs_norm
 
     @jax.jit
     def episode(key):
         def step(state, unused_t):
             obs = normalization.normalize(obs_norm, state.obs[None])[0]
-            next_state = env.step(state, policy.apply(params, obs))
-            return next_state, (next_state.pipeline_state, next_state.done)
+            state = env.step(state, policy.apply(params, obs))
+            return state, (joint_positions(state), state.done)
 
         start = env.reset(key)
-        _, (states, dones) = jax.lax.scan(step, start, None, length=max_steps)
-        return start.pipeline_state, states, dones
+        _, (qpos, dones) = jax.lax.scan(step, start, None, length=env.spec.horizon)
+        return joint_positions(start), qpos, dones
 
-    start, states, dones = jax.device_get(episode(key))
+    start, qpos, dones = jax.device_get(episode(key))
     ended = np.flatnonzero(np.asarray(dones) > 0)
-    length = int(ended[0]) + 1 if ended.size else max_steps
-    trajectory = [start] + [jax.tree.map(lambda x, i=i: x[i], states) for i in range(length)]
-    try:
-        from brax.io import image
+    length = int(ended[0]) + 1 if ended.size else len(dones)
+    return np.concatenate([np.asarray(start)[None], np.asarray(qpos)[:length]])
 
+
+def draw(model, qpos: np.ndarray, size: tuple[int, int], camera: str | None) -> list[np.ndarray]:
+    """One frame per row of ``qpos`` through ``camera`` (None: MuJoCo's free camera)."""
+    import mujoco
+
+    try:
         height, width = size
-        frames = image.render_array(
-            env.brax_env.sys, trajectory, height=height, width=width, camera=camera
-        )
+        renderer = mujoco.Renderer(model, height=height, width=width)
     except Exception as error:  # any OpenGL failure means no renderer on this machine
         raise RenderError(f"cannot render here ({first_line(error)}); {HOW_TO_FIX}") from None
-    return list(frames)
+    data = mujoco.MjData(model)
+    frames = []
+    for positions in qpos:
+        data.qpos[:] = positions
+        mujoco.mj_forward(model, data)
+        renderer.update_scene(data, camera=-1 if camera is None else camera)
+        frames.append(renderer.render())
+    renderer.close()
+    return frames
 
 
 def camera_names(model) -> list[str]:
