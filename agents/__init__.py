@@ -42,7 +42,7 @@ def make(name: str, **kwargs: Any) -> Estimator:
     if unknown:
         raise ValueError(
             f"agent.{unknown[0]} is not a setting of agent {name!r}: it takes "
-            f"{[p for p in accepted if p not in ('env', 'policy')]}"
+            f"{[p for p in accepted if p not in ('env', 'policy', 'mesh')]}"
         )
     return AGENTS[name](**kwargs)
 

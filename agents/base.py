@@ -18,8 +18,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
+from jax.sharding import Mesh
 
-from pes_rl import engine, normalization
+from pes_rl import engine, normalization, sharding
 from pes_rl.agents import shaping
 from pes_rl.checks import is_positive_int
 from pes_rl.envs.base import Env
@@ -53,6 +54,7 @@ class Estimator:
     name: ClassVar[str]
     supports_stagger: ClassVar[bool] = True
     supports_curriculum: ClassVar[bool] = True  # windows may be shorter than unroll_length
+    supports_sharding: ClassVar[bool] = True  # the population may be split over a device mesh
 
     def __init__(
         self,
@@ -65,6 +67,7 @@ class Estimator:
         stagger: bool = False,
         fitness_shaping: str = "none",
         obs_normalization: bool = False,
+        mesh: Mesh | None = None,
     ):
         if not is_positive_int(num_particles):
             raise ValueError(f"agent.num_particles must be an int >= 1, got {num_particles!r}")
@@ -93,6 +96,13 @@ class Estimator:
                 f"agent.stagger=true is not supported on host (Gymnasium) env {env!r}: its "
                 "sub-envs cannot be advanced one at a time; use agent.stagger=false"
             )
+        if mesh is not None and (self.host or not self.supports_sharding):
+            raise ValueError(
+                f"a device mesh needs a JAX env and es, tes, pes or nres; got {self.name} on "
+                f"{env!r} (use train.devices=1)"
+            )
+        sharding.check_divisible(num_particles, mesh, antithetic)
+        self.mesh = mesh
         self.env = env
         self.policy = policy
         self.num_particles = num_particles
@@ -171,7 +181,17 @@ class Estimator:
         if self.obs_normalization:
             obs_size = math.prod(self.env.spec.observation_space.shape)
             obs_norm = normalization.init(obs_size)
-        return self._init(key, flat, self._act_fn(unravel), obs_norm)
+        return self._keep_split(self._init(key, flat, self._act_fn(unravel), obs_norm))
+
+    def _keep_split(self, state: Any) -> Any:
+        """With a mesh: the state's per-particle arrays split over it (the normalizer, keyed by
+        observation size, stays replicated)."""
+        if self.mesh is None:
+            return state
+        split = sharding.constrain_particles(
+            state._replace(obs_norm=None), self.mesh, self.num_particles
+        )
+        return split._replace(obs_norm=state.obs_norm)
 
     def _estimate(self, state: Any, params: Params, key: jax.Array, steps: int, limit):
         flat, unravel = ravel_pytree(params)
@@ -187,7 +207,7 @@ class Estimator:
         )
         grad_flat = scale * (weights.first.T @ shaped_first + weights.rest.T @ shaped_rest)
         state, metrics = self._finish_window(state, window, length)
-        return unravel(grad_flat), state, metrics
+        return unravel(grad_flat), self._keep_split(state), metrics
 
     def _finish_window(self, state: Any, window: engine.Window, length: WindowLength):
         """Updates the observation normalizer; the window's metrics."""
@@ -243,7 +263,14 @@ class Estimator:
             return self.population.unroll(particles, theta, key, length.steps, **kwargs)
         if length.limit is not None:
             kwargs["num_steps"] = length.limit
-        return engine.unroll(self.env, act, particles, theta, key, length.steps, **kwargs)
+        return self._engine_unroll(act, particles, theta, key, length.steps, **kwargs)
+
+    def _engine_unroll(self, act, particles, theta, key, steps: int, **kwargs: Any):
+        """``engine.unroll``; split over the mesh when there is one and ``particles`` is the
+        whole population (TES's single shared trajectory is not split)."""
+        if self.mesh is not None and particles.clock.shape[0] == self.num_particles:
+            return sharding.unroll(self.mesh, self.env, act, particles, theta, key, steps, **kwargs)
+        return engine.unroll(self.env, act, particles, theta, key, steps, **kwargs)
 
     def staggered_start(
         self,
@@ -262,8 +289,7 @@ class Estimator:
         clock_key, unroll_key = jax.random.split(key)
         starts = jax.random.randint(clock_key, (self.num_groups,), 0, self.env.spec.horizon)
         horizon = self.env.spec.horizon
-        return engine.unroll(
-            self.env,
+        return self._engine_unroll(
             act,
             particles,
             theta,

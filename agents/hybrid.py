@@ -69,6 +69,7 @@ class Hybrid(Estimator):
     """Metz et al. 2019: antithetic ES and reparameterization gradients, inverse-variance mixed."""
 
     name = "hybrid"
+    supports_sharding = False  # autodiff through a shard_map window: not built yet
 
     def __init__(self, env, policy, num_particles, sigma, unroll_length=None, **kwargs):
         if not env.spec.differentiable:

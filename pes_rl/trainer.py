@@ -24,7 +24,7 @@ import optax
 from jax.flatten_util import ravel_pytree
 from omegaconf import DictConfig, OmegaConf
 
-from pes_rl import agents, lopt
+from pes_rl import agents, lopt, sharding
 from pes_rl.agents import curriculum
 from pes_rl.agents.base import WindowLength
 from pes_rl.checkpoint import Checkpointer
@@ -87,9 +87,30 @@ def build(cfg: DictConfig):
     policy = make_policy(cfg, env)
     agent_kwargs = OmegaConf.to_container(cfg.agent, resolve=True)
     agent_kwargs.pop("curriculum", None)
-    agent = agents.make(agent_kwargs.pop("name"), env=env, policy=policy, **agent_kwargs)
+    name = agent_kwargs.pop("name")
+    mesh = make_population_mesh(cfg, env, name)
+    agent = agents.make(name, env=env, policy=policy, mesh=mesh, **agent_kwargs)
     optimizer = make_optimizer(cfg.optimizer)
     return env, policy, agent, optimizer
+
+
+def make_population_mesh(cfg: DictConfig, env, agent_name: str):
+    """The device mesh ``train.devices`` asks for (None: one device, unsharded). ``all`` uses
+    every local device where the population can be split (a JAX env; es, tes, pes, nres) and
+    one device elsewhere; an explicit count > 1 there is an error."""
+    devices = OmegaConf.select(cfg, "train.devices", default="all")
+    estimator = agents.AGENTS.get(agent_name)
+    splittable = not getattr(env, "is_host", False) and getattr(
+        estimator, "supports_sharding", False
+    )
+    if splittable:
+        return sharding.make_mesh(devices)
+    if devices not in ("all", 1):
+        raise ValueError(
+            f"train.devices={devices} needs a JAX env and es, tes, pes or nres (got "
+            f"{agent_name} on {env!r}); use train.devices=1"
+        )
+    return None
 
 
 def make_curriculum(cfg: DictConfig, agent) -> curriculum.TruncationCurriculum | None:
