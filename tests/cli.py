@@ -56,6 +56,19 @@ def run_train(
     )  # fmt: skip
 
 
+def run_evaluate(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    """``python -m pes_rl.evaluate <args>``; skips the test when it says nothing can render."""
+    import pytest
+
+    result = subprocess.run(
+        [sys.executable, "-m", "pes_rl.evaluate", *map(str, args)],
+        cwd=REPO, env=cli_env(), capture_output=True, text=True, timeout=timeout,
+    )  # fmt: skip
+    if result.returncode == 2 and "cannot render" in result.stderr:
+        pytest.skip(f"no renderer on this machine: {result.stderr.strip()}")
+    return result
+
+
 def read_metrics(run_dir: Path) -> list[dict]:
     lines = (run_dir / "metrics.jsonl").read_text().splitlines()
     return [json.loads(line) for line in lines if line.strip()]

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 
 import gymnasium
 import jax
 import numpy as np
 import pytest
-from cli import REPO, cli_env, read_metrics
+from cli import read_metrics, run_evaluate
 
 import pes_rl
 from pes_rl import evaluate, normalization
@@ -85,13 +83,9 @@ def test_evaluate_command_returns_and_video(cartpole_run, tmp_path):
     """As a user runs it: N episodes of θ unperturbed, each seeded, and an MP4 of the first."""
     run_dir, _ = cartpole_run
     video, report = tmp_path / "episode.mp4", tmp_path / "evaluation.json"
-    result = subprocess.run(
-        [sys.executable, "-m", "pes_rl.evaluate", str(run_dir), "--episodes", "3", "--seed", "1",
-         "--json", str(report), "--video", str(video)],
-        cwd=REPO, env=cli_env(), capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    if result.returncode == 2 and "cannot render" in result.stderr:
-        pytest.skip(f"no renderer on this machine: {result.stderr.strip()}")
+    result = run_evaluate(
+        run_dir, "--episodes", "3", "--seed", "1", "--json", report, "--video", video
+    )
     assert result.returncode == 0, result.stderr
     summary = json.loads(report.read_text())
     assert "return" in result.stdout and "over 3 episodes" in result.stdout
@@ -150,13 +144,7 @@ def test_evaluate_renders_a_brax_episode(tmp_path):
         "train.iterations=2", "train.progress=false", f"run_dir={run_dir}",
     ])  # fmt: skip
     video = tmp_path / "pendulum.mp4"
-    result = subprocess.run(
-        [sys.executable, "-m", "pes_rl.evaluate", str(run_dir), "--episodes", "2",
-         "--video", str(video)],
-        cwd=REPO, env=cli_env(), capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    if result.returncode == 2 and "cannot render" in result.stderr:
-        pytest.skip(f"no renderer on this machine: {result.stderr.strip()}")
+    result = run_evaluate(run_dir, "--episodes", "2", "--video", video)
     assert result.returncode == 0, result.stderr
     assert "Failed to import" not in result.stdout + result.stderr  # MJX's warp notice
     import imageio

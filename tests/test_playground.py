@@ -57,11 +57,8 @@ def test_a_model_that_must_be_downloaded_fails_offline_in_one_line(monkeypatch, 
 
 
 def test_train_then_evaluate_with_a_video(tmp_path):
-    import subprocess
-    import sys
-
     import imageio
-    from cli import REPO, cli_env
+    from cli import run_evaluate
 
     import pes_rl
 
@@ -72,13 +69,7 @@ def test_train_then_evaluate_with_a_video(tmp_path):
         "train.progress=false", f"run_dir={run_dir}",
     ])  # fmt: skip
     video = tmp_path / "balance.mp4"
-    result = subprocess.run(
-        [sys.executable, "-m", "pes_rl.evaluate", str(run_dir), "--episodes", "2",
-         "--video", str(video)],
-        cwd=REPO, env=cli_env(), capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-    if result.returncode == 2 and "cannot render" in result.stderr:
-        pytest.skip(f"no renderer on this machine: {result.stderr.strip()}")
+    result = run_evaluate(run_dir, "--episodes", "2", "--video", video, timeout=600)
     assert result.returncode == 0, result.stderr
     frames = imageio.mimread(video, memtest=False)
     assert len(frames) == 31 and frames[0].std() > 0  # the reset, then 30 steps (the clock)
