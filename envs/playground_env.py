@@ -54,6 +54,11 @@ def _git_without_waiting() -> Iterator[None]:
                 os.environ.pop(key, None)
 
 
+def is_suite_env(playground_env: Any) -> bool:
+    """A dm_control suite env (they never end early), not a locomotion or manipulation one."""
+    return ".dm_control_suite." in type(playground_env).__module__
+
+
 def flatten_obs(obs: Any) -> jax.Array:
     """An observation (array, or dict of arrays in sorted key order) as one float32 vector."""
     if isinstance(obs, dict):
@@ -125,6 +130,10 @@ class PlaygroundEnv(Env):
             observation_space=spaces.Box(-np.inf, np.inf, (size,), np.float32),
             action_space=spaces.Box(-1.0, 1.0, (self.playground_env.action_size,), np.float32),
             horizon=episode_length or config_length,
+            # The suite's episodes end only on the clock (done flags only NaN), so the engine
+            # prepares resets only for windows that reach it: a CheetahRun reset settles the
+            # model for hundreds of physics steps, more than a whole window costs.
+            early_termination=not is_suite_env(self.playground_env),
         )
 
     def reset(self, key: jax.Array) -> State:
