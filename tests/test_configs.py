@@ -13,10 +13,17 @@ from pes_rl.config import CONFIG_DIR, compose, validate
 from pes_rl.trainer import build
 
 EXPERIMENTS = sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml"))
+# Playground experiments need the playground extra (and load an MJX model each): -m playground.
+EXPERIMENT_PARAMS = [
+    pytest.param(name, marks=pytest.mark.playground) if name.startswith("playground_") else name
+    for name in EXPERIMENTS
+]
 
 
-@pytest.mark.parametrize("experiment", EXPERIMENTS)
+@pytest.mark.parametrize("experiment", EXPERIMENT_PARAMS)
 def test_experiment_configs_build(experiment):
+    if experiment.startswith("playground_"):
+        pytest.importorskip("mujoco_playground", reason='pip install -e ".[playground]"')
     cfg = compose([f"experiment={experiment}"])
     validate(cfg)
     if cfg.agent.name == "random_search":  # not an estimator: runs pes_rl.random_search
