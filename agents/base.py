@@ -96,7 +96,7 @@ class Estimator:
                 f"agent.stagger=true is not supported on host (Gymnasium) env {env!r}: its "
                 "sub-envs cannot be advanced one at a time; use agent.stagger=false"
             )
-        if mesh is not None and (self.host or not self.supports_sharding):
+        if mesh is not None and not self.splits_over_devices(env):
             raise ValueError(
                 f"a device mesh needs a JAX env and es, tes, pes or nres; got {self.name} on "
                 f"{env!r} (use train.devices=1)"
@@ -122,6 +122,12 @@ class Estimator:
             self._jit_init = jax.jit(self._init_state)
             # One compilation per scan length: a full window, or a power-of-two bucket.
             self._jit_estimate = jax.jit(self._estimate, static_argnums=3, donate_argnums=0)
+
+    @classmethod
+    def splits_over_devices(cls, env: Env) -> bool:
+        """Whether this estimator's population on ``env`` can be split over a device mesh (a
+        JAX env, and an estimator that supports it)."""
+        return cls.supports_sharding and not getattr(env, "is_host", False)
 
     def _check_unroll_length(self, unroll_length: int | None) -> int:
         if unroll_length is None:

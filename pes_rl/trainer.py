@@ -99,11 +99,8 @@ def make_population_mesh(cfg: DictConfig, env, agent_name: str):
     every local device where the population can be split (a JAX env; es, tes, pes, nres) and
     one device elsewhere; an explicit count > 1 there is an error."""
     devices = OmegaConf.select(cfg, "train.devices", default="all")
-    estimator = agents.AGENTS.get(agent_name)
-    splittable = not getattr(env, "is_host", False) and getattr(
-        estimator, "supports_sharding", False
-    )
-    if splittable:
+    estimator = agents.AGENTS.get(agent_name)  # an unknown name fails in agents.make
+    if estimator is not None and estimator.splits_over_devices(env):
         return sharding.make_mesh(devices)
     if devices not in ("all", 1):
         raise ValueError(
