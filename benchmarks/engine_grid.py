@@ -75,9 +75,9 @@ def main() -> None:
                 print(f"{name:9s} {num:5d} {length:4d} {row['raw_sps']:13,.0f} "
                       f"{row['engine_sps']:13,.0f} {row['engine_sps'] / row['raw_sps']:6.2f} "
                       f"{row['compile_s']:9.2f}", flush=True)  # fmt: skip
-    if args.json:
-        record = {"env": args.env, "device": device, "rows": rows}
-        args.json.write_text(json.dumps(record, indent=1) + "\n")
+                if args.json:  # after every row: a run stopped early keeps what it measured
+                    record = {"env": args.env, "device": device, "rows": rows}
+                    args.json.write_text(json.dumps(record, indent=1) + "\n")
 
 
 if __name__ == "__main__":

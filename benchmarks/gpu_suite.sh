@@ -18,16 +18,17 @@ python3 -c "import jax, brax; print('jax', jax.__version__, jax.devices(), 'brax
 # 1. The GPU-sized experiment as a user runs it (1024 particles, K = 100, T = 1000).
 # Stopped by Ctrl-C after 170 s if it has not finished: it saves a checkpoint and says so.
 run=$(mktemp -d)
-timeout -s INT 170 python3 ../train.py experiment=brax_halfcheetah_pes "run_dir=$run" 2>&1 \
-    | tail -20 | tee "$out/train.txt"
+# (python -m pes_rl.cli from here: in the repo root, its pes_rl/ folder would shadow the install)
+timeout -s INT 170 python3 -m pes_rl.cli train experiment=brax_halfcheetah_pes "run_dir=$run" \
+    2>&1 | tail -20 | tee "$out/train.txt"
 cp "$run/metrics.jsonl" "$out/halfcheetah_pes_metrics.jsonl"
 
 # 2. Engine vs raw stepping on a Brax env, compile time apart.
 timeout 140 python3 engine_grid.py --env brax/halfcheetah --particles 256 1024 4096 \
-    --unroll-lengths 100 --estimators pes --calls 5 --json "$out/engine_grid_gpu.json" \
+    --unroll-lengths 100 --estimators pes --calls 1 --json "$out/engine_grid_gpu.json" \
     2>&1 | tee "$out/engine_grid.txt"
 
 # 3. Training loop, Brax's ES trainer and evosax on the same env and population.
 timeout 235 python3 side_by_side.py --env halfcheetah --num-particles 1024 \
-    --unroll-length 100 --horizon 1000 --seconds 8 --brax-epochs 4 \
+    --unroll-length 100 --horizon 1000 --seconds 20 --brax-epochs 2 \
     --json "$out/side_by_side_gpu.json" 2>&1 | tee "$out/side_by_side.txt"

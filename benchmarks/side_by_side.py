@@ -9,10 +9,9 @@ run every episode for T steps in lockstep and keep stepping an env whose episode
 steps are not counted. pes_rl resets an ended episode at once, so all its steps count.
 
 * raw: ``jit(lax.scan(vmap(env.step)))`` with the linear policy, K steps per call.
-* pes_rl pes / es: ``pes_rl.train`` (the whole loop: estimate, optax update, metrics, final
-  evaluation and checkpoint), run for I and 3I iterations after a warm-up run; the rate is
-  the difference in env steps over the difference in wall time, so compilation and the final
-  evaluation cancel.
+* pes_rl pes / es: ``pes_rl.train`` (the whole loop: estimate, optax update, metrics), with
+  evaluation only at the end; the rate is the median of the trainer's own ``steps_per_s``
+  records, the first (compilation) and last (evaluation) flushes left out.
 * brax es: ``brax.training.agents.es.train`` with a linear network (``hidden_layer_sizes=()``);
   the rate is Brax's own ``training/sps`` of its last epoch (timed by Brax, blocking, without
   its evaluations), times the fraction of that interval's steps that were real.
@@ -25,6 +24,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -55,26 +55,21 @@ def pes_rl_rate(
     env_id: str, backend: str, estimator: str, num: int, length: int | None, horizon: int,
     iterations: int,
 ) -> float:  # fmt: skip
-    """Steps/s of the whole ``pes_rl.train`` loop: after a warm-up run, runs of ``iterations``
-    and ``3 × iterations``; compilation and the final evaluation cancel in the difference."""
-
-    def run(count: int) -> tuple[float, int]:
-        with tempfile.TemporaryDirectory() as run_dir:
-            start = time.perf_counter()
-            result = pes_rl.train([
-                "env=brax", f"env.id={env_id}", f"env.kwargs.backend={backend}",
-                f"env.kwargs.episode_length={horizon}", f"agent={estimator}",
-                f"agent.num_particles={num}", f"agent.unroll_length={length or 'null'}",
-                "agent.sigma=0.03", "agent.obs_normalization=true", "policy=linear",
-                f"train.iterations={count}", "train.eval_every=0", "train.eval_episodes=1",
-                "train.checkpoint_every=0", "train.progress=false", f"run_dir={run_dir}",
-            ])  # fmt: skip
-            return time.perf_counter() - start, result.history[-1]["env_steps"]
-
-    run(iterations)  # warm-up: the later runs compile with the same warm caches
-    short_seconds, short_steps = run(iterations)
-    long_seconds, long_steps = run(3 * iterations)
-    return (long_steps - short_steps) / (long_seconds - short_seconds)
+    """Median steps/s of the trainer's own records (one per flush, about every 2 s), the
+    first (compilation) and last (final evaluation) flushes left out."""
+    with tempfile.TemporaryDirectory() as run_dir:
+        result = pes_rl.train([
+            "env=brax", f"env.id={env_id}", f"env.kwargs.backend={backend}",
+            f"env.kwargs.episode_length={horizon}", f"agent={estimator}",
+            f"agent.num_particles={num}", f"agent.unroll_length={length or 'null'}",
+            "agent.sigma=0.03", "agent.obs_normalization=true", "policy=linear",
+            f"train.iterations={iterations}", "train.eval_every=0", "train.eval_episodes=1",
+            "train.checkpoint_every=0", "train.progress=false", f"run_dir={run_dir}",
+        ])  # fmt: skip
+    rates = list(dict.fromkeys(record["steps_per_s"] for record in result.history))
+    if len(rates) < 3:
+        raise SystemExit(f"pes_rl {estimator}: {len(rates)} flushes, too few; raise --seconds")
+    return statistics.median(rates[1:-1])
 
 
 def brax_es_rate(
@@ -158,7 +153,7 @@ def main() -> None:
     parser.add_argument("--unroll-length", type=int, default=100, help="PES window K")
     parser.add_argument("--horizon", type=int, default=1000, help="episode length T")
     parser.add_argument("--seconds", type=float, default=20.0,
-                        help="rough extra time of the longer pes_rl run")  # fmt: skip
+                        help="rough length of each pes_rl run after compilation")  # fmt: skip
     parser.add_argument("--brax-epochs", type=int, default=2, help="Brax ES epochs per interval")
     parser.add_argument("--brax-eval-envs", type=int, default=16)
     parser.add_argument("--evosax-generations", type=int, default=2)
@@ -176,7 +171,7 @@ def main() -> None:
         elif method.startswith("pes_rl"):
             estimator = method.split()[1]
             window = length if estimator != "es" else horizon
-            iterations = max(2, round(args.seconds * raw / (2 * num * window)))
+            iterations = max(5, round(args.seconds * raw / (num * window)))
             rate = pes_rl_rate(
                 args.env, args.backend, estimator, num,
                 None if estimator == "es" else length, horizon, iterations,

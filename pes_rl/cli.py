@@ -101,3 +101,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"error: unknown command {command!r}: use train, {', '.join(COMMANDS)}",
               file=sys.stderr)  # fmt: skip
         sys.exit(2)
+
+
+if __name__ == "__main__":  # python -m pes_rl.cli, where the pes-rl script is not on PATH
+    main()

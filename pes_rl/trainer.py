@@ -351,6 +351,8 @@ def train_in_run_dir(cfg: DictConfig, run_dir: Path) -> TrainResult:
             if schedule is not None:
                 metrics["unroll_length"] = length
             pending.append((iteration, metrics))
+            if len(pending) > 1:  # one iteration queued ahead at most: flushes follow real time
+                jax.block_until_ready(pending[-2][1])
             final = iteration == total
             do_eval = final or (eval_every > 0 and iteration % eval_every == 0)
             do_checkpoint = final or (checkpoint_every > 0 and iteration % checkpoint_every == 0)
