@@ -35,6 +35,7 @@ OmegaConf.register_new_resolver("path_part", path_part, replace=True)
 def hydra_train(cfg: DictConfig) -> float | None:
     """One training run (or one job of a sweep); exits 2 with one line on a config error."""
     import pes_rl
+    from pes_rl import distributed
 
     overrides = [o for o in HydraConfig.get().overrides.task if not o.startswith("resume=")]
     try:
@@ -54,6 +55,10 @@ def hydra_train(cfg: DictConfig) -> float | None:
         resume = " ".join([*overrides, f"hydra.run.dir={stopped.run_dir}", "resume=true"])
         print(f"\n{stopped}\nresume with: {train_program()} {resume}", file=sys.stderr)
         sys.exit(130)
+    if Path(cfg.run_dir).resolve() != result.run_dir.resolve():
+        remove_if_unused(Path(cfg.run_dir))  # another process's run dir was used: this one's
+    if not distributed.is_primary():  # process 0 reports for a distributed run
+        return None
     last = result.history[-1]
     print(
         f"done: {last['iteration']} iterations, {last['env_steps']:,} env steps, "

@@ -14,7 +14,8 @@ from pes_rl.checks import is_positive_int
 CONFIG_DIR = Path(str(importlib.resources.files("pes_rl.configs")))  # package data
 # Keys that may change between a run and its resumption without changing its results.
 RESUMABLE_KEYS = (
-    "train.iterations", "train.progress", "train.devices", "logger", "resume", "run_dir",
+    "train.iterations", "train.progress", "train.devices", "train.distributed", "logger",
+    "resume", "run_dir",
 )  # fmt: skip
 
 

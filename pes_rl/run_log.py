@@ -69,31 +69,37 @@ class MetricsFile:
     new file and renaming it over the old one, so a crash at any moment keeps every line.
     """
 
-    def __init__(self, run_dir: Path, keep_until: int | None = None):
+    def __init__(self, run_dir: Path, keep_until: int | None = None, write: bool = True):
+        """``write=False`` keeps the history in memory only (the other processes of a
+        distributed run: process 0 writes the file)."""
         self.path = run_dir / "metrics.jsonl"
         self.history: list[dict[str, Any]] = []
         if keep_until is not None and self.path.exists():
             records = read_records(self.path)
             self.history = [r for r in records if r["iteration"] <= keep_until]
-        atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in self.history))
-        self._file = self.path.open("a")
+        self._file = None
+        if write:
+            atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in self.history))
+            self._file = self.path.open("a")
 
     def write(self, record: dict[str, Any]) -> None:
-        self._file.write(json.dumps(record) + "\n")
-        self._file.flush()
+        if self._file is not None:
+            self._file.write(json.dumps(record) + "\n")
+            self._file.flush()
         self.history.append(record)
 
     def close(self) -> None:
-        self._file.close()
+        if self._file is not None:
+            self._file.close()
 
 
 class WandbRun:
     """Logs to W&B when asked; any W&B failure warns once and turns W&B off."""
 
-    def __init__(self, cfg: DictConfig, run_dir: Path):
+    def __init__(self, cfg: DictConfig, run_dir: Path, enabled: bool = True):
         self.run = None
         logger = cfg.logger
-        if logger.name != "wandb":
+        if logger.name != "wandb" or not enabled:
             return
         mode = logger.get("mode") or os.environ.get("WANDB_MODE") or "offline"
         id_file = run_dir / "wandb_id.txt"

@@ -125,3 +125,11 @@ def constrain_particles(tree: Any, mesh: Mesh, num_particles: int) -> Any:
         return x
 
     return jax.tree.map(constrain, tree)
+
+
+def replicate(tree: Any, mesh: Mesh | None) -> Any:
+    """``tree`` as arrays replicated over ``mesh`` (unchanged without one): θ, the optimizer
+    state and keys start like this so that a checkpoint restores them replicated too."""
+    if mesh is None:
+        return tree
+    return jax.jit(lambda x: x, out_shardings=NamedSharding(mesh, REPLICATED))(tree)

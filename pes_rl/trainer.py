@@ -7,6 +7,7 @@ device in batches, not after every iteration, so the device stays busy.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import inspect
@@ -24,7 +25,7 @@ import optax
 from jax.flatten_util import ravel_pytree
 from omegaconf import DictConfig, OmegaConf
 
-from pes_rl import agents, lopt, sharding
+from pes_rl import agents, distributed, lopt, sharding
 from pes_rl.agents import curriculum
 from pes_rl.agents.base import WindowLength
 from pes_rl.checkpoint import Checkpointer
@@ -34,7 +35,7 @@ from pes_rl.envs.gymnax_env import twin_hint
 from pes_rl.envs.learned_optimizer import LearnedOptimizer
 from pes_rl.evaluation import make_evaluate
 from pes_rl.host_engine import make_host_evaluate
-from pes_rl.run_dir import atomic_write_text, claim, path_part
+from pes_rl.run_dir import RunDirError, atomic_write_text, claim, path_part
 from pes_rl.run_log import MetricsFile, Progress, WandbRun, clean
 from pes_rl.trained import POLICY_FILE, save_policy
 
@@ -102,6 +103,11 @@ def make_population_mesh(cfg: DictConfig, env, agent_name: str):
     estimator = agents.AGENTS.get(agent_name)  # an unknown name fails in agents.make
     if estimator is not None and estimator.splits_over_devices(env):
         return sharding.make_mesh(devices)
+    if jax.process_count() > 1:
+        raise ValueError(
+            f"train.distributed needs a JAX env and es, tes, pes or nres (got {agent_name} on "
+            f"{env!r}): host (Gymnasium) envs and hybrid run in one process"
+        )
     if devices not in ("all", 1):
         raise ValueError(
             f"train.devices={devices} needs a JAX env and es, tes, pes or nres (got "
@@ -252,8 +258,19 @@ def train(config: DictConfig | dict | list[str] | None = None) -> TrainResult:
     """
     cfg = as_config(config)
     validate(cfg)
-    run_dir = resolve_run_dir(cfg)
-    with claim(run_dir, resume=cfg.resume):
+    distributed.initialize(cfg)  # before any JAX op
+    if jax.process_count() > 1 and cfg.agent.name == "random_search":
+        raise ValueError("train.distributed runs es, tes, pes or nres; random_search runs alone")
+    run_dir = distributed.agree_on_path(resolve_run_dir(cfg))
+    with contextlib.ExitStack() as owned:
+        refused = None
+        if distributed.is_primary():  # the other processes of a distributed run wait for it
+            try:
+                owned.enter_context(claim(run_dir, resume=cfg.resume))
+            except RunDirError as error:
+                refused = error
+        if not distributed.primary_says(refused is None):
+            raise refused or RunDirError(f"process 0 could not use {run_dir}; its output says why")
         if cfg.agent.name == "random_search":
             from pes_rl import random_search
 
@@ -274,9 +291,10 @@ def train_in_run_dir(cfg: DictConfig, run_dir: Path) -> TrainResult:
     key = jax.random.key(cfg.train.seed)
     key, policy_key, agent_key, eval_key = jax.random.split(key, 4)
     params = policy.init(policy_key)
-    state = TrainState(
-        params, optimizer.init(params), agent.init(agent_key, params), key, jnp.zeros((), jnp.int32)
+    params, opt_state, key, iteration = sharding.replicate(
+        (params, optimizer.init(params), key, jnp.zeros((), jnp.int32)), agent.mesh
     )
+    state = TrainState(params, opt_state, agent.init(agent_key, params), key, iteration)
     checkpointer = Checkpointer(run_dir)
     config_path = run_dir / "config.yaml"
     start = 0
@@ -286,9 +304,11 @@ def train_in_run_dir(cfg: DictConfig, run_dir: Path) -> TrainResult:
         raise ValueError(
             f"train.iterations must exceed the {start} iterations already done in {run_dir}"
         )
-    atomic_write_text(config_path, OmegaConf.to_yaml(cfg, resolve=True))
+    primary = distributed.is_primary()  # the one process that writes the run's files
+    if primary:
+        atomic_write_text(config_path, OmegaConf.to_yaml(cfg, resolve=True))
 
-    metrics_file = MetricsFile(run_dir, keep_until=start)
+    metrics_file = MetricsFile(run_dir, keep_until=start, write=primary)
     env_steps = metrics_file.history[-1]["env_steps"] if metrics_file.history else 0
     iteration_fn = make_iteration(agent, optimizer)
     schedule = make_curriculum(cfg, agent)
@@ -297,8 +317,8 @@ def train_in_run_dir(cfg: DictConfig, run_dir: Path) -> TrainResult:
     evaluate = (make_host_evaluate if agent.host else make_evaluate)(
         env, policy, cfg.train.eval_episodes, cfg.train.eval_steps
     )
-    wandb_run = WandbRun(cfg, run_dir)
-    progress = Progress(cfg.train.progress, total, start)
+    wandb_run = WandbRun(cfg, run_dir, enabled=primary)
+    progress = Progress(cfg.train.progress and primary, total, start)
     eval_every, checkpoint_every = cfg.train.eval_every, cfg.train.checkpoint_every
     last_checkpoint = start
 
@@ -367,12 +387,14 @@ def train_in_run_dir(cfg: DictConfig, run_dir: Path) -> TrainResult:
                     )
                 flush(eval_metrics)
             if do_checkpoint or stop["requested"]:
-                checkpointer.save(iteration, state)
+                checkpointer.save(iteration, state)  # every process writes its own shards
                 last_checkpoint = iteration
-                save_policy(
-                    run_dir / POLICY_FILE, cfg, state.params, state.agent_state.obs_norm, iteration
-                )
-                if save_lopt:  # θ in a form that loads without this config (pes_rl.lopt.load)
+                if primary:
+                    save_policy(
+                        run_dir / POLICY_FILE, cfg, state.params, state.agent_state.obs_norm,
+                        iteration,
+                    )  # fmt: skip
+                if save_lopt and primary:  # θ that loads without this config (pes_rl.lopt.load)
                     lopt.save(
                         run_dir / "lopt_theta.npz", env.unravel(ravel_pytree(state.params)[0])
                     )

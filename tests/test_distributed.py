@@ -1,0 +1,93 @@
+"""Two ``train.py`` processes on localhost train as one (jax.distributed, gloo on CPU)."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+
+import numpy as np
+import pytest
+from cli import REPO, cli_env, read_metrics, run_train, train_command
+
+from pes_rl import trained
+
+COMMON = [
+    "experiment=influence_balancing_pes", "agent.num_particles=16", "train.eval_every=10",
+    "train.checkpoint_every=10",
+]  # fmt: skip
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("localhost", 0))
+        return probe.getsockname()[1]
+
+
+def run_two_processes(run_dir, *overrides: str) -> list[subprocess.CompletedProcess]:
+    """Both processes of one distributed run; each gets the same overrides and its own id."""
+    port = free_port()
+    processes = [
+        subprocess.Popen(
+            train_command(
+                run_dir, *COMMON, *overrides, "train.distributed.enabled=true",
+                f"train.distributed.coordinator=localhost:{port}",
+                "train.distributed.num_processes=2", f"train.distributed.process_id={index}",
+            ),
+            cwd=REPO, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        for index in (0, 1)
+    ]
+    results = []
+    for process in processes:
+        stdout, stderr = process.communicate(timeout=300)
+        results.append(
+            subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+        )
+    return results
+
+
+@pytest.mark.slow  # 6 processes, about 20 s
+def test_two_processes_train_as_one_and_resume_together(tmp_path):
+    two = run_two_processes(tmp_path / "two", "train.iterations=20")
+    for result in two:
+        assert result.returncode == 0, result.stderr
+    assert "done: 20 iterations" in two[0].stdout
+    assert "done:" not in two[1].stdout  # process 0 reports for the run
+    one = run_train(tmp_path / "one", *COMMON, "train.iterations=20")
+    assert one.returncode == 0, one.stderr
+
+    # One metrics line per iteration (process 0 writes), the same run as one process of N = 16.
+    records = {name: read_metrics(tmp_path / name) for name in ("one", "two")}
+    assert [r["iteration"] for r in records["two"]] == list(range(1, 21))
+    evals = {
+        name: [r["eval_return"] for r in rs if "eval_return" in r] for name, rs in records.items()
+    }
+    assert evals["two"] == pytest.approx(evals["one"], rel=1e-5)
+    theta_one = trained.load(tmp_path / "one").params
+    theta_two = trained.load(tmp_path / "two").params
+    for leaf_one, leaf_two in zip(*map(np.ravel, (theta_one, theta_two)), strict=True):
+        np.testing.assert_allclose(leaf_two, leaf_one, rtol=1e-5, atol=1e-7)
+
+    # Both processes restore the orbax checkpoint (each its own shards) and go on together.
+    resumed = run_two_processes(tmp_path / "two", "train.iterations=30", "resume=true")
+    for result in resumed:
+        assert result.returncode == 0, result.stderr
+    longer = run_train(tmp_path / "one", *COMMON, "train.iterations=30", "resume=true")
+    assert longer.returncode == 0, longer.stderr
+    final = {name: read_metrics(tmp_path / name)[-1] for name in ("one", "two")}
+    assert final["two"]["iteration"] == 30
+    assert final["two"]["eval_return"] == pytest.approx(final["one"]["eval_return"], rel=1e-5)
+
+
+def test_distributed_settings_that_cannot_work_say_why(tmp_path):
+    devices = run_train(
+        tmp_path / "devices", *COMMON, "train.iterations=1", "train.distributed.enabled=true",
+        "train.devices=1",
+    )  # fmt: skip
+    assert devices.returncode == 2
+    assert "train.distributed needs train.devices=all" in devices.stderr
+    nowhere = run_train(
+        tmp_path / "nowhere", *COMMON, "train.iterations=1", "train.distributed.enabled=true"
+    )
+    assert nowhere.returncode == 2
+    assert "set train.distributed.coordinator (host:port of process 0)" in nowhere.stderr
