@@ -102,6 +102,13 @@ class Estimator:
                 f"{env!r} (use train.devices=1)"
             )
         sharding.check_divisible(num_particles, mesh, antithetic)
+        processes = jax.process_count()  # a distributed host env run: a slice per process
+        if self.host and processes > 1 and num_particles % (processes * (2 if antithetic else 1)):
+            raise ValueError(
+                f"agent.num_particles ({num_particles}) must divide by "
+                f"{'2 × ' if antithetic else ''}the {processes} processes so that every "
+                f"process steps whole {'antithetic pairs' if antithetic else 'particles'}"
+            )
         self.mesh = mesh
         self.env = env
         self.policy = policy
@@ -182,7 +189,10 @@ class Estimator:
     def _init_state(self, key: jax.Array, params: Params) -> Any:
         flat, unravel = ravel_pytree(params)
         if self.host and self.population is None:
-            self.population = HostPopulation(self.env, self.num_particles, self._act_fn(unravel))
+            self.population = HostPopulation(
+                self.env, self.num_particles, self._act_fn(unravel), jax.process_count(),
+                jax.process_index(),
+            )  # fmt: skip
         obs_norm = None
         if self.obs_normalization:
             obs_size = math.prod(self.env.spec.observation_space.shape)

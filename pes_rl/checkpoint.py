@@ -19,7 +19,9 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import orbax.checkpoint as ocp
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from pes_rl.run_dir import RunDirError
 
@@ -47,6 +49,36 @@ def _from_saved(restored: Any, template: Any) -> Any:
         return x
 
     return jax.tree.map(back, restored, template)
+
+
+def _is_process_local(x: Any) -> bool:
+    return isinstance(x, np.ndarray) or (isinstance(x, jax.Array) and x.is_fully_addressable)
+
+
+def _global(tree: Any) -> Any:
+    """In a many-process run, arrays each process holds whole (a host env run's state, the
+    same in every process) as arrays replicated over all processes' devices: orbax saves
+    only global arrays there. Arrays split over the devices stay as they are."""
+    if jax.process_count() == 1:
+        return tree
+    everywhere = NamedSharding(Mesh(np.array(jax.devices()), ("all",)), PartitionSpec())
+
+    def to_global(x):
+        if not _is_process_local(x):
+            return x
+        local = np.asarray(x)
+        return jax.make_array_from_callback(local.shape, everywhere, lambda index: local[index])
+
+    return jax.tree.map(to_global, tree)
+
+
+def _local_like(restored: Any, template: Any) -> Any:
+    """Restored arrays back in this process alone where the template's were."""
+    if jax.process_count() == 1:
+        return restored
+    return jax.tree.map(
+        lambda x, ref: x.addressable_data(0) if _is_process_local(ref) else x, restored, template
+    )
 
 
 @contextmanager
@@ -89,14 +121,15 @@ class Checkpointer:
 
     def save(self, iteration: int, state: Any) -> None:
         """Saves ``state`` and waits until it is on disk."""
-        self.manager.save(iteration, args=ocp.args.StandardSave(_to_saveable(state)))
+        self.manager.save(iteration, args=ocp.args.StandardSave(_global(_to_saveable(state))))
         self.manager.wait_until_finished()
 
     def restore(self, iteration: int, template: Any) -> Any:
         """Restores the state saved at ``iteration`` with the structure of ``template``."""
-        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, _to_saveable(template))
+        saveable = _to_saveable(template)
+        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, _global(saveable))
         restored = self.manager.restore(iteration, args=ocp.args.StandardRestore(abstract))
-        return _from_saved(restored, template)
+        return _from_saved(_local_like(restored, saveable), template)
 
     def restore_saved(self, iteration: int) -> Any:
         """The tree saved at ``iteration`` as saved (dicts and lists; typed keys as raw data),

@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from gymnasium import spaces
+from jax.experimental import multihost_utils
 from jax.flatten_util import ravel_pytree
 
 from pes_rl import engine, normalization
@@ -29,12 +30,24 @@ def seed_stream(key: jax.Array) -> np.random.Generator:
 
 
 class HostPopulation:
-    """``num_particles`` sub-envs of a Gymnasium env and the jitted batched policy."""
+    """``num_particles`` sub-envs of a Gymnasium env and the jitted batched policy.
 
-    def __init__(self, env: GymnasiumEnv, num_particles: int, act: ActFn):
+    With ``processes`` > 1 (a ``train.distributed`` run) this process steps only its slice
+    ``process`` of the particles; every process passes and gets back the whole population, and
+    after each window the slices' results are gathered, so the estimators see all N particles
+    and compute the same update in every process.
+    """
+
+    def __init__(
+        self, env: GymnasiumEnv, num_particles: int, act: ActFn, processes: int = 1,
+        process: int = 0,
+    ):  # fmt: skip
         self.env = env
         self.num_particles = num_particles
-        self.vector = env.make_vector(num_particles)
+        self.processes = processes
+        share = num_particles // processes
+        self.owned = slice(process * share, (process + 1) * share)
+        self.vector = env.make_vector(share)
         self.discrete = isinstance(env.spec.action_space, spaces.Discrete)
 
         @jax.jit
@@ -49,10 +62,11 @@ class HostPopulation:
         )
 
     def reset(self, seeds: np.ndarray) -> Particles:
-        """Fresh episodes for every sub-env, sub-env i seeded with ``seeds[i]``."""
-        obs, _ = self.vector.reset(seed=[int(s) for s in seeds])
+        """Fresh episodes for every sub-env, particle i seeded with ``seeds[i]``."""
+        obs, _ = self.vector.reset(seed=[int(s) for s in np.asarray(seeds)[self.owned]])
+        obs = self._gather(obs.astype(np.float32))
         num = self.num_particles
-        return Particles(obs.astype(np.float32), np.zeros(num, np.int32), np.zeros(num, np.float32))
+        return Particles(obs, np.zeros(num, np.int32), np.zeros(num, np.float32))
 
     def unroll(
         self,
@@ -73,7 +87,11 @@ class HostPopulation:
         stops early once every particle has finished.
         """
         group = np.arange(self.num_particles) if reset_group is None else np.asarray(reset_group)
+        num_groups = int(group.max()) + 1  # every process draws the seeds of all groups
         theta_after_end = theta if theta_after_end is None else theta_after_end
+        owned = self.owned
+        group, theta, theta_after_end = group[owned], theta[owned], theta_after_end[owned]
+        particles = jax.tree.map(lambda x: np.asarray(x)[owned], particles)
         rng = seed_stream(key)
         obs = np.asarray(particles.env_state, np.float32)
         tally = engine.start_tally(particles, obs.reshape(len(obs), -1).shape[1])
@@ -90,14 +108,29 @@ class HostPopulation:
             )  # fmt: skip
             # Masked-out particles keep stepping (the vector steps them all): reset them too.
             needs_reset = np.asarray(done) | terminated | truncated
-            group_seeds = rng.integers(0, 2**31 - 1, size=int(group.max()) + 1)
+            group_seeds = rng.integers(0, 2**31 - 1, size=num_groups)
             if needs_reset.any():
                 reset_obs, _ = self.vector.reset(
                     seed=[int(s) for s in group_seeds[group]], options={"reset_mask": needs_reset}
                 )
                 next_obs = np.where(needs_reset[:, None], reset_obs, next_obs)
             obs = np.asarray(next_obs, np.float32).reshape(obs.shape)
-        return engine.finish(obs, tally)
+        particles, window = engine.finish(obs, tally)
+        if self.processes == 1:
+            return particles, window
+        per_particle, totals = window[:6], window[6:]
+        particles, per_particle = self._gather((particles, per_particle))
+        totals = jax.tree.map(
+            lambda x: np.sum(x, axis=0), multihost_utils.process_allgather(totals)
+        )
+        return particles, Window(*per_particle, *totals)
+
+    def _gather(self, tree):
+        """Every process's slice of the particle axis, in process order (or ``tree`` itself in
+        a one-process run)."""
+        if self.processes == 1:
+            return tree
+        return multihost_utils.process_allgather(tree, tiled=True)
 
     def close(self) -> None:
         self.vector.close()

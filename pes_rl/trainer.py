@@ -103,10 +103,10 @@ def make_population_mesh(cfg: DictConfig, env, agent_name: str):
     estimator = agents.AGENTS.get(agent_name)  # an unknown name fails in agents.make
     if estimator is not None and estimator.splits_over_devices(env):
         return sharding.make_mesh(devices)
-    if jax.process_count() > 1:
+    if jax.process_count() > 1 and (estimator is None or not estimator.supports_sharding):
         raise ValueError(
-            f"train.distributed needs a JAX env and es, tes, pes or nres (got {agent_name} on "
-            f"{env!r}): host (Gymnasium) envs and hybrid run in one process"
+            f"train.distributed runs es, tes, pes or nres (got {agent_name}): hybrid runs in "
+            "one process"
         )
     if devices not in ("all", 1):
         raise ValueError(
@@ -282,7 +282,7 @@ def train_in_run_dir(cfg: DictConfig, run_dir: Path) -> TrainResult:
     """``train`` with an ES-family agent, in a run dir this process has claimed."""
     env, policy, agent, optimizer = build(cfg)
     hint = twin_hint(env.gym_id) if agent.host else None
-    if hint:
+    if hint and distributed.is_primary():
         print(hint, file=sys.stderr)
     cfg = OmegaConf.merge(cfg, {"run_dir": str(run_dir)})
     total = cfg.train.iterations

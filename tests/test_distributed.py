@@ -7,7 +7,7 @@ import subprocess
 
 import numpy as np
 import pytest
-from cli import REPO, cli_env, read_metrics, run_train, train_command
+from cli import REPO, cli_env, read_metrics, run_train, train_command, without_timing
 
 from pes_rl import trained
 
@@ -24,16 +24,23 @@ def free_port() -> int:
 
 
 def run_two_processes(run_dir, *overrides: str) -> list[subprocess.CompletedProcess]:
-    """Both processes of one distributed run; each gets the same overrides and its own id."""
+    """Both processes of one distributed run: the same overrides, each its own process id."""
     port = free_port()
     processes = [
         subprocess.Popen(
             train_command(
-                run_dir, *COMMON, *overrides, "train.distributed.enabled=true",
+                run_dir,
+                *overrides,
+                "train.distributed.enabled=true",
                 f"train.distributed.coordinator=localhost:{port}",
-                "train.distributed.num_processes=2", f"train.distributed.process_id={index}",
+                "train.distributed.num_processes=2",
+                f"train.distributed.process_id={index}",
             ),
-            cwd=REPO, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            cwd=REPO,
+            env=cli_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )  # fmt: skip
         for index in (0, 1)
     ]
@@ -48,7 +55,7 @@ def run_two_processes(run_dir, *overrides: str) -> list[subprocess.CompletedProc
 
 @pytest.mark.slow  # 6 processes, about 20 s
 def test_two_processes_train_as_one_and_resume_together(tmp_path):
-    two = run_two_processes(tmp_path / "two", "train.iterations=20")
+    two = run_two_processes(tmp_path / "two", *COMMON, "train.iterations=20")
     for result in two:
         assert result.returncode == 0, result.stderr
     assert "done: 20 iterations" in two[0].stdout
@@ -69,7 +76,7 @@ def test_two_processes_train_as_one_and_resume_together(tmp_path):
         np.testing.assert_allclose(leaf_two, leaf_one, rtol=1e-5, atol=1e-7)
 
     # Both processes restore the orbax checkpoint (each its own shards) and go on together.
-    resumed = run_two_processes(tmp_path / "two", "train.iterations=30", "resume=true")
+    resumed = run_two_processes(tmp_path / "two", *COMMON, "train.iterations=30", "resume=true")
     for result in resumed:
         assert result.returncode == 0, result.stderr
     longer = run_train(tmp_path / "one", *COMMON, "train.iterations=30", "resume=true")
@@ -77,6 +84,25 @@ def test_two_processes_train_as_one_and_resume_together(tmp_path):
     final = {name: read_metrics(tmp_path / name)[-1] for name in ("one", "two")}
     assert final["two"]["iteration"] == 30
     assert final["two"]["eval_return"] == pytest.approx(final["one"]["eval_return"], rel=1e-5)
+
+
+@pytest.mark.slow  # 3 processes, about 15 s
+def test_two_processes_step_a_host_env_half_each(tmp_path):
+    """Gymnasium sub-envs split over the processes: the same run as one process (the shared
+    key gives every process the same ε and reset seeds; the windows' results are gathered)."""
+    host = ["env.id=CartPole-v1", "agent.num_particles=8", "agent.unroll_length=20",
+            "train.iterations=6", "train.eval_every=3", "train.checkpoint_every=3"]  # fmt: skip
+    two = run_two_processes(tmp_path / "two", *host)
+    for result in two:
+        assert result.returncode == 0, result.stderr
+    one = run_train(tmp_path / "one", *host)
+    assert one.returncode == 0, one.stderr
+    assert without_timing(read_metrics(tmp_path / "two")) == without_timing(
+        read_metrics(tmp_path / "one")
+    )
+    odd = run_two_processes(tmp_path / "odd", *host, "agent.num_particles=6")
+    assert odd[0].returncode == 2
+    assert "must divide by 2 × the 2 processes" in odd[0].stderr
 
 
 def test_distributed_settings_that_cannot_work_say_why(tmp_path):
