@@ -47,6 +47,11 @@ def initialize(cfg: DictConfig) -> None:
             "(host:port of process 0), num_processes and process_id, or launch under a cluster "
             "launcher JAX reads them from (Slurm, Open MPI)"
         ) from error
+    except RuntimeError as error:  # JAX already ran something in this process
+        raise ValueError(
+            f"train.distributed could not start ({error}): in Python, call pes_rl.train before "
+            "any other JAX work, or call jax.distributed.initialize yourself first"
+        ) from error
 
 
 def is_primary() -> bool:
