@@ -8,6 +8,7 @@ import subprocess
 import numpy as np
 import pytest
 from cli import REPO, cli_env, read_metrics, run_train, train_command, without_timing
+from omegaconf import OmegaConf
 
 from pes_rl import trained
 
@@ -117,3 +118,12 @@ def test_distributed_settings_that_cannot_work_say_why(tmp_path):
     )
     assert nowhere.returncode == 2
     assert "set train.distributed.coordinator (host:port of process 0)" in nowhere.stderr
+
+
+def test_one_process_agrees_with_itself(tmp_path):
+    from pes_rl import distributed
+
+    distributed.initialize(OmegaConf.create({"train": {"distributed": {"enabled": False}}}))
+    assert distributed.is_primary()
+    assert distributed.agree_on_path(tmp_path / "run") == tmp_path / "run"
+    assert distributed.primary_says(True) and not distributed.primary_says(False)
