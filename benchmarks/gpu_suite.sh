@@ -30,5 +30,5 @@ timeout 140 python3 engine_grid.py --env brax/halfcheetah --particles 256 1024 4
 
 # 3. Training loop, Brax's ES trainer and evosax on the same env and population.
 timeout 235 python3 side_by_side.py --env halfcheetah --num-particles 1024 \
-    --unroll-length 100 --horizon 1000 --seconds 20 --brax-epochs 2 \
+    --unroll-length 100 --horizon 1000 --seconds 20 \
     --json "$out/side_by_side_gpu.json" 2>&1 | tee "$out/side_by_side.txt"

@@ -21,7 +21,7 @@ from jax.flatten_util import ravel_pytree
 from pes_rl import agents, envs, policies
 from pes_rl.agents.base import WindowLength
 
-CASES = [  # (env id, policy, policy kwargs, unroll length)
+CASES = [  # (env id, policy, policy kwargs, unroll length K; es unrolls whole episodes)
     ("brax/halfcheetah", "linear", {}, 100),
     ("brax/halfcheetah", "mlp", {"hidden_sizes": [32, 32]}, 100),
     ("brax/halfcheetah", "mlp", {"hidden_sizes": [256, 256]}, 100),
@@ -60,11 +60,12 @@ def main() -> None:
         for name in args.estimators:
             sizes = []
             for particles in (num, 2 * num):
+                length = env.spec.horizon if name == "es" else unroll_length  # ES: episodes
                 agent = agents.make(
                     name, env=env, policy=policy, num_particles=particles, sigma=0.1,
-                    unroll_length=unroll_length,
+                    unroll_length=length,
                 )  # fmt: skip
-                sizes.append(window_bytes(agent, params, unroll_length))
+                sizes.append(window_bytes(agent, params, length))
             state, work = ((big - small) / num for small, big in zip(*sizes, strict=True))
             row = {
                 "env": env_id, "policy": label, "theta_size": size, "estimator": name,

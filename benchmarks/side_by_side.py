@@ -13,8 +13,9 @@ steps are not counted. pes_rl resets an ended episode at once, so all its steps 
   evaluation only at the end; the rate is the median of the trainer's own ``steps_per_s``
   records, the first (compilation) and last (evaluation) flushes left out.
 * brax es: ``brax.training.agents.es.train`` with a linear network (``hidden_layer_sizes=()``);
-  the rate is Brax's own ``training/sps`` of its last epoch (timed by Brax, blocking, without
-  its evaluations), times the fraction of that interval's steps that were real.
+  one epoch (N episodes of T steps) between its evaluations; the rate is Brax's own
+  ``training/sps`` of the third epoch (timed by Brax, blocking, without its evaluations; the
+  first two compile), times the fraction of that epoch's steps that were real.
 * evosax: ``Open_ES`` ask → one jitted episode of all N members → tell, one jitted call per
   generation, timed after two warm-up generations.
 """
@@ -22,6 +23,7 @@ steps are not counted. pes_rl resets an ended episode at once, so all its steps 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
 import statistics
@@ -72,27 +74,37 @@ def pes_rl_rate(
     return statistics.median(rates[1:-1])
 
 
-def brax_es_rate(
-    env_id: str, backend: str, num: int, horizon: int, epochs: int, eval_envs: int
-) -> float:
+class _Enough(Exception):
+    """Stops Brax's ES trainer once the epochs to time have run."""
+
+
+def brax_es_rate(env_id: str, backend: str, num: int, horizon: int, eval_envs: int) -> float:
     from brax import envs as brax_envs
     from brax.training.agents.es import networks, train
 
     calls: list[tuple[int, dict]] = []
-    train.train(
-        environment=brax_envs.get_environment(env_id, backend=backend),
-        num_timesteps=2 * epochs * num * horizon,
-        episode_length=horizon,
-        population_size=num // 2,  # Brax runs each member and its antithetic twin
-        perturbation_std=0.03,
-        normalize_observations=True,
-        num_evals=3,
-        num_eval_envs=eval_envs,
-        network_factory=functools.partial(networks.make_es_networks, hidden_layer_sizes=()),
-        progress_fn=lambda steps, metrics: calls.append((int(steps), metrics)),
-    )
-    (steps_before, _), (steps_after, metrics) = calls[1], calls[2]
-    real_fraction = (steps_after - steps_before) / (epochs * num * horizon)
+
+    def progress(steps, metrics) -> None:
+        calls.append((int(steps), metrics))
+        if len(calls) == 4:  # before training, then after 3 epochs: the first two compile
+            raise _Enough
+
+    budget = 10**9  # never reached: with as many evaluations, Brax evaluates after every epoch
+    with contextlib.suppress(_Enough):
+        train.train(
+            environment=brax_envs.get_environment(env_id, backend=backend),
+            num_timesteps=budget,
+            num_evals=budget + 1,
+            episode_length=horizon,
+            population_size=num // 2,  # Brax runs each member and its antithetic twin
+            perturbation_std=0.03,
+            normalize_observations=True,
+            num_eval_envs=eval_envs,
+            network_factory=functools.partial(networks.make_es_networks, hidden_layer_sizes=()),
+            progress_fn=progress,
+        )
+    (steps_before, _), (steps_after, metrics) = calls[-2], calls[-1]
+    real_fraction = (steps_after - steps_before) / (num * horizon)
     return float(metrics["training/sps"]) * real_fraction
 
 
@@ -154,7 +166,6 @@ def main() -> None:
     parser.add_argument("--horizon", type=int, default=1000, help="episode length T")
     parser.add_argument("--seconds", type=float, default=20.0,
                         help="rough length of each pes_rl run after compilation")  # fmt: skip
-    parser.add_argument("--brax-epochs", type=int, default=2, help="Brax ES epochs per interval")
     parser.add_argument("--brax-eval-envs", type=int, default=16)
     parser.add_argument("--evosax-generations", type=int, default=2)
     parser.add_argument("--methods", nargs="+", default=METHODS)
@@ -177,9 +188,7 @@ def main() -> None:
                 None if estimator == "es" else length, horizon, iterations,
             )  # fmt: skip
         elif method == "brax es":
-            rate = brax_es_rate(
-                args.env, args.backend, num, horizon, args.brax_epochs, args.brax_eval_envs
-            )
+            rate = brax_es_rate(args.env, args.backend, num, horizon, args.brax_eval_envs)
         elif method == "evosax":
             rate = evosax_rate(args.env, args.backend, num, horizon, args.evosax_generations)
         else:
