@@ -41,6 +41,7 @@ from pes_rl.trained import POLICY_FILE, save_policy
 
 Params = Any
 FLUSH_EVERY = 32  # iterations whose metrics are fetched from the device together
+QUEUED_AHEAD = 4  # iterations dispatched ahead of the newest one waited for (keeps JAX busy)
 CURRICULUM_STREAM = 0x6375  # the curriculum's jitter: fold_in(eval_key, this), then the iteration
 THETA_LOG_SIZE = 32  # a meta task's θ up to this size is logged every iteration ("theta")
 
@@ -371,8 +372,8 @@ def train_in_run_dir(cfg: DictConfig, run_dir: Path) -> TrainResult:
             if schedule is not None:
                 metrics["unroll_length"] = length
             pending.append((iteration, metrics))
-            if len(pending) > 1:  # one iteration queued ahead at most: flushes follow real time
-                jax.block_until_ready(pending[-2][1])
+            if len(pending) > QUEUED_AHEAD:  # flushes then follow real time on slow iterations
+                jax.block_until_ready(pending[-1 - QUEUED_AHEAD][1])
             final = iteration == total
             do_eval = final or (eval_every > 0 and iteration % eval_every == 0)
             do_checkpoint = final or (checkpoint_every > 0 and iteration % checkpoint_every == 0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import subprocess
 
+import jax
 import numpy as np
 import pytest
 from cli import REPO, cli_env, read_metrics, run_train, train_command, without_timing
@@ -104,20 +105,22 @@ def test_two_processes_step_a_host_env_half_each(tmp_path):
     odd = run_two_processes(tmp_path / "odd", *host, "agent.num_particles=6")
     assert odd[0].returncode == 2
     assert "must divide by 2 × the 2 processes" in odd[0].stderr
+    alone = run_train(tmp_path / "alone", *host, "train.distributed.enabled=true")
+    assert alone.returncode == 2  # no coordinator and no cluster launcher to read one from
+    assert "set train.distributed.coordinator (host:port of process 0)" in alone.stderr
 
 
-def test_distributed_settings_that_cannot_work_say_why(tmp_path):
-    devices = run_train(
-        tmp_path / "devices", *COMMON, "train.iterations=1", "train.distributed.enabled=true",
-        "train.devices=1",
-    )  # fmt: skip
-    assert devices.returncode == 2
-    assert "train.distributed needs train.devices=all" in devices.stderr
-    nowhere = run_train(
-        tmp_path / "nowhere", *COMMON, "train.iterations=1", "train.distributed.enabled=true"
-    )
-    assert nowhere.returncode == 2
-    assert "set train.distributed.coordinator (host:port of process 0)" in nowhere.stderr
+def test_distributed_settings_that_cannot_work_say_why():
+    from pes_rl import distributed
+
+    def settings(**train):
+        return OmegaConf.create({"train": {"distributed": {"enabled": True}} | train})
+
+    with pytest.raises(ValueError, match="train.distributed needs train.devices=all"):
+        distributed.initialize(settings(devices=1))
+    jax.numpy.zeros(1).block_until_ready()  # JAX at work in this process, as in a notebook
+    with pytest.raises(ValueError, match="call pes_rl.train before any other JAX work"):
+        distributed.initialize(settings())
 
 
 def test_one_process_agrees_with_itself(tmp_path):
