@@ -102,12 +102,10 @@ class Estimator:
                 f"{env!r} (use train.devices=1)"
             )
         sharding.check_divisible(num_particles, mesh, antithetic)
-        processes = jax.process_count()  # a distributed host env run: a slice per process
-        if self.host and processes > 1 and num_particles % (processes * (2 if antithetic else 1)):
-            raise ValueError(
-                f"agent.num_particles ({num_particles}) must divide by "
-                f"{'2 × ' if antithetic else ''}the {processes} processes so that every "
-                f"process steps whole {'antithetic pairs' if antithetic else 'particles'}"
+        if self.host:  # a distributed host env run: each process steps a slice
+            names = ("process", "processes")
+            sharding.check_split(
+                num_particles, jax.process_count(), names, antithetic, "fewer processes"
             )
         self.mesh = mesh
         self.env = env

@@ -45,17 +45,25 @@ def make_mesh(devices: str | int) -> Mesh | None:
 
 def check_divisible(num_particles: int, mesh: Mesh | None, antithetic: bool) -> None:
     """Each device holds whole antithetic pairs: N must divide by 2 × devices."""
-    if mesh is None:
-        return
-    devices = mesh.size
-    unit = 2 * devices if antithetic else devices
+    if mesh is not None:
+        names = ("device", "devices")
+        check_split(num_particles, mesh.size, names, antithetic, "fewer train.devices")
+
+
+def check_split(
+    num_particles: int, parts: int, names: tuple[str, str], antithetic: bool, fix: str
+) -> None:
+    """Each of ``parts`` (devices, or the processes of a distributed host env run; ``names``
+    singular and plural) holds whole antithetic pairs: N must divide by 2 × parts."""
+    part, plural = names
+    unit = 2 * parts if antithetic else parts
     if num_particles % unit:
         pairs = "2 × " if antithetic else ""
         raise ValueError(
-            f"agent.num_particles ({num_particles}) must divide by {pairs}the {devices} devices "
-            f"(= {unit}) so that every device holds whole "
+            f"agent.num_particles ({num_particles}) must divide by {pairs}the {parts} {plural} "
+            f"(= {unit}) so that every {part} holds whole "
             f"{'antithetic pairs' if antithetic else 'particles'}; use a multiple of {unit} "
-            "or fewer train.devices"
+            f"or {fix}"
         )
 
 
