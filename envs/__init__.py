@@ -11,9 +11,9 @@ import gymnasium
 
 from pes_rl.envs.base import Env, EnvSpec, State
 from pes_rl.envs.brax_env import BraxEnv
-from pes_rl.envs.custom import make_custom
-from pes_rl.envs.gymnasium_env import GymnasiumEnv
-from pes_rl.envs.gymnax_env import GymnaxEnv
+from pes_rl.envs.custom import factory_takers, make_custom
+from pes_rl.envs.gymnasium_env import GymnasiumEnv, gym_takers
+from pes_rl.envs.gymnax_env import GymnaxEnv, gymnax_takers
 from pes_rl.envs.hparams29 import Hparams29
 from pes_rl.envs.influence_balancing import InfluenceBalancing
 from pes_rl.envs.learned_optimizer import LearnedOptimizer
@@ -29,9 +29,9 @@ register("lr_schedule", LRSchedule)
 register("hparams29", Hparams29)
 register("learned_optimizer", LearnedOptimizer)
 register_prefix("brax", BraxEnv)
-register_prefix("gym", GymnasiumEnv)
-register_prefix("gymnax", GymnaxEnv)
-register_prefix("jax", make_custom)
+register_prefix("gym", GymnasiumEnv, gym_takers)
+register_prefix("gymnax", GymnaxEnv, gymnax_takers)
+register_prefix("jax", make_custom, factory_takers)
 register_prefix("playground", PlaygroundEnv)
 
 # Gymnasium's "module:Id" form imports this module, which registers these ids.

@@ -9,16 +9,18 @@ gymnax env (alone or as ``(env, env_params)``); those are adapted as ``env=brax`
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from typing import Any
 
+from pes_rl.checks import init_chain
 from pes_rl.envs.base import Env, EnvSpec
 from pes_rl.envs.brax_env import BraxEnv
 from pes_rl.envs.gymnax_env import GymnaxEnv
 from pes_rl.envs.playground_env import PlaygroundEnv
 
 
-def make_custom(target: str, **kwargs: Any) -> Env:
-    """``module:factory`` → ``factory(**kwargs)``, adapted to a pes_rl JAX env."""
+def import_factory(target: str) -> Callable[..., Any]:
+    """The callable ``module:factory`` names (a ValueError saying why when there is none)."""
     module_name, _, attribute = target.partition(":")
     if not module_name or not attribute:
         raise ValueError(
@@ -32,7 +34,17 @@ def make_custom(target: str, **kwargs: Any) -> Env:
     factory = getattr(module, attribute, None)
     if not callable(factory):
         raise ValueError(f"{module_name!r} has no callable {attribute!r} (env.id {target!r})")
-    return adapt(factory(**kwargs), target)
+    return factory
+
+
+def make_custom(target: str, **kwargs: Any) -> Env:
+    """``module:factory`` → ``factory(**kwargs)``, adapted to a pes_rl JAX env."""
+    return adapt(import_factory(target)(**kwargs), target)
+
+
+def factory_takers(target: str) -> list[Callable[..., Any]]:
+    """Where ``env.kwargs`` of ``env=jax`` go: the factory (for ``envs.register_prefix``)."""
+    return init_chain(import_factory(target))
 
 
 def adapt(made: Any, target: str) -> Env:

@@ -9,6 +9,7 @@ in ``step`` too, so the adapter keeps a PRNG key in the state and splits it ever
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -16,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 from gymnasium import spaces
 
-from pes_rl.checks import is_positive_int
+from pes_rl.checks import init_chain, is_positive_int
 from pes_rl.envs.base import Env, EnvSpec, State
 
 INSTALL = "pip install gymnax six (both are pes_rl dependencies: reinstall with pip install -e .)"
@@ -43,6 +44,19 @@ def twin_hint(gym_id: str) -> str | None:
         f"hint: {gym_id} has a JAX twin in gymnax: env=gymnax env.id={gym_id} steps it on the "
         "JAX engine (CartPole-v1: ~200x the env-steps/s of the host engine on 2 CPU cores)"
     )
+
+
+def gymnax_takers(name: str) -> list[Callable[..., Any]] | None:
+    """Where ``env.kwargs`` of ``env=gymnax`` go past the adapter: the env's class (for
+    ``envs.register_prefix``); None when gymnax or the name is missing (the adapter says so)."""
+    try:
+        gymnax = import_gymnax()
+    except ValueError:
+        return None
+    name = name.removeprefix("gymnax/")
+    if name not in gymnax.registered_envs:
+        return None
+    return init_chain(type(gymnax.make(name)[0]))
 
 
 def as_gymnasium_space(space: Any) -> spaces.Box | spaces.Discrete:

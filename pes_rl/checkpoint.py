@@ -103,10 +103,15 @@ def _summary(error: Exception) -> str:
     return f"{type(error).__name__}: {first[:160]}"
 
 
+class NoCheckpoint(RunDirError):
+    """No checkpoint (at or before the iteration asked for) to restore."""
+
+
 class Checkpointer:
     """Saves and restores the training state under ``run_dir/checkpoints/<iteration>``."""
 
-    def __init__(self, run_dir: str | Path, max_to_keep: int = 2):
+    def __init__(self, run_dir: str | Path, max_to_keep: int | None = None):
+        """``max_to_keep``: the newest checkpoints kept when saving (None: every one)."""
         logging.getLogger("absl").setLevel(logging.WARNING)
         self.directory = Path(run_dir).resolve() / "checkpoints"
         self.options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True)
@@ -114,7 +119,9 @@ class Checkpointer:
 
     def _open(self) -> ocp.CheckpointManager:
         with _quiet():
-            return ocp.CheckpointManager(self.directory, options=self.options)
+            return ocp.CheckpointManager(
+                self.directory, options=self.options, item_handlers=ocp.StandardCheckpointHandler()
+            )
 
     def latest_iteration(self) -> int | None:
         return self.manager.latest_step()
@@ -125,7 +132,11 @@ class Checkpointer:
         self.manager.wait_until_finished()
 
     def restore(self, iteration: int, template: Any) -> Any:
-        """Restores the state saved at ``iteration`` with the structure of ``template``."""
+        """Restores the state saved at ``iteration`` with the structure of ``template``. A dict
+        template's keys that the checkpoint lacks (saved by an older version) are left out."""
+        if isinstance(template, dict):
+            saved = self.manager.item_metadata(iteration)
+            template = {k: v for k, v in template.items() if k in saved}
         saveable = _to_saveable(template)
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, _global(saveable))
         restored = self.manager.restore(iteration, args=ocp.args.StandardRestore(abstract))
@@ -140,15 +151,20 @@ class Checkpointer:
     def iterations(self) -> list[int]:
         return sorted(self.manager.all_steps())
 
-    def restore_latest(self, template: Any) -> tuple[int, Any]:
-        """The newest checkpoint that restores: (its iteration, its state).
+    def restore_latest(self, template: Any, at_most: int | None = None) -> tuple[int, Any]:
+        """The newest checkpoint (of an iteration <= ``at_most``) that restores: (its iteration,
+        its state).
 
         Newer checkpoints that fail to restore are renamed ``<iteration>.damaged-<time>`` (kept
         for inspection, out of orbax's way) with a one-line warning each. When none restores,
-        nothing is moved and RunDirError says why the newest failed.
+        nothing is moved and RunDirError says why the newest failed; NoCheckpoint when there
+        is none to try.
         """
+        candidates = [i for i in self.iterations() if at_most is None or i <= at_most]
+        if not candidates:
+            raise NoCheckpoint(f"no checkpoint in {self.directory} of an iteration <= {at_most}")
         failed: list[tuple[int, Exception]] = []
-        for iteration in sorted(self.manager.all_steps(), reverse=True):
+        for iteration in reversed(candidates):
             try:
                 with _quiet():
                     state = self.restore(iteration, template)
@@ -174,6 +190,12 @@ class Checkpointer:
             f"{aside} and resumed from checkpoint {used}",
             stacklevel=4,
         )
+
+    def delete_after(self, iteration: int) -> None:
+        """Deletes the checkpoints of later iterations (they are about to be trained again)."""
+        for later in self.iterations():
+            if later > iteration:
+                self.manager.delete(later)
 
     def close(self) -> None:
         self.manager.close()

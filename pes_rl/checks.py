@@ -1,10 +1,76 @@
-"""Argument checks shared by envs, agents and the config (a leaf module: it imports nothing)."""
+"""Argument checks shared by envs, agents and the config (a leaf module: it imports no pes_rl)."""
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
+
+_NAMED = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
 
 
 def is_positive_int(value: Any) -> bool:
     """An int ≥ 1 that is not a bool: the check behind every count-like argument."""
     return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def check_kwargs(
+    kwargs: Mapping[str, Any],
+    takers: Sequence[Callable],
+    key: str,
+    owner: str,
+    skip: Collection[str] = (),
+) -> None:
+    """Raises a one-line ValueError naming ``{key}.{name}`` for a keyword nobody takes.
+
+    ``takers`` is the chain the keywords travel down: each takes its named parameters and
+    passes the rest on through ``**kwargs`` to the next. A last taker with ``**kwargs`` accepts
+    anything (nothing can be checked). ``skip`` names parameters the caller fills itself.
+
+    Examples:
+      >>> def policy(env, hidden_sizes=(32,)): ...
+      >>> check_kwargs({"hidden_size": [8]}, [policy], "policy.kwargs", "policy 'mlp'", {"env"})
+      Traceback (most recent call last):
+      ValueError: policy.kwargs.hidden_size is not a setting of policy 'mlp': it takes ['hidden_sizes']
+    """
+    if _takes_any_keyword(takers[-1]):
+        return
+    accepted = list(
+        dict.fromkeys(
+            p.name
+            for taker in takers
+            for p in inspect.signature(taker).parameters.values()
+            if p.kind in _NAMED and p.name not in skip
+        )
+    )
+    unknown = [name for name in kwargs if name not in accepted]
+    if unknown:
+        raise ValueError(
+            f"{key}.{unknown[0]} is not a setting of {owner}: it takes {accepted}"
+        )
+
+
+def as_int_if_integral(value: Any) -> Any:
+    """``1e2`` (100.0) as ``100``; anything else unchanged (the config's count keys)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def init_chain(target: Callable) -> list[Callable]:
+    """``target``; for a class whose ``__init__`` takes ``**kwargs``, also the ``__init__`` up
+    its MRO they are passed on to (``super().__init__(..., **kwargs)``), and so on: the
+    ``takers`` of :func:`check_kwargs` for keywords meant for ``target``."""
+    chain = [target]
+    if isinstance(target, type):
+        for base in target.__mro__[1:]:
+            if not _takes_any_keyword(chain[-1]):
+                break
+            if "__init__" in vars(base):
+                chain.append(base)
+    return chain
+
+
+def _takes_any_keyword(target: Callable) -> bool:
+    parameters = inspect.signature(target).parameters.values()
+    return any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)

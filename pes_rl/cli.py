@@ -13,13 +13,20 @@ from __future__ import annotations
 
 import importlib
 import sys
+import warnings
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from pes_rl.run_dir import cli_run_dir, path_part, remove_if_unused, unusable_reason
+from pes_rl.run_dir import (
+    cli_run_dir,
+    holds_results,
+    path_part,
+    remove_if_unused,
+    unusable_reason,
+)
 
 COMMANDS = {  # name: (module whose main(argv) runs it, what it does)
     "evaluate": ("pes_rl.evaluate", "returns over N episodes of a trained policy, and a video"),
@@ -38,18 +45,22 @@ def hydra_train(cfg: DictConfig) -> float | None:
     from pes_rl import distributed
 
     overrides = [o for o in HydraConfig.get().overrides.task if not o.startswith("resume=")]
+    run_dir = Path(cfg.run_dir)
     try:
-        result = pes_rl.train(cfg)
-    except ValueError as error:  # nothing was trained: leave no empty run dir behind
-        remove_if_unused(Path(cfg.run_dir))
+        try:
+            result = pes_rl.train(cfg)
+        finally:  # a start that never finished an iteration leaves no run dir behind
+            remove_if_unused(run_dir)
+    except (ValueError, pes_rl.TrainingDiverged) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
-    except pes_rl.TrainingDiverged as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
-    except KeyboardInterrupt:  # agent=random_search: nothing to resume, nothing lost
-        print(f"\nstopped; every finished iteration is in {cfg.run_dir}/metrics.jsonl",
-              file=sys.stderr)  # fmt: skip
+    except KeyboardInterrupt:  # during start-up, or agent=random_search (nothing to resume)
+        if holds_results(run_dir):
+            print(f"\nstopped; every finished iteration is in {run_dir}/metrics.jsonl",
+                  file=sys.stderr)  # fmt: skip
+        else:
+            print("\nstopped before the first iteration finished; nothing was saved",
+                  file=sys.stderr)  # fmt: skip
         sys.exit(130)
     except pes_rl.TrainingInterrupted as stopped:
         resume = " ".join([*overrides, f"hydra.run.dir={stopped.run_dir}", "resume=true"])
@@ -74,8 +85,15 @@ def train_program() -> str:
     return "pes-rl train" if Path(sys.argv[0]).name.startswith("pes-rl") else "python train.py"
 
 
+def plain_warnings() -> None:
+    """Warnings reach the user as one plain line each (``warning: ...``), without the Python
+    source line they were raised from."""
+    warnings.formatwarning = lambda message, *args, **kwargs: f"warning: {message}\n"
+
+
 def train(argv: list[str]) -> None:
     """``python train.py`` / ``pes-rl train`` with Hydra overrides ``argv``."""
+    plain_warnings()
     # Hydra creates hydra.run.dir before the run starts and fails on a bad one with a traceback.
     run_dir = cli_run_dir(argv)
     problem = unusable_reason(run_dir) if run_dir else None
@@ -89,6 +107,7 @@ def train(argv: list[str]) -> None:
 def main(argv: list[str] | None = None) -> None:
     """``pes-rl <command> ...``."""
     argv = sys.argv[1:] if argv is None else argv
+    plain_warnings()
     if not argv or argv[0] in ("-h", "--help"):
         commands = "\n".join(
             [f"  {'train':<10} train θ (Hydra overrides, as python train.py)"]

@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from pes_rl import envs, policies
 
@@ -16,8 +16,15 @@ def env_id_of(cfg: DictConfig) -> str:
 
 
 def make_env(cfg: DictConfig):
-    """``envs.make(env_id_of(cfg), **env.kwargs)``."""
-    return envs.make(env_id_of(cfg), **(cfg.env.get("kwargs") or {}))
+    """``envs.make(env_id_of(cfg), **env.kwargs)``, with ``env.wrappers`` for Gymnasium envs."""
+    env = OmegaConf.to_container(cfg.env, resolve=True)
+    kwargs = dict(env.get("kwargs") or {})
+    wrappers = env.get("wrappers") or []
+    if wrappers:
+        if env.get("family") != "gym":
+            raise ValueError(f"env.wrappers wraps Gymnasium envs (env=gym), not {env_id_of(cfg)}")
+        kwargs["wrappers"] = wrappers
+    return envs.make(env_id_of(cfg), **kwargs)
 
 
 def make_policy(cfg: DictConfig, env) -> policies.Policy:

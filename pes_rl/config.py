@@ -14,7 +14,8 @@ from pes_rl.checks import is_positive_int
 CONFIG_DIR = Path(str(importlib.resources.files("pes_rl.configs")))  # package data
 # Keys that may change between a run and its resumption without changing its results.
 RESUMABLE_KEYS = (
-    "train.iterations", "train.progress", "train.devices", "train.distributed", "logger",
+    "train.iterations", "train.progress", "train.devices", "train.distributed",
+    "train.keep_checkpoints", "logger",
     "resume", "run_dir",
 )  # fmt: skip
 
@@ -105,6 +106,9 @@ def validate(cfg: DictConfig) -> None:
         ("train.eval_steps", train.eval_steps, is_positive_int, "an int >= 1"),
         ("train.seed", train.seed, _nonnegative_int, "an int >= 0"),
     ]
+    keep = train.get("keep_checkpoints")
+    if keep is not None and not is_positive_int(keep):
+        raise ValueError(f"train.keep_checkpoints must be an int >= 1 or null (all), got {keep!r}")
     for name, value, ok, allowed in checks:
         if not ok(value):
             raise ValueError(f"{name} must be {allowed}, got {value!r}")

@@ -30,15 +30,10 @@ def host_episodes(
 ) -> tuple[list[float], list[np.ndarray], float]:
     """Returns of ``episodes`` Gymnasium episodes (seeds drawn from ``seed``), the frames of the
     first ``video_episodes`` of them and the env's frame rate."""
-    import gymnasium
-
     from pes_rl.render import gym_renderer, render_frame
 
     env = trained.env
-    if video_episodes:
-        gym_env = gym_renderer(trained, VIDEO_SIZE, camera)
-    else:
-        gym_env = gymnasium.make(env.gym_id, **env.make_kwargs)
+    gym_env = gym_renderer(trained, VIDEO_SIZE, camera) if video_episodes else env.make_single()
     max_steps = env.spec.horizon or trained.config.train.eval_steps
     seeds = np.random.default_rng(seed).integers(0, 2**31 - 1, size=episodes)
     returns, frames = [], []
@@ -125,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    video_reason = render.can_render(trained) if args.video else None
+    video_reason = render.can_render(trained.env, trained.env_id) if args.video else None
     if video_reason:
         print(f"error: {video_reason}", file=sys.stderr)
         return 2

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from gymnasium import spaces
 
-from pes_rl.checks import is_positive_int
+from pes_rl.checks import check_kwargs, is_positive_int
 from pes_rl.envs.base import Env
 
 Params = Any
@@ -141,7 +141,14 @@ _CONSTRUCTORS = {"constant": constant, "linear": linear, "mlp": mlp}
 
 
 def make(name: str, env: Env, **kwargs: Any) -> Policy:
-    """Builds policy ``name`` (one of ``POLICIES``) for ``env``."""
+    """Builds policy ``name`` (one of ``POLICIES``) for ``env``.
+
+    Raises:
+      ValueError: an unknown name, or a keyword the policy does not take (the message names
+        ``policy.kwargs.<name>`` and the ones it takes).
+    """
     if name not in _CONSTRUCTORS:
         raise ValueError(f"unknown policy {name!r}: policy must be one of {list(POLICIES)}")
-    return _CONSTRUCTORS[name](env, **kwargs)
+    constructor = _CONSTRUCTORS[name]
+    check_kwargs(kwargs, [constructor], "policy.kwargs", f"policy {name!r}", skip={"env"})
+    return constructor(env, **kwargs)

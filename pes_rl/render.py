@@ -63,12 +63,12 @@ def physics_view(env) -> tuple[Any, Callable[[Any], Any], float] | None:
     return None
 
 
-def can_render(trained: TrainedPolicy) -> str | None:
-    """None when episodes of this run can be drawn; else why not (one line)."""
-    if getattr(trained.env, "is_host", False) or physics_view(trained.env) is not None:
+def can_render(env, env_id: str) -> str | None:
+    """None when episodes of ``env`` (``env_id``) can be drawn; else why not (one line)."""
+    if getattr(env, "is_host", False) or physics_view(env) is not None:
         return None
     return (
-        f"{trained.env_id} has nothing to draw: videos need a Gymnasium env that renders "
+        f"{env_id} has nothing to draw: videos need a Gymnasium env that renders "
         "rgb_array frames, or a Brax or MuJoCo Playground env"
     )
 
@@ -154,24 +154,23 @@ def pick_camera(model, camera: str | None) -> str | None:
 
 
 def gym_renderer(trained: TrainedPolicy, size: tuple[int, int], camera: str | None = None):
-    """A single Gymnasium env of the run's id that renders ``rgb_array`` frames (a MuJoCo env
-    through ``camera``; see :func:`pick_camera`)."""
+    """A single Gymnasium env of the run's id, wrapped as in training, that renders
+    ``rgb_array`` frames (a MuJoCo env through ``camera``; see :func:`pick_camera`)."""
     env = trained.env
-    kwargs = dict(env.make_kwargs, render_mode="rgb_array")
     height, width = size
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             try:
-                gym_env = gymnasium.make(env.gym_id, width=width, height=height, **kwargs)
+                gym_env = env.make_single(render_mode="rgb_array", width=width, height=height)
             except TypeError:  # not a MuJoCo env: no frame size, no cameras
-                return gymnasium.make(env.gym_id, **kwargs)
+                return env.make_single(render_mode="rgb_array")
             chosen = pick_camera(getattr(gym_env.unwrapped, "model", None), camera)
             if chosen is None:
                 return gym_env
             gym_env.close()
-            return gymnasium.make(
-                env.gym_id, width=width, height=height, camera_name=chosen, **kwargs
+            return env.make_single(
+                render_mode="rgb_array", width=width, height=height, camera_name=chosen
             )
     except RenderError:
         raise

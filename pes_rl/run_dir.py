@@ -24,6 +24,10 @@ LOCK_NAME = ".lock"  # holds the owner's PID; flock'ed while the owner lives
 HYDRA_LOG = "train.log"  # Hydra's job log (with .hydra/), written before train() runs
 RESULTS = ("metrics.jsonl", "checkpoints")
 MARKERS = frozenset({"config.yaml", *RESULTS})  # any of these: the dir holds a pes_rl run
+# What a run writes before its first iteration finishes: removed when it never finishes one.
+STARTUP_ENTRIES = (
+    ".hydra", HYDRA_LOG, "config.yaml", *RESULTS, "wandb", "wandb_id.txt", LOCK_NAME,
+)  # fmt: skip
 
 
 def path_part(text: str) -> str:
@@ -84,23 +88,29 @@ def foreign_entries(run_dir: Path) -> list[str]:
 
 
 def remove_if_unused(run_dir: Path) -> None:
-    """Removes a run dir that a failed start left with nothing but Hydra's files and our lock.
-
-    Only those entries are deleted, and the dir only if that leaves it empty: a dir with any
-    result or any file of the user's stays as it was.
-    """
+    """Removes a run dir that a failed start left without a finished iteration (see
+    :func:`discard_unfinished`), unless a live run holds it."""
     if not run_dir.is_dir() or holds_results(run_dir):
         return
     try:
         with _locked(run_dir):  # a live run starting up in this dir keeps everything
-            for name in (".hydra", HYDRA_LOG, LOCK_NAME):
-                path = run_dir / name
-                if path.is_dir():
-                    shutil.rmtree(path, ignore_errors=True)
-                elif path.exists():
-                    path.unlink()
+            discard_unfinished(run_dir)
     except RunDirError:
         return
+
+
+def discard_unfinished(run_dir: Path) -> None:
+    """Removes what a start that never finished an iteration wrote (Hydra's files, the lock,
+    config.yaml, an empty metrics.jsonl or checkpoints/, W&B's offline files), then the dir
+    if that leaves it empty. A dir with any result, or any file of the user's, keeps them."""
+    if not run_dir.is_dir() or holds_results(run_dir):
+        return
+    for name in STARTUP_ENTRIES:
+        path = run_dir / name
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        elif path.exists():
+            path.unlink()
     with contextlib.suppress(OSError):  # not empty: something else lives there
         run_dir.rmdir()
         remove_empty_default_parents(run_dir)
@@ -132,7 +142,8 @@ def holds_results(run_dir: Path) -> bool:
 
 @contextmanager
 def claim(run_dir: Path, resume: bool) -> Iterator[None]:
-    """Creates ``run_dir`` and owns it for the ``with`` block, or raises RunDirError.
+    """Creates ``run_dir`` and owns it for the ``with`` block, or raises RunDirError. When the
+    block raises before the run finished an iteration, the dir is left as if never made.
 
     The order matters: nothing is created in a refused path, and a live owner is named before
     anything is said about its results.
@@ -150,7 +161,11 @@ def claim(run_dir: Path, resume: bool) -> Iterator[None]:
             )
         nothing_to_resume = resume and not holds_results(run_dir)
         if not nothing_to_resume:
-            yield
+            try:
+                yield
+            except BaseException:  # a run that never finished an iteration leaves nothing
+                discard_unfinished(run_dir)
+                raise
             return
     if not existed:
         remove_if_unused(run_dir)

@@ -65,22 +65,26 @@ def read_records(path: Path) -> list[dict[str, Any]]:
 class MetricsFile:
     """Appends one JSON object per iteration to ``metrics.jsonl``, flushed line by line.
 
-    On resume the lines after ``keep_until`` are dropped (they will be recomputed) by writing a
-    new file and renaming it over the old one, so a crash at any moment keeps every line.
+    ``history``: the records of earlier iterations a resumed run keeps; the file is rewritten
+    to hold exactly them (a new file renamed over the old one, so a crash at any moment keeps
+    every line).
     """
 
-    def __init__(self, run_dir: Path, keep_until: int | None = None, write: bool = True):
+    def __init__(self, run_dir: Path, history: list[dict[str, Any]] = (), write: bool = True):
         """``write=False`` keeps the history in memory only (the other processes of a
         distributed run: process 0 writes the file)."""
         self.path = run_dir / "metrics.jsonl"
-        self.history: list[dict[str, Any]] = []
-        if keep_until is not None and self.path.exists():
-            records = read_records(self.path)
-            self.history = [r for r in records if r["iteration"] <= keep_until]
+        self.history: list[dict[str, Any]] = list(history)
         self._file = None
         if write:
             atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in self.history))
             self._file = self.path.open("a")
+
+    @staticmethod
+    def read(run_dir: Path) -> list[dict[str, Any]]:
+        """The records of ``run_dir``'s metrics.jsonl (none when it has none)."""
+        path = run_dir / "metrics.jsonl"
+        return read_records(path) if path.exists() else []
 
     def write(self, record: dict[str, Any]) -> None:
         if self._file is not None:

@@ -168,7 +168,11 @@ def _from_checkpoint(run_dir: Path, iteration: int | None) -> TrainedPolicy:
             raise FileNotFoundError(f"{run_dir / 'checkpoints'} holds no checkpoint")
         chosen = saved[-1] if iteration is None else iteration
         if chosen not in saved:
-            raise ValueError(f"no checkpoint of iteration {chosen} in {run_dir}: saved are {saved}")
+            keep = OmegaConf.load(config_path).train.get("keep_checkpoints")
+            why = f" (train.keep_checkpoints={keep} keeps the newest {keep})" if keep else ""
+            raise ValueError(
+                f"no checkpoint of iteration {chosen} in {run_dir}: saved are {saved}{why}"
+            )
         state = checkpointer.restore_saved(chosen)
     finally:
         checkpointer.close()

@@ -28,7 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 from pes_rl import agents, distributed, lopt, sharding
 from pes_rl.agents import curriculum
 from pes_rl.agents.base import WindowLength
-from pes_rl.checkpoint import Checkpointer
+from pes_rl.checkpoint import Checkpointer, NoCheckpoint
 from pes_rl.components import make_env, make_policy
 from pes_rl.config import as_config, differing_keys, validate
 from pes_rl.envs.gymnax_env import twin_hint
@@ -209,6 +209,12 @@ def resolve_run_dir(cfg: DictConfig) -> Path:
     return Path(run_dir)
 
 
+def checkpointed(state: TrainState, env_steps: int) -> dict:
+    """What a checkpoint holds: the training state and the run's env-step count (an int64 on
+    the host: a long GPU run passes 2**31 steps)."""
+    return state._asdict() | {"env_steps": np.asarray(env_steps, np.int64)}
+
+
 def restore_run(
     cfg: DictConfig,
     config_path: Path,
@@ -216,8 +222,12 @@ def restore_run(
     agent,
     template: TrainState,
     agent_key: jax.Array,
-) -> tuple[int, TrainState]:
-    """The last checkpoint's iteration and state, after checking the config still matches."""
+    records: list[dict],
+) -> tuple[int, TrainState, int]:
+    """The iteration, state and env-step count to resume from, after checking the config still
+    matches: the newest checkpoint whose iteration metrics.jsonl still records, so the file
+    keeps one record per iteration (a crash can tear its last line; an older checkpoint, or
+    the start of the run, is then used and the lost iterations are trained again)."""
     if config_path.exists():
         changed = differing_keys(OmegaConf.load(config_path), cfg)
         if changed:
@@ -226,7 +236,26 @@ def restore_run(
                 f"{changed}; repeat the run's overrides (only train.iterations, train.progress "
                 "and logger may change)"
             )
-    start, state = checkpointer.restore_latest(template)
+    recorded = records[-1]["iteration"] if records else 0
+    newest = checkpointer.latest_iteration()
+    try:
+        start, saved = checkpointer.restore_latest(checkpointed(template, 0), at_most=recorded)
+    except NoCheckpoint:
+        start, saved = 0, None
+    if newest > recorded:
+        warnings.warn(
+            f"metrics.jsonl records iterations up to {recorded} but the newest checkpoint is "
+            f"{newest}: resuming from {'checkpoint ' + str(start) if start else 'the start'} "
+            "so that every iteration keeps its record",
+            stacklevel=3,
+        )
+        checkpointer.delete_after(start)
+    if saved is None:
+        return 0, template, 0
+    env_steps = saved.pop("env_steps", None)  # absent from checkpoints of pes_rl before 0.2
+    if env_steps is None:
+        env_steps = next(r["env_steps"] for r in records if r["iteration"] == start)
+    state = TrainState(**saved)
     if agent.host:
         # Gymnasium sub-envs cannot be restored from a checkpoint: θ, the optimizer, the
         # normalizer and the random stream continue; the particles start fresh episodes.
@@ -237,7 +266,7 @@ def restore_run(
             "fresh episodes, so the run is not bit-identical to an uninterrupted one",
             stacklevel=3,
         )
-    return start, state
+    return start, state, int(env_steps)
 
 
 def train(config: DictConfig | dict | list[str] | None = None) -> TrainResult:
@@ -296,11 +325,14 @@ def train_in_run_dir(cfg: DictConfig, run_dir: Path) -> TrainResult:
         (params, optimizer.init(params), key, jnp.zeros((), jnp.int32)), agent.mesh
     )
     state = TrainState(params, opt_state, agent.init(agent_key, params), key, iteration)
-    checkpointer = Checkpointer(run_dir)
+    checkpointer = Checkpointer(run_dir, max_to_keep=cfg.train.keep_checkpoints)
     config_path = run_dir / "config.yaml"
-    start = 0
+    start, env_steps = 0, 0
+    records = MetricsFile.read(run_dir) if cfg.resume else []
     if cfg.resume and checkpointer.latest_iteration() is not None:
-        start, state = restore_run(cfg, config_path, checkpointer, agent, state, agent_key)
+        start, state, env_steps = restore_run(
+            cfg, config_path, checkpointer, agent, state, agent_key, records
+        )
     if start >= total:
         raise ValueError(
             f"train.iterations must exceed the {start} iterations already done in {run_dir}"
@@ -309,8 +341,8 @@ def train_in_run_dir(cfg: DictConfig, run_dir: Path) -> TrainResult:
     if primary:
         atomic_write_text(config_path, OmegaConf.to_yaml(cfg, resolve=True))
 
-    metrics_file = MetricsFile(run_dir, keep_until=start, write=primary)
-    env_steps = metrics_file.history[-1]["env_steps"] if metrics_file.history else 0
+    kept = [r for r in records if r["iteration"] <= start]
+    metrics_file = MetricsFile(run_dir, kept, write=primary)
     iteration_fn = make_iteration(agent, optimizer)
     schedule = make_curriculum(cfg, agent)
     curriculum_key = jax.random.fold_in(eval_key, CURRICULUM_STREAM)
@@ -388,7 +420,8 @@ def train_in_run_dir(cfg: DictConfig, run_dir: Path) -> TrainResult:
                     )
                 flush(eval_metrics)
             if do_checkpoint or stop["requested"]:
-                checkpointer.save(iteration, state)  # every process writes its own shards
+                # Every process writes its own shards.
+                checkpointer.save(iteration, checkpointed(state, env_steps))
                 last_checkpoint = iteration
                 if primary:
                     save_policy(

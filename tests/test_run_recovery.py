@@ -1,0 +1,136 @@
+"""Runs that crash, fail or resume: one metrics record per iteration, true env-step counts,
+no half-made run dirs, and checkpoints kept as train.keep_checkpoints says."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import pes_rl
+from pes_rl.checkpoint import Checkpointer
+from pes_rl.config import compose
+from pes_rl.run_log import MetricsFile
+
+PARTICLES = 100  # env steps per iteration: 100 particles x a window of 20 steps
+
+
+def small_config(run_dir, *overrides: str):
+    cfg = compose(
+        ["experiment=influence_balancing_pes", f"agent.num_particles={PARTICLES}",
+         "train.progress=false", "train.eval_every=5", *overrides]
+    )  # fmt: skip
+    cfg.run_dir = str(run_dir)
+    return cfg
+
+
+def strip(history: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k != "steps_per_s"} for r in history]
+
+
+def tear_last_line(run_dir) -> None:
+    path = run_dir / "metrics.jsonl"
+    text = path.read_text()
+    last = text.rstrip("\n").rfind("\n") + 1
+    path.write_text(text[: last + (len(text) - last) // 2])
+
+
+@pytest.fixture(scope="module")
+def straight_30(tmp_path_factory):
+    """30 iterations without a stop: what every resumed run must equal."""
+    run_dir = tmp_path_factory.mktemp("straight") / "run"
+    return pes_rl.train(small_config(run_dir, "train.iterations=30", "train.checkpoint_every=5"))
+
+
+@pytest.mark.parametrize("checkpoint_every", [5, 20])
+def test_a_torn_last_line_is_trained_again(tmp_path, straight_30, checkpoint_every):
+    """Iteration 20's record is cut in half after the run: resuming from checkpoint 15 (or
+    from the start, when 20 was the only checkpoint) recomputes it."""
+    run_dir = tmp_path / "run"
+    every = f"train.checkpoint_every={checkpoint_every}"
+    pes_rl.train(small_config(run_dir, "train.iterations=20", every))
+    tear_last_line(run_dir)
+    with pytest.warns(UserWarning, match="records iterations up to 19"):
+        resumed = pes_rl.train(small_config(run_dir, "train.iterations=30", every, "resume=true"))
+    records = MetricsFile.read(run_dir)
+    assert [r["iteration"] for r in records] == list(range(1, 31))
+    assert records[-1]["env_steps"] == resumed.history[-1]["env_steps"]
+    assert records[-1]["env_steps"] == straight_30.history[-1]["env_steps"]
+    assert strip(records) == strip(straight_30.history)  # a JAX env: bit for bit
+    np.testing.assert_array_equal(np.asarray(resumed.params), np.asarray(straight_30.params))
+
+
+def test_env_steps_come_from_the_checkpoint(tmp_path, straight_30):
+    """The env-step count resumes from the checkpoint, not from metrics.jsonl."""
+    run_dir = tmp_path / "run"
+    pes_rl.train(small_config(run_dir, "train.iterations=20", "train.checkpoint_every=10"))
+    checkpointer = Checkpointer(run_dir)
+    saved = checkpointer.restore_saved(20)
+    checkpointer.close()
+    assert int(saved["env_steps"]) == straight_30.history[19]["env_steps"]
+    records = MetricsFile.read(run_dir)
+    path = run_dir / "metrics.jsonl"  # a wrong count in the file must not leak into the next
+    path.write_text("".join(
+        __import__("json").dumps(r | {"env_steps": 0}) + "\n" for r in records
+    ))  # fmt: skip
+    resumed = pes_rl.train(
+        small_config(run_dir, "train.iterations=21", "train.checkpoint_every=10", "resume=true")
+    )
+    assert resumed.history[-1]["env_steps"] == straight_30.history[20]["env_steps"]
+
+
+def test_keep_checkpoints_keeps_the_newest(tmp_path):
+    run_dir = tmp_path / "run"
+    pes_rl.train(
+        small_config(
+            run_dir, "train.iterations=12", "train.checkpoint_every=2", "train.keep_checkpoints=3"
+        )
+    )
+    checkpointer = Checkpointer(run_dir)
+    assert checkpointer.iterations() == [8, 10, 12]
+    checkpointer.close()
+    with pytest.raises(ValueError, match=r"saved are \[8, 10, 12\].*keep_checkpoints=3"):
+        pes_rl.load(run_dir, iteration=4)
+
+
+def test_the_default_keeps_what_the_readme_loads(tmp_path):
+    """The default run checkpoints every 100 of 500 iterations; README loads iteration 200."""
+    cfg = compose([])
+    assert cfg.train.keep_checkpoints * cfg.train.checkpoint_every >= cfg.train.iterations
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["+env.kwargs.no_such_setting=1"],  # a config error while building the env
+        ["agent.curriculum={start: 50, iterations: 10}"],  # after config.yaml was written
+        ["agent.sigma=-1"],
+    ],
+)
+def test_a_failed_start_leaves_no_run_dir(tmp_path, overrides):
+    run_dir = tmp_path / "runs" / "run"
+    with pytest.raises(ValueError):
+        pes_rl.train(small_config(run_dir, "train.iterations=3", *overrides))
+    assert not run_dir.exists()
+
+
+def test_an_interrupted_start_leaves_no_run_dir(tmp_path, monkeypatch):
+    """Ctrl-C before the first iteration finished (here: while the agent is built)."""
+    from pes_rl import trainer
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer, "make_iteration", interrupted)
+    run_dir = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        pes_rl.train(small_config(run_dir, "train.iterations=3"))
+    assert not run_dir.exists()
+
+
+def test_a_failed_start_keeps_the_users_files(tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / ".notes").write_text("mine")
+    with pytest.raises(ValueError):
+        pes_rl.train(small_config(run_dir, "train.iterations=3", "+env.kwargs.no_such_setting=1"))
+    assert sorted(p.name for p in run_dir.iterdir()) == [".notes"]
