@@ -12,6 +12,7 @@ under the current directory (``runs/...``), as with ``python train.py``.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -22,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from pes_rl.run_dir import (
     cli_run_dir,
+    env_path,
     holds_results,
     path_part,
     remove_if_unused,
@@ -34,8 +36,10 @@ COMMANDS = {  # name: (module whose main(argv) runs it, what it does)
     "lopt-eval": ("pes_rl.lopt_eval", "a learned optimizer against Adam at tuned rates"),
 }
 
-# ${path_part:${env.id}} in configs/train.yaml: run dirs of "module:Id" envs hold no colon.
+# configs/train.yaml's run dirs: runs/gymnax/CartPole-v1/... for a family other than gym, and
+# no colon for "module:Id" envs.
 OmegaConf.register_new_resolver("path_part", path_part, replace=True)
+OmegaConf.register_new_resolver("env_path", env_path, replace=True)
 
 
 @hydra.main(config_path="pkg://pes_rl.configs", config_name="train", version_base="1.3")
@@ -75,14 +79,41 @@ def hydra_train(cfg: DictConfig) -> float | None:
         f"done: {last['iteration']} iterations, {last['env_steps']:,} env steps, "
         f"eval_return {last.get('eval_return', float('nan')):.6g}\n"
         f"results in {cfg.run_dir} (metrics.jsonl, config.yaml, policy.npz, checkpoints/)\n"
-        f"evaluate: pes-rl evaluate {cfg.run_dir} (add --video episode.mp4 to watch)"
+        f"evaluate: pes-rl evaluate {cfg.run_dir}{video_hint(cfg)}"
     )
     return last.get("eval_return")
 
 
+def program(command: str, fallback: str) -> str:
+    """How the user started ``command``: ``pes-rl <command>`` through the ``pes-rl`` script,
+    else ``fallback`` (``python train.py``, ``python -m pes_rl.evaluate``); argparse's prog."""
+    return f"pes-rl {command}" if Path(sys.argv[0]).name.startswith("pes-rl") else fallback
+
+
 def train_program() -> str:
     """How the user started training: ``python train.py`` or ``pes-rl train``."""
-    return "pes-rl train" if Path(sys.argv[0]).name.startswith("pes-rl") else "python train.py"
+    return program("train", "python train.py")
+
+
+def video_hint(cfg: DictConfig) -> str:
+    """`` (add --video episode.mp4 to watch)`` where ``pes-rl evaluate --video`` can film the
+    run's env (the rule ``evaluate`` refuses by), else nothing."""
+    from pes_rl import render
+    from pes_rl.components import env_id_of, make_env
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the env was built once already: its notices were seen
+        refusal = render.can_render(make_env(cfg), env_id_of(cfg))
+    return "" if refusal else " (add --video episode.mp4 to watch)"
+
+
+def import_from_cwd() -> None:
+    """Modules in the current directory import (``env.id=my_module:make_env``), as with
+    ``python train.py`` and ``python -m``, which put the script's or current directory first on
+    ``sys.path``; an installed console script does not."""
+    cwd = os.getcwd()
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
 
 
 def plain_warnings() -> None:
@@ -108,12 +139,16 @@ def main(argv: list[str] | None = None) -> None:
     """``pes-rl <command> ...``."""
     argv = sys.argv[1:] if argv is None else argv
     plain_warnings()
+    import_from_cwd()
     if not argv or argv[0] in ("-h", "--help"):
         commands = "\n".join(
             [f"  {'train':<10} train θ (Hydra overrides, as python train.py)"]
             + [f"  {name:<10} {what}" for name, (_, what) in COMMANDS.items()]
         )
-        print(f"usage: pes-rl <command> [args]\n\ncommands:\n{commands}")
+        print(
+            f"usage: pes-rl <command> [args]\n\ncommands:\n{commands}\n\n"
+            "pes-rl <command> --help shows a command's options (train: Hydra's groups and keys)"
+        )
         sys.exit(0 if argv else 2)
     command, rest = argv[0], argv[1:]
     if command == "train":

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 from omegaconf import OmegaConf
 
+from pes_rl.run_dir import env_name
 from pes_rl.run_log import read_records
 
 PANELS = (
@@ -29,13 +30,21 @@ PANELS = (
 def label_of(run_dir: Path) -> str:
     """Agent and the settings that distinguish ES-family runs."""
     cfg = OmegaConf.load(run_dir / "config.yaml")
-    agent = cfg.agent
+    agent, env = cfg.agent, env_name(cfg.env.get("family"), cfg.env.id)
     if agent.name == "random_search":
-        return f"RANDOM SEARCH {cfg.env.id} {agent.num_particles} points/iteration"
+        return f"RANDOM SEARCH {env} {agent.num_particles} points/iteration"
     unroll = agent.unroll_length if agent.unroll_length is not None else "T"
     if agent.get("curriculum"):
         unroll = f"{agent.curriculum.start}→{unroll}"
-    return f"{agent.name.upper()} {cfg.env.id} K={unroll} σ={agent.sigma} N={agent.num_particles}"
+    return f"{agent.name.upper()} {env} K={unroll} σ={agent.sigma} N={agent.num_particles}"
+
+
+def holds_run(run_dir: Path) -> bool:
+    """A dir to plot: a run's config.yaml and at least one metrics record (a failed start, a
+    run still starting or a dir of other files is skipped)."""
+    metrics = run_dir / "metrics.jsonl"
+    has_records = metrics.exists() and metrics.stat().st_size > 0
+    return (run_dir / "config.yaml").exists() and has_records
 
 
 def lower_is_better(key: str) -> bool:
@@ -181,15 +190,13 @@ def main(argv: list[str] | None = None) -> None:
         help="plot minus the metric (a meta task's -eval_return is its summed inner loss)",
     )  # fmt: skip
     args = parser.parse_args(argv)
-    missing = [
-        str(d)
-        for d in args.run_dirs
-        if not (d / "metrics.jsonl").exists() or not (d / "config.yaml").exists()
-    ]
-    if missing:
-        print(
-            f"error: not run directories (no metrics.jsonl/config.yaml): {missing}", file=sys.stderr
-        )
+    for skipped in [d for d in args.run_dirs if not holds_run(d)]:
+        print(f"skipped {skipped}: it holds no run (no config.yaml, or no metrics record)",
+              file=sys.stderr)  # fmt: skip
+    args.run_dirs = [d for d in args.run_dirs if holds_run(d)]
+    if not args.run_dirs:
+        print("error: none of these dirs holds a run (config.yaml and metrics.jsonl)",
+              file=sys.stderr)  # fmt: skip
         sys.exit(2)
     if args.metric is not None:
         keys = {k for d in args.run_dirs for r in read_records(d / "metrics.jsonl") for k in r}

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-DEFAULT_ROOT = "runs"  # default run dirs: runs/<env>/<agent>/seed<seed>-<time>
+DEFAULT_ROOT = "runs"  # default run dirs: runs/[<family>/]<env>/<agent>/seed<seed>-<time>
 LOCK_NAME = ".lock"  # holds the owner's PID; flock'ed while the owner lives
 HYDRA_LOG = "train.log"  # Hydra's job log (with .hydra/), written before train() runs
 RESULTS = ("metrics.jsonl", "checkpoints")
@@ -34,6 +34,21 @@ def path_part(text: str) -> str:
     """``text`` as one safe path component: ``my_envs:Walker-v0`` -> ``my_envs_Walker-v0``
     (a colon breaks PATH-like lists and Windows; a slash would nest dirs)."""
     return re.sub(r"[^\w.+-]+", "_", str(text)).strip("_") or "_"
+
+
+DEFAULT_FAMILY = "gym"  # configs/train.yaml's env family
+
+
+def env_name(family: str | None, env_id: str) -> str:
+    """The env as runs and plots name it: ``CartPole-v1`` through Gymnasium (the default
+    family) or a built-in id, ``gymnax/CartPole-v1`` through another family, so that runs of
+    one id through two families never share a dir or a curve."""
+    return env_id if family in (None, DEFAULT_FAMILY) else f"{family}/{env_id}"
+
+
+def env_path(family: str | None, env_id: str) -> str:
+    """:func:`env_name` as run dir path components (``gymnax/CartPole-v1``)."""
+    return "/".join(path_part(part) for part in env_name(family, env_id).split("/", 1))
 
 
 class RunDirError(ValueError):

@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from pes_rl.run_dir import RunDirError, atomic_write_text
 
 LOGGER = logging.getLogger("pes_rl")
+SAME_FETCH_S = 0.05  # records this close together in time were fetched from the device together
 
 
 def clean(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -171,7 +172,8 @@ class Progress:
 
     def __init__(self, enabled: bool, total: int, start: int, every_s: float = 10.0):
         self.total, self.start, self.every_s = total, start, every_s
-        self.began = self.last_line = time.monotonic()
+        self.last_line = time.monotonic()
+        self.origin: tuple[float, int] | None = None  # (time, iteration) the rate starts from
         self.eval_return: float | None = None
         self.train_return: float | None = None
         self.printing = enabled and not sys.stdout.isatty()
@@ -211,19 +213,32 @@ class Progress:
         if self.bar is not None:
             self.bar.update(self.task, completed=iteration, stats=self.stats(record))
         now = time.monotonic()
+        if self.origin is None or now - self.origin[0] < SAME_FETCH_S:
+            # The rate is measured from the first fetched iterations on: start-up and
+            # compilation, which they include, would inflate it.
+            self.origin = (self.origin[0] if self.origin else now, iteration)
         first = iteration == self.start + 1
         if not (first or iteration == self.total or now - self.last_line >= self.every_s):
             return
         self.last_line = now
-        rate = (now - self.began) / max(iteration - self.start, 1)
-        eta = datetime.timedelta(seconds=round(rate * (self.total - iteration)))
         line = (
             f"iteration {iteration}/{self.total} ({100 * iteration / self.total:.0f}%)  "
-            f"{self.stats(record)}  ETA {eta}"
+            f"{self.stats(record)}{self.eta(now, iteration)}"
         )
         LOGGER.info(line)
         if self.printing:
             print(line, flush=True)
+
+    def eta(self, now: float, iteration: int) -> str:
+        """``  ETA h:mm:ss`` from the iterations after the first fetched ones; empty until
+        there is such a rate."""
+        origin_time, origin_iteration = self.origin
+        if iteration == self.total:
+            return "  ETA 0:00:00"
+        if iteration == origin_iteration:
+            return ""
+        rate = (now - origin_time) / (iteration - origin_iteration)
+        return f"  ETA {datetime.timedelta(seconds=round(rate * (self.total - iteration)))}"
 
     def close(self) -> None:
         if self.bar is not None:

@@ -35,7 +35,7 @@ from pes_rl.envs.gymnax_env import twin_hint
 from pes_rl.envs.learned_optimizer import LearnedOptimizer
 from pes_rl.evaluation import make_evaluate
 from pes_rl.host_engine import make_host_evaluate
-from pes_rl.run_dir import RunDirError, atomic_write_text, claim, path_part
+from pes_rl.run_dir import RunDirError, atomic_write_text, claim, env_path
 from pes_rl.run_log import MetricsFile, Progress, WandbRun, clean
 from pes_rl.trained import POLICY_FILE, save_policy
 
@@ -205,7 +205,8 @@ def resolve_run_dir(cfg: DictConfig) -> Path:
     run_dir = OmegaConf.select(cfg, "run_dir")
     if not run_dir:
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
-        run_dir = f"runs/{path_part(cfg.env.id)}/{cfg.agent.name}/seed{cfg.train.seed}-{stamp}"
+        env = env_path(cfg.env.get("family"), cfg.env.id)
+        run_dir = f"runs/{env}/{cfg.agent.name}/seed{cfg.train.seed}-{stamp}"
     return Path(run_dir)
 
 

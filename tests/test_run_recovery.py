@@ -3,8 +3,12 @@ no half-made run dirs, and checkpoints kept as train.keep_checkpoints says."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
+from omegaconf import OmegaConf
 
 import pes_rl
 from pes_rl.checkpoint import Checkpointer
@@ -134,3 +138,91 @@ def test_a_failed_start_keeps_the_users_files(tmp_path):
     with pytest.raises(ValueError):
         pes_rl.train(small_config(run_dir, "train.iterations=3", "+env.kwargs.no_such_setting=1"))
     assert sorted(p.name for p in run_dir.iterdir()) == [".notes"]
+
+
+INTERRUPTED_START = """
+import sys
+from pathlib import Path
+import pes_rl
+from pes_rl import cli
+
+def interrupted(cfg):  # Ctrl-C after config.yaml was written, before the first iteration
+    (Path(cfg.run_dir) / "config.yaml").write_text("written: before the first iteration")
+    raise KeyboardInterrupt
+
+pes_rl.train = interrupted
+cli.train(sys.argv[1:])
+"""
+
+
+def test_an_interrupted_start_from_the_cli_says_nothing_was_saved(tmp_path):
+    run_dir = tmp_path / "run"
+    result = subprocess.run(
+        [sys.executable, "-c", INTERRUPTED_START, "env=influence_balancing",
+         f"hydra.run.dir={run_dir}"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 130, result.stderr
+    assert result.stderr.strip() == "stopped before the first iteration finished; nothing was saved"
+    assert not run_dir.exists()
+
+
+def test_runs_of_one_id_through_two_families_get_their_own_dirs_and_labels(tmp_path):
+    from pes_rl import cli, plot  # cli registers the resolvers configs/train.yaml uses
+    from pes_rl.config import CONFIG_DIR
+
+    train_yaml = OmegaConf.load(CONFIG_DIR / "train.yaml")
+    run_path = OmegaConf.to_container(train_yaml.hydra.run)["dir"]
+    assert run_path.startswith("runs/${env_path:${env.family},${env.id}}/")
+    paths = {}
+    for family in ("gym", "gymnax"):
+        cfg = OmegaConf.create(
+            {
+                "env": {"family": family, "id": "CartPole-v1"},
+                "agent": {"name": "pes"},
+                "p": run_path.split("/seed")[0],
+            }  # fmt: skip
+        )
+        paths[family] = cfg.p
+    assert cli is not None
+    assert paths == {"gym": "runs/CartPole-v1/pes", "gymnax": "runs/gymnax/CartPole-v1/pes"}
+
+    labels = set()
+    for family in ("gym", "gymnax"):
+        run_dir = tmp_path / family
+        run_dir.mkdir()
+        cfg = compose([f"env={family}", "env.id=CartPole-v1"])
+        OmegaConf.save(cfg, run_dir / "config.yaml")
+        labels.add(plot.label_of(run_dir))
+    assert labels == {
+        "PES CartPole-v1 K=100 σ=0.3 N=20", "PES gymnax/CartPole-v1 K=100 σ=0.3 N=20"
+    }  # fmt: skip
+
+
+def test_plot_skips_dirs_that_hold_no_run(tmp_path, straight_30, capsys):
+    from pes_rl import plot
+
+    empty = tmp_path / "failed_start"
+    empty.mkdir()
+    (empty / ".lock").touch()
+    plot.main([str(straight_30.run_dir), str(empty), "-o", str(tmp_path / "c.png")])
+    captured = capsys.readouterr()
+    assert f"skipped {empty}: it holds no run" in captured.err
+    assert (tmp_path / "c.png").exists() and "1 run(s)" in captured.out
+    with pytest.raises(SystemExit) as exit_:
+        plot.main([str(empty)])
+    assert exit_.value.code == 2
+
+
+def test_the_eta_leaves_out_start_up_and_compilation(monkeypatch, capsys):
+    from pes_rl import run_log
+
+    clock = iter([0.0, 90.0, 90.01, 100.0, 150.0])  # 90 s of start-up and compiling
+    monkeypatch.setattr(run_log.time, "monotonic", lambda: next(clock))
+    progress = run_log.Progress(enabled=True, total=100, start=0, every_s=0.0)
+    for iteration in (1, 2, 12, 100):  # 1 and 2 fetched together, then 1 s per iteration
+        progress.update({"iteration": iteration, "env_steps": iteration})
+    lines = capsys.readouterr().out.splitlines()
+    assert "ETA" not in lines[0] and "ETA" not in lines[1]
+    assert lines[2].endswith("ETA 0:01:28")  # (100 - 12) iterations at (100 - 90) s / 10
+    assert lines[3].endswith("ETA 0:00:00")
