@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import atexit
-import json
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
+
+from pes_rl.run_log import read_records
 
 REPO = Path(__file__).resolve().parent.parent
 # Small and fast: PES on influence balancing, 100 particles.
@@ -70,8 +72,10 @@ def run_evaluate(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
 
 
 def read_metrics(run_dir: Path) -> list[dict]:
-    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
-    return [json.loads(line) for line in lines if line.strip()]
+    """The records of a run's metrics.jsonl; a line still being written is left out."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return read_records(run_dir / "metrics.jsonl")
 
 
 def without_timing(records: list[dict]) -> list[dict]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import socket
 import subprocess
 
@@ -20,9 +21,18 @@ COMMON = [
 
 
 def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("localhost", 0))
-        return probe.getsockname()[1]
+    """A free port below the kernel's ephemeral range: a port the kernel hands out (bind to
+    port 0) can be handed to another process between this probe and the coordinator's bind."""
+    rng = random.Random()
+    for _ in range(100):
+        port = rng.randrange(20_000, 32_000)
+        with socket.socket() as probe:
+            try:
+                probe.bind(("localhost", port))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no free port in 20000-32000")
 
 
 def run_two_processes(run_dir, *overrides: str) -> list[subprocess.CompletedProcess]:

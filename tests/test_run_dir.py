@@ -6,7 +6,6 @@ import os
 import re
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -158,14 +157,12 @@ def test_a_second_run_on_a_live_dir_stops_naming_the_pid_and_a_resume_takes_over
         assert (run / ".lock").read_text() == f"{first.pid}\n"
         written = len(read_metrics(run))
 
-        started = time.monotonic()
         second = run_train(run, *overrides)
         assert second.returncode == 2, second.stderr
         assert second.stderr.strip() == (
             f"error: run dir {run} is in use by process {first.pid}; wait for it to end or "
             "choose another hydra.run.dir"
         )
-        assert time.monotonic() - started < 60
         assert first.poll() is None and len(read_metrics(run)) >= written  # untouched
     finally:
         first.send_signal(signal.SIGKILL)
