@@ -20,7 +20,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 from jax.sharding import Mesh
 
-from pes_rl import engine, normalization, sharding
+from pes_rl import engine, memory, normalization, sharding
 from pes_rl.agents import shaping
 from pes_rl.checks import is_positive_int
 from pes_rl.envs.base import Env
@@ -107,6 +107,11 @@ class Estimator:
             sharding.check_split(
                 num_particles, jax.process_count(), names, antithetic, "fewer processes"
             )
+        # A population that cannot fit is refused here, in one line, before anything is built.
+        self.state_bytes = memory.local_bytes(
+            num_particles, memory.particle_bytes(env, policy, self.host), mesh
+        )
+        memory.check_fits(num_particles, self.state_bytes, mesh)
         self.mesh = mesh
         self.env = env
         self.policy = policy
@@ -142,8 +147,13 @@ class Estimator:
     # Public API ----------------------------------------------------------------------------
 
     def init(self, key: jax.Array, params: Params) -> Any:
-        """The estimator's state for a population started at ``params``."""
-        return self._jit_init(key, params)
+        """The estimator's state for a population started at ``params``.
+
+        Raises:
+          ValueError: the population does not fit in memory (one line, with the estimate).
+        """
+        with memory.out_of_memory_as_value_error(self.num_particles, self.state_bytes, self.mesh):
+            return self._jit_init(key, params)
 
     def estimate(
         self,
@@ -159,10 +169,14 @@ class Estimator:
         the scan of the next power of two (capped at the agent's length) and skips the rest
         (``window_length``; pass its result when calling from inside ``jit``).
         ``state`` is donated: use the returned state, not the one passed in.
+
+        Raises:
+          ValueError: the window ran out of memory (one line, with the population's estimate).
         """
         if not isinstance(unroll_length, WindowLength):
             unroll_length = self.window_length(unroll_length)
-        return self._jit_estimate(state, params, key, *unroll_length)
+        with memory.out_of_memory_as_value_error(self.num_particles, self.state_bytes, self.mesh):
+            return self._jit_estimate(state, params, key, *unroll_length)
 
     def window_length(self, unroll_length: int | None) -> WindowLength:
         """The compiled scan length and the step limit of a window of ``unroll_length`` steps."""

@@ -63,8 +63,8 @@ def import_wrapper(entry: Any, index: int) -> Wrapper:
 
 def gym_takers(gym_id: str) -> list[Callable[..., Any]] | None:
     """Where ``env.kwargs`` of ``env=gym`` go past the adapter: ``gymnasium.make`` and the
-    id's entry point with its base classes (for ``envs.register_prefix``); None when the id cannot be found (the
-    adapter then says why)."""
+    id's entry point with its base classes (for ``envs.register_prefix``); None when the id
+    cannot be found (the adapter then says why)."""
     module_name, _, name = gym_id.rpartition(":")
     try:
         if module_name:

@@ -28,10 +28,10 @@ def check_kwargs(
     anything (nothing can be checked). ``skip`` names parameters the caller fills itself.
 
     Examples:
-      >>> def policy(env, hidden_sizes=(32,)): ...
-      >>> check_kwargs({"hidden_size": [8]}, [policy], "policy.kwargs", "policy 'mlp'", {"env"})
+      >>> def mlp(env, sizes=(32,)): ...
+      >>> check_kwargs({"size": [8]}, [mlp], "policy.kwargs", "policy 'mlp'", {"env"})
       Traceback (most recent call last):
-      ValueError: policy.kwargs.hidden_size is not a setting of policy 'mlp': it takes ['hidden_sizes']
+      ValueError: policy.kwargs.size is not a setting of policy 'mlp': it takes ['sizes']
     """
     if _takes_any_keyword(takers[-1]):
         return
@@ -45,16 +45,7 @@ def check_kwargs(
     )
     unknown = [name for name in kwargs if name not in accepted]
     if unknown:
-        raise ValueError(
-            f"{key}.{unknown[0]} is not a setting of {owner}: it takes {accepted}"
-        )
-
-
-def as_int_if_integral(value: Any) -> Any:
-    """``1e2`` (100.0) as ``100``; anything else unchanged (the config's count keys)."""
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return value
+        raise ValueError(f"{key}.{unknown[0]} is not a setting of {owner}: it takes {accepted}")
 
 
 def init_chain(target: Callable) -> list[Callable]:

@@ -91,12 +91,30 @@ def as_config(config: DictConfig | dict | list[str] | tuple[str, ...] | None) ->
     raise TypeError(f"a config is a DictConfig, a dict or a list of overrides, got {config!r}")
 
 
+# Count-like keys: an integral float there (train.iterations=1e2 parses as 100.0) is its int.
+INTEGER_KEYS = (
+    "train.iterations", "train.eval_every", "train.checkpoint_every", "train.eval_episodes",
+    "train.eval_steps", "train.seed", "train.keep_checkpoints", "agent.num_particles",
+    "agent.unroll_length",
+)  # fmt: skip
+
+
+def integral_floats_as_ints(cfg: DictConfig) -> None:
+    """Replaces, in place, an integral float at one of ``INTEGER_KEYS`` by the int it equals."""
+    for key in INTEGER_KEYS:
+        value = OmegaConf.select(cfg, key)
+        if isinstance(value, float) and value.is_integer():
+            OmegaConf.update(cfg, key, int(value))
+
+
 def _nonnegative_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def validate(cfg: DictConfig) -> None:
-    """Raises ValueError naming the config key when a value cannot work."""
+    """Raises ValueError naming the config key when a value cannot work; first takes an
+    integral float at an integer key as its int (``integral_floats_as_ints``)."""
+    integral_floats_as_ints(cfg)
     train = cfg.train
     checks = [
         ("train.iterations", train.iterations, is_positive_int, "an int >= 1"),

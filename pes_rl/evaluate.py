@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pes_rl.cli import program
 from pes_rl.render import use_headless_gl
 
 VIDEO_SIZE = (240, 320)  # height, width
@@ -88,7 +89,8 @@ def log_to_wandb(trained, run_dir: Path, summary: dict, video: Path | None) -> N
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m pes_rl.evaluate", description=__doc__.splitlines()[0]
+        prog=program("evaluate", "python -m pes_rl.evaluate"),
+        description=__doc__.splitlines()[0],
     )
     parser.add_argument("run_dir", type=Path, help="a run dir, or a policy.npz file")
     parser.add_argument("--episodes", type=int, default=10, help="episodes to average (10)")
@@ -101,8 +103,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
     args = parser.parse_args(argv)
-    if args.episodes < 1 or args.video_episodes < 1:
-        parser.error("--episodes and --video-episodes must be >= 1")
+    for flag in ("episodes", "video_episodes"):
+        if getattr(args, flag) < 1:
+            parser.error(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
     return args
 
 

@@ -34,6 +34,7 @@ import optax
 from omegaconf import OmegaConf
 
 from pes_rl import lopt
+from pes_rl.cli import program
 from pes_rl.envs import lopt_tasks
 
 ADAM_GRID = tuple(float(lr) for lr in np.logspace(-4, 1, 11))  # 1e-4 … 10, half-decade steps
@@ -229,7 +230,8 @@ def plot(results: dict[str, dict], path: Path, title: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m pes_rl.lopt_eval", description=__doc__.split("\n\n")[0]
+        prog=program("lopt-eval", "python -m pes_rl.lopt_eval"),
+        description=__doc__.split("\n\n")[0],
     )
     parser.add_argument("run_dir", type=Path, help="a learned_optimizer run (has lopt_theta.npz)")
     parser.add_argument("--steps", type=int, default=1000, help="inner steps per run")

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 from omegaconf import OmegaConf
 
+from pes_rl.cli import program
 from pes_rl.run_dir import env_name
 from pes_rl.run_log import read_records
 
@@ -159,7 +160,7 @@ def _digits(value: float, significant: int) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m pes_rl.plot", description=__doc__.splitlines()[0]
+        prog=program("plot", "python -m pes_rl.plot"), description=__doc__.splitlines()[0]
     )
     parser.add_argument(
         "run_dirs", nargs="+", type=Path, help="run directories written by train.py"

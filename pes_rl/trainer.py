@@ -25,7 +25,7 @@ import optax
 from jax.flatten_util import ravel_pytree
 from omegaconf import DictConfig, OmegaConf
 
-from pes_rl import agents, distributed, lopt, sharding
+from pes_rl import agents, distributed, lopt, memory, sharding
 from pes_rl.agents import curriculum
 from pes_rl.agents.base import WindowLength
 from pes_rl.checkpoint import Checkpointer, NoCheckpoint
@@ -33,7 +33,7 @@ from pes_rl.components import make_env, make_policy
 from pes_rl.config import as_config, differing_keys, validate
 from pes_rl.envs.gymnax_env import twin_hint
 from pes_rl.envs.learned_optimizer import LearnedOptimizer
-from pes_rl.evaluation import make_evaluate
+from pes_rl.evaluation import evaluation_key, make_evaluate, run_keys
 from pes_rl.host_engine import make_host_evaluate
 from pes_rl.run_dir import RunDirError, atomic_write_text, claim, env_path
 from pes_rl.run_log import MetricsFile, Progress, WandbRun, clean
@@ -319,8 +319,7 @@ def train_in_run_dir(cfg: DictConfig, run_dir: Path) -> TrainResult:
     total = cfg.train.iterations
 
     # Initial state, or the last checkpoint when resuming.
-    key = jax.random.key(cfg.train.seed)
-    key, policy_key, agent_key, eval_key = jax.random.split(key, 4)
+    key, policy_key, agent_key, eval_key = run_keys(cfg.train.seed)
     params = policy.init(policy_key)
     params, opt_state, key, iteration = sharding.replicate(
         (params, optimizer.init(params), key, jnp.zeros((), jnp.int32)), agent.mesh
@@ -401,7 +400,10 @@ def train_in_run_dir(cfg: DictConfig, run_dir: Path) -> TrainResult:
             if schedule is not None:
                 length = schedule.length(iteration, jax.random.fold_in(curriculum_key, iteration))
                 window = agent.window_length(length)
-            state, metrics = iteration_fn(state, *window)
+            with memory.out_of_memory_as_value_error(
+                agent.num_particles, agent.state_bytes, agent.mesh
+            ):
+                state, metrics = iteration_fn(state, *window)
             if schedule is not None:
                 metrics["unroll_length"] = length
             pending.append((iteration, metrics))
@@ -417,7 +419,7 @@ def train_in_run_dir(cfg: DictConfig, run_dir: Path) -> TrainResult:
                     eval_metrics = evaluate(
                         state.params,
                         state.agent_state.obs_norm,
-                        jax.random.fold_in(eval_key, iteration),
+                        evaluation_key(cfg.train.seed, iteration),
                     )
                 flush(eval_metrics)
             if do_checkpoint or stop["requested"]:

@@ -101,7 +101,6 @@ def test_discrete_actions_are_argmax_of_logits():
     "env_id, message",
     [
         ("gym/Nope-v0", "unknown Gymnasium env id 'Nope-v0'"),
-        ("gym/toy_gym:DictObservation-v0", "FlattenObservation"),
         ("gym/toy_gym:MultiDiscreteAction-v0", "Box or Discrete actions"),
         ("gym/no_such_module:Env-v0", "unknown Gymnasium env id"),
         ("brax/nope", "unknown Brax env 'nope'"),

@@ -45,9 +45,31 @@ class CountingEnv(gymnasium.Env):
 
 
 class DictObservationEnv(CountingEnv):
+    """CountingEnv with its observation as a dict: ``{"length": [length], "t": [t]}``."""
+
     def __init__(self):
         super().__init__()
-        self.observation_space = spaces.Dict({"t": spaces.Box(0, 10, (1,), np.float32)})
+        box = spaces.Box(0, 10, (1,), np.float32)
+        self.observation_space = spaces.Dict({"length": box, "t": box})
+
+    def _obs(self):
+        return {"length": np.array([self.length], np.float32), "t": np.array([self.t], np.float32)}
+
+
+class AppendObservation(gymnasium.ObservationWrapper):
+    """Appends ``value`` to a flat Box observation (the tests' wrapper, to see order and kwargs)."""
+
+    def __init__(self, env: gymnasium.Env, value: float = 0.0):
+        super().__init__(env)
+        space = env.observation_space
+        self.value = value
+        low, high = (
+            np.append(bound, value).astype(np.float32) for bound in (space.low, space.high)
+        )
+        self.observation_space = spaces.Box(low, high, dtype=np.float32)
+
+    def observation(self, observation):
+        return np.append(observation, self.value).astype(np.float32)
 
 
 class MultiDiscreteActionEnv(CountingEnv):
