@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -12,6 +13,35 @@ from pes_rl import engine, normalization
 from pes_rl.envs.base import Env
 from pes_rl.envs.unrolled import UnrolledOptimizationEnv, inner_run
 from pes_rl.policies import Policy
+
+
+class RunKeys(NamedTuple):
+    """The keys a run's seed splits into (``pes_rl.train``)."""
+
+    stream: jax.Array  # the training state's random stream (perturbations, resets)
+    policy: jax.Array  # θ's initialization
+    agent: jax.Array  # the particles' first episodes
+    evaluation: jax.Array  # evaluations: fold_in(evaluation, iteration)
+
+
+def run_keys(seed: int) -> RunKeys:
+    return RunKeys(*jax.random.split(jax.random.key(seed), 4))
+
+
+def evaluation_key(seed: int, iteration: int) -> jax.Array:
+    """The key of a run's evaluation after ``iteration``: ``pes-rl evaluate`` without
+    ``--seed`` uses it too, and so repeats the run's own ``eval_return``."""
+    return jax.random.fold_in(run_keys(seed).evaluation, iteration)
+
+
+def make_episode_returns_for(env: Env, policy: Policy, num_episodes: int, num_steps: int):
+    """:func:`make_episode_returns` for JAX envs, its host twin for Gymnasium envs: the one
+    episode evaluation both the trainer and ``pes-rl evaluate`` use."""
+    if getattr(env, "is_host", False):
+        from pes_rl.host_engine import make_host_episode_returns
+
+        return make_host_episode_returns(env, policy, num_episodes, num_steps)
+    return make_episode_returns(env, policy, num_episodes, num_steps)
 
 
 def make_evaluate(env: Env, policy: Policy, num_episodes: int, num_steps: int) -> Callable:

@@ -136,15 +136,13 @@ class HostPopulation:
         self.vector.close()
 
 
-def make_host_evaluate(env: GymnasiumEnv, policy, num_episodes: int, num_steps: int):
-    """``evaluate(params, obs_norm, key) -> {"eval_return": ...}`` on ``num_episodes`` sub-envs.
-
-    Each sub-env plays one complete episode with θ unperturbed (at most ``num_steps`` steps
-    when the env has no time limit).
-    """
+def make_host_episode_returns(env: GymnasiumEnv, policy, num_episodes: int, num_steps: int):
+    """``episode_returns(params, obs_norm, key) -> [num_episodes]``: one complete episode of θ
+    unperturbed on each of ``num_episodes`` sub-envs (at most ``num_steps`` steps when the env
+    has no time limit), reset with seeds drawn from ``key``."""
     holder: dict[str, HostPopulation] = {}
 
-    def evaluate(params, obs_norm, key: jax.Array) -> dict:
+    def episode_returns(params, obs_norm, key: jax.Array) -> np.ndarray:
         flat, unravel = ravel_pytree(params)
         if "population" not in holder:
             holder["population"] = HostPopulation(
@@ -157,6 +155,17 @@ def make_host_evaluate(env: GymnasiumEnv, policy, num_episodes: int, num_steps: 
         _, window = population.unroll(
             population.reset(seeds), theta, key, length, autoreset=False, obs_norm=obs_norm
         )
-        return {"eval_return": float(np.mean(window.reward_first))}
+        return np.asarray(window.reward_first)
+
+    return episode_returns
+
+
+def make_host_evaluate(env: GymnasiumEnv, policy, num_episodes: int, num_steps: int):
+    """``evaluate(params, obs_norm, key) -> {"eval_return": ...}``: the mean of
+    :func:`make_host_episode_returns`."""
+    episode_returns = make_host_episode_returns(env, policy, num_episodes, num_steps)
+
+    def evaluate(params, obs_norm, key: jax.Array) -> dict:
+        return {"eval_return": float(np.mean(episode_returns(params, obs_norm, key)))}
 
     return evaluate
