@@ -5,8 +5,14 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import pytest
+from cli import COMPILATION_CACHE
 
 from pes_rl import agents, envs, policies
+
+# In-process tests share the subprocesses' compilation cache: many build the same small
+# agents (influence balancing, a linear policy), and each would otherwise compile them again.
+jax.config.update("jax_compilation_cache_dir", COMPILATION_CACHE)
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
 
 
 @pytest.fixture

@@ -45,16 +45,19 @@ def test_pes_improves_cartpole_return(tmp_path):
         ("MountainCarContinuous-v0", ["agent=es"]),  # an id no issue named
     ],
 )
-def test_gymnasium_ids_train_through_the_cli(tmp_path, env_id, extra):
-    run_dir = tmp_path / "run"
-    result = run_train(
-        run_dir, f"env.id={env_id}", *extra, "agent.num_particles=4", "train.iterations=2",
-        "train.eval_every=1", "train.eval_episodes=1",
+def test_gymnasium_ids_train(tmp_path, capsys, env_id, extra):
+    """In process (the CLI path is the same ``pes_rl.train``; CLI runs of Gymnasium ids are
+    below and in test_train_cli.py)."""
+    cfg = compose(
+        [f"env.id={env_id}", *extra, "agent.num_particles=4", "train.iterations=2",
+         "train.eval_every=1", "train.eval_episodes=1", "train.progress=false"]
     )  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    assert f"hint: {env_id} has a JAX twin in gymnax: env=gymnax env.id={env_id}" in result.stderr
-    records = read_metrics(run_dir)
-    assert [r["iteration"] for r in records] == [1, 2]
+    cfg.run_dir = str(tmp_path / "run")
+    _, history = pes_rl.train(cfg)
+    hint = f"hint: {env_id} has a JAX twin in gymnax: env=gymnax env.id={env_id}"
+    assert hint in capsys.readouterr().err
+    records = read_metrics(tmp_path / "run")
+    assert records == history and [r["iteration"] for r in records] == [1, 2]
     assert all(np.isfinite(r["eval_return"]) for r in records)
 
 
@@ -87,6 +90,13 @@ def test_brax_early_termination_is_per_particle():
     assert int(metrics["episodes"]) >= 8  # the untrained pendulum falls within 60 steps
     assert int(metrics["env_steps"]) == 8 * 60
     assert np.isfinite(np.asarray(grad["w"])).all()
+
+
+@pytest.mark.slow  # a second Brax compile; the default suite has ES stopping on gymnax
+def test_brax_early_termination_stops_an_es_particle():
+    env = envs.make("brax/inverted_pendulum", episode_length=100, backend="spring")
+    policy = policies.make("linear", env)
+    params = policy.init(jax.random.key(0))
     # ES: a fallen particle stops; only real steps are counted.
     es = agents.make("es", env=env, policy=policy, num_particles=8, sigma=0.5)
     _, _, metrics = es.estimate(es.init(jax.random.key(1), params), params, jax.random.key(2))

@@ -19,6 +19,9 @@ from cli import (
     without_timing,
 )
 
+import pes_rl
+from pes_rl.config import compose
+
 
 def test_train_writes_metrics_config_and_checkpoints(tmp_path):
     run_dir = tmp_path / "run"
@@ -81,9 +84,9 @@ def interrupt_then_resume(tmp_path, stop_signal: int, checkpoint_every: int, aft
 
     resumed = run_train(stopped, *overrides, f"train.iterations={total}", "resume=true")
     assert resumed.returncode == 0, resumed.stderr
-    reference = tmp_path / "reference"
-    assert run_train(reference, *overrides, f"train.iterations={total}").returncode == 0
-    return stderr, process.returncode, read_metrics(stopped), read_metrics(reference)
+    reference = compose([*overrides, f"train.iterations={total}", "train.progress=false"])
+    reference.run_dir = str(tmp_path / "reference")  # in process: the same pes_rl.train
+    return stderr, process.returncode, read_metrics(stopped), pes_rl.train(reference).history
 
 
 def test_ctrl_c_then_resume_matches_uninterrupted_run(tmp_path):
