@@ -138,7 +138,9 @@ def validate(cfg: DictConfig) -> None:
 def differing_keys(
     a: DictConfig, b: DictConfig, ignore: tuple[str, ...] = RESUMABLE_KEYS
 ) -> list[str]:
-    """Dotted keys whose values differ between two configs, skipping ``ignore`` prefixes."""
+    """Dotted keys whose values differ between two configs, skipping ``ignore`` prefixes and
+    keys ``a`` lacks that ``b`` leaves empty (settings added to pes_rl since ``a`` was saved,
+    such as ``env.wrappers: []``)."""
 
     def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
         if isinstance(node, dict):
@@ -155,4 +157,9 @@ def differing_keys(
     def ignored(key: str) -> bool:
         return any(key == p or key.startswith(p + ".") for p in ignore)
 
-    return [k for k in keys if not ignored(k) and flat_a.get(k) != flat_b.get(k)]
+    def added_empty(key: str) -> bool:  # a key added since ``a`` was saved, left empty
+        return key not in flat_a and flat_b[key] in (None, [])
+
+    return [
+        k for k in keys if not ignored(k) and not added_empty(k) and flat_a.get(k) != flat_b.get(k)
+    ]

@@ -5,8 +5,10 @@
     python -m pes_rl.evaluate RUN_DIR --video swimmer.mp4   # and an MP4 of the first episode
     python -m pes_rl.evaluate RUN_DIR --iteration 200       # an older checkpoint
 
-RUN_DIR may also be a copied ``policy.npz``. Gymnasium envs step on the host, one episode at a
-time, through ``TrainedPolicy.act``; JAX envs run all episodes in one jitted rollout. A run
+RUN_DIR may also be a copied ``policy.npz``. The episodes run through the evaluation the trainer
+runs (all episodes in one jitted rollout on a JAX env, one Gymnasium sub-env per episode on a
+host env); without ``--seed`` they are reset as the run's own last evaluation was, so
+``--episodes`` equal to the run's ``train.eval_episodes`` prints its last ``eval_return``. A run
 logged to W&B gets the returns (and the video) in its W&B run too. The run dir is only read.
 """
 
@@ -26,48 +28,53 @@ from pes_rl.render import use_headless_gl
 VIDEO_SIZE = (240, 320)  # height, width
 
 
-def host_episodes(
-    trained, episodes: int, seed: int, video_episodes: int, camera: str | None = None
-) -> tuple[list[float], list[np.ndarray], float]:
-    """Returns of ``episodes`` Gymnasium episodes (seeds drawn from ``seed``), the frames of the
-    first ``video_episodes`` of them and the env's frame rate."""
+def episode_key(trained, seed: int | None):
+    """The key the episodes' resets are drawn from: the run's own evaluation key after the
+    loaded iteration (``seed`` None), else one from ``seed``."""
+    import jax
+
+    from pes_rl.evaluation import evaluation_key
+
+    if seed is None:
+        return evaluation_key(trained.config.train.seed, trained.iteration)
+    return jax.random.key(seed)
+
+
+def episode_returns(trained, episodes: int, key) -> tuple[np.ndarray, float]:
+    """The returns of ``episodes`` episodes of θ unperturbed and their mean, computed by the
+    evaluation the trainer runs (so the run's own key repeats its ``eval_return``)."""
+    from pes_rl.evaluation import make_episode_returns_for, mean_return
+
+    returns = make_episode_returns_for(
+        trained.env, trained.policy, episodes, trained.config.train.eval_steps
+    )(trained.params, trained.obs_norm, key)
+    return np.asarray(returns), float(mean_return(returns))
+
+
+def host_video(
+    trained, key, episodes: int, camera: str | None = None
+) -> tuple[list[np.ndarray], float]:
+    """Frames of the first ``episodes`` evaluated Gymnasium episodes (the same reset seeds),
+    stepped one at a time through ``TrainedPolicy.act``, and the env's frame rate."""
+    from pes_rl.host_engine import seed_stream
     from pes_rl.render import gym_renderer, render_frame
 
-    env = trained.env
-    gym_env = gym_renderer(trained, VIDEO_SIZE, camera) if video_episodes else env.make_single()
-    max_steps = env.spec.horizon or trained.config.train.eval_steps
-    seeds = np.random.default_rng(seed).integers(0, 2**31 - 1, size=episodes)
-    returns, frames = [], []
+    gym_env = gym_renderer(trained, VIDEO_SIZE, camera)
+    max_steps = trained.env.spec.horizon or trained.config.train.eval_steps
+    frames = []
     try:
-        for episode, episode_seed in enumerate(seeds):
+        for episode_seed in seed_stream(key).integers(0, 2**31 - 1, size=episodes):
             obs, _ = gym_env.reset(seed=int(episode_seed))
-            filming = episode < video_episodes
-            frames += [render_frame(gym_env)] if filming else []
-            total = 0.0
+            frames.append(render_frame(gym_env))
             for _ in range(max_steps):
-                obs, reward, terminated, truncated, _ = gym_env.step(trained.act(obs))
-                total += float(reward)
-                frames += [render_frame(gym_env)] if filming else []
+                obs, _, terminated, truncated, _ = gym_env.step(trained.act(obs))
+                frames.append(render_frame(gym_env))
                 if terminated or truncated:
                     break
-            returns.append(total)
         fps = float(gym_env.metadata.get("render_fps") or 30)
     finally:
         gym_env.close()
-    return returns, frames, fps
-
-
-def jax_episodes(trained, episodes: int, seed: int) -> list[float]:
-    """Returns of ``episodes`` episodes of a JAX env, all in one jitted rollout."""
-    import jax
-
-    from pes_rl.evaluation import make_episode_returns
-
-    episode_returns = make_episode_returns(
-        trained.env, trained.policy, episodes, trained.config.train.eval_steps
-    )
-    returns = episode_returns(trained.params, trained.obs_norm, jax.random.key(seed))
-    return [float(r) for r in np.asarray(returns)]
+    return frames, fps
 
 
 def log_to_wandb(trained, run_dir: Path, summary: dict, video: Path | None) -> None:
@@ -94,7 +101,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("run_dir", type=Path, help="a run dir, or a policy.npz file")
     parser.add_argument("--episodes", type=int, default=10, help="episodes to average (10)")
-    parser.add_argument("--seed", type=int, default=0, help="seeds the episodes' resets (0)")
+    parser.add_argument(
+        "--seed", type=int,
+        help="seeds the episodes' resets (default: the run's own evaluation seeds, so "
+        "--episodes train.eval_episodes repeats the run's last eval_return)",
+    )  # fmt: skip
     parser.add_argument("--iteration", type=int, help="a checkpoint's iteration (latest)")
     parser.add_argument("--video", type=Path, help="write an MP4 of the first episode(s) here")
     parser.add_argument("--video-episodes", type=int, default=1, help="episodes filmed (1)")
@@ -128,19 +139,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {video_reason}", file=sys.stderr)
         return 2
 
+    key = episode_key(trained, args.seed)
+    returns, mean = episode_returns(trained, args.episodes, key)
     frames, fps = [], 30.0
     try:
-        if getattr(trained.env, "is_host", False):
-            filmed = args.video_episodes if args.video else 0
-            returns, frames, fps = host_episodes(
-                trained, args.episodes, args.seed, filmed, args.camera
+        if args.video and getattr(trained.env, "is_host", False):
+            frames, fps = host_video(trained, key, args.video_episodes, args.camera)
+        elif args.video:
+            video_seed = trained.config.train.seed if args.seed is None else args.seed
+            frames, fps = render.physics_video(
+                trained, video_seed, args.video_episodes, VIDEO_SIZE, args.camera
             )
-        else:
-            returns = jax_episodes(trained, args.episodes, args.seed)
-            if args.video:
-                frames, fps = render.physics_video(
-                    trained, args.seed, args.video_episodes, VIDEO_SIZE, args.camera
-                )
     except render.RenderError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -149,22 +158,24 @@ def main(argv: list[str] | None = None) -> int:
         "iteration": trained.iteration,
         "episodes": args.episodes,
         "seed": args.seed,
-        "return_mean": float(np.mean(returns)),
+        "return_mean": mean,
         "return_std": float(np.std(returns)),
         "return_min": float(np.min(returns)),
         "return_max": float(np.max(returns)),
     }
+    seeded = "the run's evaluation seeds" if args.seed is None else f"seed {args.seed}"
     print(
         f"{trained.env_id}, iteration {trained.iteration}: return {summary['return_mean']:.6g} "
         f"± {summary['return_std']:.3g} (std over {args.episodes} "
-        f"episode{'s' if args.episodes > 1 else ''}, seed {args.seed}; "
+        f"episode{'s' if args.episodes > 1 else ''}, {seeded}; "
         f"min {summary['return_min']:.6g}, max {summary['return_max']:.6g})"
     )
     if args.video:
         render.write_mp4(args.video, frames, fps)
         print(f"video: {args.video} ({len(frames)} frames at {fps:.0f} fps)")
     if args.json:
-        args.json.write_text(json.dumps(summary | {"returns": returns}, indent=1) + "\n")
+        returns_list = [float(r) for r in returns]
+        args.json.write_text(json.dumps(summary | {"returns": returns_list}, indent=1) + "\n")
     if args.run_dir.is_dir():
         log_to_wandb(trained, args.run_dir, summary, args.video)
     return 0

@@ -7,6 +7,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from pes_rl import engine, normalization
@@ -34,6 +35,12 @@ def evaluation_key(seed: int, iteration: int) -> jax.Array:
     return jax.random.fold_in(run_keys(seed).evaluation, iteration)
 
 
+def mean_return(returns: jax.Array | np.ndarray) -> jax.Array | np.floating:
+    """The evaluation's mean return, reduced where the returns are (XLA for a JAX env's, NumPy
+    for a host env's), so a re-evaluation gives the logged number to the last bit."""
+    return jnp.mean(returns) if isinstance(returns, jax.Array) else np.mean(returns)
+
+
 def make_episode_returns_for(env: Env, policy: Policy, num_episodes: int, num_steps: int):
     """:func:`make_episode_returns` for JAX envs, its host twin for Gymnasium envs: the one
     episode evaluation both the trainer and ``pes-rl evaluate`` use."""
@@ -58,7 +65,7 @@ def make_evaluate(env: Env, policy: Policy, num_episodes: int, num_steps: int) -
         return make_inner_run_evaluate(env, policy, num_episodes)
     if env.spec.horizon is not None:
         episode_returns = make_episode_returns(env, policy, num_episodes, num_steps)
-        return jax.jit(lambda *args: {"eval_return": jnp.mean(episode_returns(*args))})
+        return jax.jit(lambda *args: {"eval_return": mean_return(episode_returns(*args))})
 
     @jax.jit
     def evaluate(params, obs_norm: normalization.ObsNormState | None, key: jax.Array) -> dict:

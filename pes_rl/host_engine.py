@@ -21,6 +21,7 @@ from jax.flatten_util import ravel_pytree
 from pes_rl import engine, normalization
 from pes_rl.engine import ActFn, Particles, Window
 from pes_rl.envs.gymnasium_env import GymnasiumEnv
+from pes_rl.evaluation import mean_return
 
 
 def seed_stream(key: jax.Array) -> np.random.Generator:
@@ -166,6 +167,6 @@ def make_host_evaluate(env: GymnasiumEnv, policy, num_episodes: int, num_steps: 
     episode_returns = make_host_episode_returns(env, policy, num_episodes, num_steps)
 
     def evaluate(params, obs_norm, key: jax.Array) -> dict:
-        return {"eval_return": float(np.mean(episode_returns(params, obs_norm, key)))}
+        return {"eval_return": float(mean_return(episode_returns(params, obs_norm, key)))}
 
     return evaluate

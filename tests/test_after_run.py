@@ -13,6 +13,7 @@ from cli import read_metrics, run_evaluate
 
 import pes_rl
 from pes_rl import evaluate, normalization
+from pes_rl.host_engine import seed_stream
 from pes_rl.trained import POLICY_FILE
 
 CARTPOLE = [
@@ -94,7 +95,7 @@ def test_evaluate_command_returns_and_video(cartpole_run, tmp_path):
     trained = pes_rl.load(run_dir)
     env = gymnasium.make("CartPole-v1")
     expected = []
-    for seed in np.random.default_rng(1).integers(0, 2**31 - 1, size=3):
+    for seed in seed_stream(jax.random.key(1)).integers(0, 2**31 - 1, size=3):
         obs, _ = env.reset(seed=int(seed))
         total, done = 0.0, False
         while not done:
@@ -110,6 +111,16 @@ def test_evaluate_command_returns_and_video(cartpole_run, tmp_path):
     assert len(frames) == expected[0] + 1  # the reset frame, then one per step (reward 1/step)
     assert frames[0].ndim == 3 and frames[0].std() > 0  # a picture, not a blank
     assert f"video: {video}" in result.stdout
+
+
+def test_evaluate_without_seed_repeats_the_runs_last_eval_return(cartpole_run, capsys):
+    """A host env: the run's own evaluation key and episode count give its eval_return."""
+    run_dir, result = cartpole_run
+    episodes = str(pes_rl.load(run_dir).config.train.eval_episodes)
+    assert evaluate.main([str(run_dir), "--episodes", episodes]) == 0
+    printed = capsys.readouterr().out
+    last = result.history[-1]["eval_return"]
+    assert f": return {last:.6g} ± " in printed and "the run's evaluation seeds" in printed
 
 
 def test_evaluate_a_jax_env_matches_the_runs_own_evaluation(influence_run, capsys, tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -10,10 +11,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax.flatten_util import ravel_pytree
+from omegaconf import OmegaConf
 from reference import WindowReference, assert_window_matches
 
 import pes_rl
-from pes_rl import agents, engine, envs, policies
+from pes_rl import agents, engine, envs, evaluate, policies
 from pes_rl.envs.custom import adapt
 from pes_rl.evaluation import make_evaluate
 
@@ -95,7 +97,7 @@ def test_es_on_gymnax_counts_only_steps_before_termination():
     assert 8 * 8 <= int(metrics["env_steps"]) < 8 * 500
 
 
-def test_pes_on_gymnax_cartpole_beats_the_zero_policy_fivefold(tmp_path):
+def test_pes_on_gymnax_cartpole_beats_the_zero_policy_fivefold(tmp_path, capsys):
     result = pes_rl.train([
         "experiment=gymnax_cartpole_pes_cpu", "train.iterations=40", "train.eval_every=10",
         "train.progress=false", f"run_dir={tmp_path / 'run'}",
@@ -106,6 +108,16 @@ def test_pes_on_gymnax_cartpole_beats_the_zero_policy_fivefold(tmp_path):
     evals = [h["eval_return"] for h in result.history if "eval_return" in h]
     assert float(zero["eval_return"]) < 15  # the zero policy always pushes left
     assert max(evals) >= 5 * float(zero["eval_return"]), evals
+
+    # pes-rl evaluate with the run's episode count and no --seed repeats its last eval_return.
+    episodes = str(OmegaConf.load(tmp_path / "run" / "config.yaml").train.eval_episodes)
+    assert evaluate.main([str(tmp_path / "run"), "--episodes", episodes]) == 0
+    printed = capsys.readouterr().out
+    assert f": return {result.history[-1]['eval_return']:.6g} ± " in printed
+    assert evaluate.main([str(tmp_path / "run"), "--episodes", episodes, "--json",
+                          str(tmp_path / "e.json")]) == 0  # fmt: skip
+    summary = json.loads((tmp_path / "e.json").read_text())
+    assert summary["return_mean"] == result.history[-1]["eval_return"]  # to the last bit
 
 
 def test_own_jax_env_from_a_module_trains_with_pes(tmp_path):

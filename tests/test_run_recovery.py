@@ -226,3 +226,16 @@ def test_the_eta_leaves_out_start_up_and_compilation(monkeypatch, capsys):
     assert "ETA" not in lines[0] and "ETA" not in lines[1]
     assert lines[2].endswith("ETA 0:01:28")  # (100 - 12) iterations at (100 - 90) s / 10
     assert lines[3].endswith("ETA 0:00:00")
+
+
+def test_a_run_saved_before_a_new_empty_setting_still_resumes():
+    """A config.yaml written before ``env.wrappers`` existed differs from today's only by that
+    empty setting: not a change of the run."""
+    from pes_rl.config import differing_keys
+
+    today = compose([])
+    saved = OmegaConf.to_container(today)
+    del saved["env"]["wrappers"]
+    assert differing_keys(OmegaConf.create(saved), today) == []
+    saved["env"]["kwargs"]["horizon"] = 7
+    assert differing_keys(OmegaConf.create(saved), today) == ["env.kwargs.horizon"]

@@ -7,12 +7,13 @@ import sys
 import types
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from cli import cli_env
 
 from pes_rl import agents, cli, envs, evaluate, memory, policies, render
-from pes_rl.components import make_env
+from pes_rl.components import make_env, make_policy
 from pes_rl.config import compose, validate
 
 # Unknown env.kwargs / policy.kwargs -------------------------------------------------------------
@@ -187,20 +188,21 @@ def test_wrapper_errors_name_the_entry():
                                                                "kwargs": {"valu": 1}}])  # fmt: skip
 
 
-def test_config_wrappers_reach_evaluation(monkeypatch):
+def test_config_wrappers_reach_evaluation():
+    """``pes-rl evaluate``'s episodes see the wrapped observation: a policy that reads only
+    the appended 5.0 earns reward from it."""
     cfg = compose(["env.id=toy_gym:Counting-v0", f"env.wrappers=[{{path: '{APPEND}', "
-                   "kwargs: {value: 5.0}}]", "train.eval_steps=3"])  # fmt: skip
+                   "kwargs: {value: 5.0}}]", "train.eval_steps=5"])  # fmt: skip
     env = make_env(cfg)
-    seen = []
-
-    def act(obs):
-        seen.append(obs)
-        return np.zeros(1, np.float32)
-
-    trained = types.SimpleNamespace(env=env, config=cfg, act=act)
-    returns, frames, _ = evaluate.host_episodes(trained, episodes=1, seed=0, video_episodes=0)
-    assert len(returns) == 1 and not frames
-    assert seen and all(obs.shape == (3,) and obs[-1] == 5.0 for obs in seen)
+    policy = make_policy(cfg, env)
+    params = jax.tree.map(jnp.zeros_like, policy.init(jax.random.key(0)))
+    params["w"] = params["w"].at[-1].set(0.1)  # action = 0.1 x the appended value
+    trained = types.SimpleNamespace(env=env, policy=policy, params=params, obs_norm=None,
+                                    config=cfg, iteration=1)  # fmt: skip
+    returns, _ = evaluate.episode_returns(trained, 3, jax.random.key(0))
+    # Counting pays action + t at step t of an episode of 2..5 steps: 0.5 n + n (n + 1) / 2.
+    possible = [0.5 * n + n * (n + 1) / 2 for n in range(2, 6)]
+    assert all(min(abs(float(r) - p) for p in possible) < 1e-5 for r in returns), returns
     with pytest.raises(ValueError, match="env.wrappers wraps Gymnasium envs"):
         make_env(compose(["env=jax", "+env.wrappers=[gymnasium.wrappers.FlattenObservation]"]))
 
