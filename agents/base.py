@@ -20,11 +20,11 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 from jax.sharding import Mesh
 
-from pes_rl import engine, memory, normalization, sharding
+from pes_rl import engine, memory, normalization
+from pes_rl import population as populations
 from pes_rl.agents import shaping
 from pes_rl.checks import is_positive_int
 from pes_rl.envs.base import Env
-from pes_rl.host_engine import HostPopulation, seed_stream
 from pes_rl.policies import Policy
 
 Params = Any
@@ -90,26 +90,21 @@ class Estimator:
                 f"agent.stagger=true needs a finite env horizon and a persistent estimator "
                 f"(tes, pes, nres); got {self.name} on horizon {env.spec.horizon}"
             )
-        self.host = getattr(env, "is_host", False)
-        if stagger and self.host:
+        if mesh is not None and not self.supports_sharding:
             raise ValueError(
-                f"agent.stagger=true is not supported on host (Gymnasium) env {env!r}: its "
-                "sub-envs cannot be advanced one at a time; use agent.stagger=false"
+                f"a device mesh needs es, tes, pes or nres; got {self.name} (use "
+                "train.devices=1)"
             )
-        if mesh is not None and not self.splits_over_devices(env):
+        # Who steps the particles' envs; every check that depends on it lives there.
+        self.population = populations.make(env, policy, num_particles, antithetic, mesh)
+        if stagger and not self.population.can_stagger:
             raise ValueError(
-                f"a device mesh needs a JAX env and es, tes, pes or nres; got {self.name} on "
-                f"{env!r} (use train.devices=1)"
-            )
-        sharding.check_divisible(num_particles, mesh, antithetic)
-        if self.host:  # a distributed host env run: each process steps a slice
-            names = ("process", "processes")
-            sharding.check_split(
-                num_particles, jax.process_count(), names, antithetic, "fewer processes"
+                f"agent.stagger=true is not supported on {env!r}: its particles cannot be "
+                "advanced one at a time; use agent.stagger=false"
             )
         # A population that cannot fit is refused here, in one line, before anything is built.
         self.state_bytes = memory.local_bytes(
-            num_particles, memory.particle_bytes(env, policy, self.host), mesh
+            num_particles, self.population.particle_bytes(), mesh
         )
         memory.check_fits(num_particles, self.state_bytes, mesh)
         self.mesh = mesh
@@ -122,11 +117,9 @@ class Estimator:
         self.stagger = stagger
         self.fitness_shaping = fitness_shaping
         self.obs_normalization = obs_normalization
-        # Antithetic partners share reset keys, so each pair starts its episodes alike.
-        self.num_groups = num_particles // 2 if antithetic else num_particles
-        self.reset_group = np.arange(num_particles) // (2 if antithetic else 1)
-        self.population: HostPopulation | None = None  # host envs: the sub-envs, made at init
-        if self.host:  # stepped in Python; the policy call inside each step is jitted
+        self.num_groups = self.population.num_groups
+        self.reset_group = self.population.reset_group  # antithetic partners reset alike
+        if not self.population.jittable:  # stepped in Python; its policy call is jitted
             self._jit_init, self._jit_estimate = self._init_state, self._estimate
         else:
             self._jit_init = jax.jit(self._init_state)
@@ -137,7 +130,7 @@ class Estimator:
     def splits_over_devices(cls, env: Env) -> bool:
         """Whether this estimator's population on ``env`` can be split over a device mesh (a
         JAX env, and an estimator that supports it)."""
-        return cls.supports_sharding and not getattr(env, "is_host", False)
+        return cls.supports_sharding and populations.kind(env).can_split_over_devices
 
     def _check_unroll_length(self, unroll_length: int | None) -> int:
         if unroll_length is None:
@@ -184,9 +177,9 @@ class Estimator:
             return WindowLength(self.unroll_length)
         if not self.supports_curriculum:
             raise ValueError(f"{self.name} runs whole episodes: it takes no window length")
-        if self.host:
+        if not self.population.can_shorten_windows:
             raise ValueError(
-                "window lengths other than unroll_length need a JAX env, not a host env"
+                f"window lengths other than unroll_length need a JAX env, not {self.env!r}"
             )
         if not is_positive_int(unroll_length) or unroll_length > self.unroll_length:
             raise ValueError(
@@ -199,32 +192,23 @@ class Estimator:
     # Shared pieces -------------------------------------------------------------------------
 
     def _init_state(self, key: jax.Array, params: Params) -> Any:
-        flat, unravel = ravel_pytree(params)
-        if self.host and self.population is None:
-            self.population = HostPopulation(
-                self.env, self.num_particles, self._act_fn(unravel), jax.process_count(),
-                jax.process_index(),
-            )  # fmt: skip
+        flat = ravel_pytree(params)[0]
         obs_norm = None
         if self.obs_normalization:
             obs_size = math.prod(self.env.spec.observation_space.shape)
             obs_norm = normalization.init(obs_size)
-        return self._keep_split(self._init(key, flat, self._act_fn(unravel), obs_norm))
+        return self._keep_split(self._init(key, flat, obs_norm))
 
     def _keep_split(self, state: Any) -> Any:
-        """With a mesh: the state's per-particle arrays split over it (the normalizer, keyed by
-        observation size, stays replicated)."""
-        if self.mesh is None:
-            return state
-        split = sharding.constrain_particles(
-            state._replace(obs_norm=None), self.mesh, self.num_particles
-        )
+        """The state's per-particle arrays kept where the population holds its particles (the
+        normalizer, keyed by observation size, is not per particle)."""
+        split = self.population.keep_split(state._replace(obs_norm=None))
         return split._replace(obs_norm=state.obs_norm)
 
     def _estimate(self, state: Any, params: Params, key: jax.Array, steps: int, limit):
         flat, unravel = ravel_pytree(params)
         length = WindowLength(steps, limit)
-        state, weights, window = self._window(state, flat, key, self._act_fn(unravel), length)
+        state, weights, window = self._window(state, flat, key, length)
         shaped_first, shaped_rest, scale = shaping.shape(
             self.fitness_shaping,
             window.reward_first,
@@ -253,10 +237,6 @@ class Estimator:
         }
         return state, metrics
 
-    def _act_fn(self, unravel) -> engine.ActFn:
-        apply = self.policy.apply
-        return lambda theta, obs: apply(unravel(theta), obs)
-
     def _extra_env_steps(self, length: WindowLength) -> int | jax.Array:
         """Env steps a window takes outside the particles (TES's unperturbed trajectory)."""
         del length
@@ -271,41 +251,30 @@ class Estimator:
 
     def reset_population(self, key: jax.Array) -> engine.Particles:
         """Fresh episodes for all particles (antithetic partners from the same key)."""
-        if self.host:
-            seeds = seed_stream(key).integers(0, 2**31 - 1, size=self.num_groups)[self.reset_group]
-            return self.population.reset(seeds)
-        keys = jax.random.split(key, self.num_particles)[self.reset_group]
-        return engine.reset_particles(self.env, keys)
+        return self.population.reset(key)
 
     def unroll(
         self,
-        act: engine.ActFn,
         particles: engine.Particles,
         theta: jax.Array,
         key: jax.Array,
         length: WindowLength,
+        *,
+        population: populations.Population | None = None,
         **kwargs: Any,
     ) -> tuple[engine.Particles, engine.Window]:
-        """One window of the JAX engine, or of the host engine for Gymnasium envs."""
-        if self.host:
-            return self.population.unroll(particles, theta, key, length.steps, **kwargs)
+        """One window of ``length`` of the estimator's population (or of ``population``); the
+        keyword arguments are :func:`pes_rl.engine.unroll`'s."""
         if length.limit is not None:
             kwargs["num_steps"] = length.limit
-        return self._engine_unroll(act, particles, theta, key, length.steps, **kwargs)
-
-    def _engine_unroll(self, act, particles, theta, key, steps: int, **kwargs: Any):
-        """``engine.unroll``; split over the mesh when there is one and ``particles`` is the
-        whole population (TES's single shared trajectory is not split)."""
-        if self.mesh is not None and particles.clock.shape[0] == self.num_particles:
-            return sharding.unroll(self.mesh, self.env, act, particles, theta, key, steps, **kwargs)
-        return engine.unroll(self.env, act, particles, theta, key, steps, **kwargs)
+        population = population or self.population
+        return population.unroll(particles, theta, key, length.steps, **kwargs)
 
     def staggered_start(
         self,
         key: jax.Array,
         particles: engine.Particles,
         theta: jax.Array,
-        act: engine.ActFn,
         obs_norm: normalization.ObsNormState | None,
         theta_after_end: jax.Array | None = None,
     ) -> tuple[engine.Particles, engine.Window]:
@@ -316,13 +285,11 @@ class Estimator:
         """
         clock_key, unroll_key = jax.random.split(key)
         starts = jax.random.randint(clock_key, (self.num_groups,), 0, self.env.spec.horizon)
-        horizon = self.env.spec.horizon
-        return self._engine_unroll(
-            act,
+        return self.population.unroll(
             particles,
             theta,
             unroll_key,
-            horizon - 1,
+            self.env.spec.horizon - 1,
             theta_after_end=theta_after_end,
             reset_group=self.reset_group,
             step_limit=starts[self.reset_group],
@@ -331,11 +298,11 @@ class Estimator:
 
     # Estimator-specific pieces ---------------------------------------------------------------
 
-    def _init(self, key, theta, act, obs_norm):
+    def _init(self, key, theta, obs_norm):
         raise NotImplementedError
 
     def _window(
-        self, state, theta, key, act, length: WindowLength
+        self, state, theta, key, length: WindowLength
     ) -> tuple[Any, WindowWeights, engine.Window]:
         raise NotImplementedError
 

@@ -45,16 +45,15 @@ class ES(Estimator):
             )
         return horizon
 
-    def _init(self, key, theta, act, obs_norm):
-        del key, theta, act  # every window starts from fresh episodes
+    def _init(self, key, theta, obs_norm):
+        del key, theta  # every window starts from fresh episodes
         return ESState(obs_norm)
 
-    def _window(self, state, theta, key, act, length):
+    def _window(self, state, theta, key, length):
         reset_key, eps_key, unroll_key = jax.random.split(key, 3)
         particles = self.reset_population(reset_key)
         eps = self.sample_perturbations(eps_key, theta.size)
         _, window = self.unroll(
-            act,
             particles,
             theta + eps,
             unroll_key,

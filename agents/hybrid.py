@@ -86,24 +86,23 @@ class Hybrid(Estimator):
                 f"num_particles >= 4 with antithetic pairs (2 without), got {num_particles}"
             )
 
-    def _init(self, key, theta, act, obs_norm):
+    def _init(self, key, theta, obs_norm):
         reset_key, eps_key, stagger_key = jax.random.split(key, 3)
         particles = self.reset_population(reset_key)
         if self.stagger:  # the burn-in only spreads the particles; truncations credit nothing
             eps = self.sample_perturbations(eps_key, theta.size)
-            particles, _ = self.staggered_start(stagger_key, particles, theta + eps, act, obs_norm)
+            particles, _ = self.staggered_start(stagger_key, particles, theta + eps, obs_norm)
         return HybridState(particles, obs_norm)
 
     def _estimate(self, state, params, key, steps, limit):
         flat, unravel = ravel_pytree(params)
-        act = self._act_fn(unravel)
         length = WindowLength(steps, limit)
         eps_key, unroll_key = jax.random.split(key)
         eps = self.sample_perturbations(eps_key, flat.size)
 
         def total_reward(theta_particles):
             particles, window = self.unroll(
-                act, state.particles, theta_particles, unroll_key, length,
+                state.particles, theta_particles, unroll_key, length,
                 reset_group=self.reset_group, obs_norm=state.obs_norm,
             )  # fmt: skip
             return jnp.sum(window.reward_first + window.reward_rest), (particles, window)

@@ -30,23 +30,22 @@ class NRES(Estimator):
 
     name = "nres"
 
-    def _init(self, key, theta, act, obs_norm):
+    def _init(self, key, theta, obs_norm):
         reset_key, eps_key, next_key, stagger_key = jax.random.split(key, 4)
         particles = self.reset_population(reset_key)
         eps = self.sample_perturbations(eps_key, theta.size)
         if self.stagger:
             eps_next = self.sample_perturbations(next_key, theta.size)
             particles, window = self.staggered_start(
-                stagger_key, particles, theta + eps, act, obs_norm, theta_after_end=theta + eps_next
+                stagger_key, particles, theta + eps, obs_norm, theta_after_end=theta + eps_next
             )
             eps = jnp.where(window.ended[:, None], eps_next, eps)
         return NRESState(particles, eps, obs_norm)
 
-    def _window(self, state, theta, key, act, length):
+    def _window(self, state, theta, key, length):
         eps_key, unroll_key = jax.random.split(key)
         eps_next = self.sample_perturbations(eps_key, theta.size)
         particles, window = self.unroll(
-            act,
             state.particles,
             theta + state.eps,
             unroll_key,

@@ -31,23 +31,22 @@ class PES(Estimator):
 
     name = "pes"
 
-    def _init(self, key, theta, act, obs_norm):
+    def _init(self, key, theta, obs_norm):
         reset_key, eps_key, stagger_key = jax.random.split(key, 3)
         particles = self.reset_population(reset_key)
         xi = jnp.zeros((self.num_particles, theta.size))
         if self.stagger:
             eps = self.sample_perturbations(eps_key, theta.size)
             particles, window = self.staggered_start(
-                stagger_key, particles, theta + eps, act, obs_norm
+                stagger_key, particles, theta + eps, obs_norm
             )
             xi = episode_accumulator(xi, eps, window)
         return PESState(particles, xi, obs_norm)
 
-    def _window(self, state, theta, key, act, length):
+    def _window(self, state, theta, key, length):
         eps_key, unroll_key = jax.random.split(key)
         eps = self.sample_perturbations(eps_key, theta.size)
         particles, window = self.unroll(
-            act,
             state.particles,
             theta + eps,
             unroll_key,

@@ -75,7 +75,7 @@ def benchmark(env_id: str, num_particles: int, unroll_length: int, num_calls: in
     def act(theta_i, obs):
         return policy.apply(unravel(theta_i), obs)
 
-    if agent.host:
+    if not agent.population.jittable:
         raw_call = host_raw_window(agent.population.vector, act, theta, unroll_length)
     else:
         raw_call = jax_raw_window(env, act, states, theta, unroll_length)

@@ -121,6 +121,10 @@ class GymnasiumEnv:
             probe = gymnasium.wrappers.FlattenObservation(probe)
             observation_space = probe.observation_space
         max_steps = probe.spec.max_episode_steps if probe.spec is not None else None
+        # MuJoCo envs: one sub-env's physics state can be copied into the others (TES).
+        self.can_set_state = all(
+            callable(getattr(probe.unwrapped, name, None)) for name in ("set_state", "state_vector")
+        )
         probe.close()
         if not isinstance(observation_space, spaces.Box) or len(observation_space.shape) > 1:
             raise ValueError(

@@ -32,13 +32,14 @@ def import_gymnax():
     return gymnax
 
 
-def twin_hint(gym_id: str) -> str | None:
-    """A one-line hint when a Gymnasium id trained on the host has a gymnax twin."""
+def twin_hint(gym_id: str | None) -> str | None:
+    """A one-line hint when a Gymnasium id trained on the host has a gymnax twin (None: the
+    env is no Gymnasium id)."""
     try:
         import gymnax
     except ImportError:
         return None
-    if gym_id not in gymnax.registered_envs:
+    if gym_id is None or gym_id not in gymnax.registered_envs:
         return None
     return (
         f"hint: {gym_id} has a JAX twin in gymnax: env=gymnax env.id={gym_id} steps it on the "

@@ -42,13 +42,12 @@ def mean_return(returns: jax.Array | np.ndarray) -> jax.Array | np.floating:
 
 
 def make_episode_returns_for(env: Env, policy: Policy, num_episodes: int, num_steps: int):
-    """:func:`make_episode_returns` for JAX envs, its host twin for Gymnasium envs: the one
-    episode evaluation both the trainer and ``pes-rl evaluate`` use."""
-    if getattr(env, "is_host", False):
-        from pes_rl.host_engine import make_host_episode_returns
+    """The episode evaluation of ``env``'s population kind (:func:`make_episode_returns` for
+    JAX envs, its host twin for Gymnasium envs): what the trainer and ``pes-rl evaluate``
+    share."""
+    from pes_rl import population
 
-        return make_host_episode_returns(env, policy, num_episodes, num_steps)
-    return make_episode_returns(env, policy, num_episodes, num_steps)
+    return population.kind(env).make_episode_returns(env, policy, num_episodes, num_steps)
 
 
 def make_evaluate(env: Env, policy: Policy, num_episodes: int, num_steps: int) -> Callable:

@@ -10,7 +10,9 @@ antithetic partners alike.
 from __future__ import annotations
 
 import functools
+import math
 
+import gymnasium
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -18,10 +20,11 @@ from gymnasium import spaces
 from jax.experimental import multihost_utils
 from jax.flatten_util import ravel_pytree
 
-from pes_rl import engine, normalization
-from pes_rl.engine import ActFn, Particles, Window
+from pes_rl import engine, memory, normalization, sharding
+from pes_rl.engine import Particles, Window
 from pes_rl.envs.gymnasium_env import GymnasiumEnv
 from pes_rl.evaluation import mean_return
+from pes_rl.population import Population
 
 
 def seed_stream(key: jax.Array) -> np.random.Generator:
@@ -30,26 +33,41 @@ def seed_stream(key: jax.Array) -> np.random.Generator:
     return np.random.default_rng(np.asarray(jax.random.key_data(key)).tolist())
 
 
-class HostPopulation:
+class HostPopulation(Population):
     """``num_particles`` sub-envs of a Gymnasium env and the jitted batched policy.
 
-    With ``processes`` > 1 (a ``train.distributed`` run) this process steps only its slice
-    ``process`` of the particles; every process passes and gets back the whole population, and
-    after each window the slices' results are gathered, so the estimators see all N particles
-    and compute the same update in every process.
+    In a ``train.distributed`` run this process steps only its slice of the particles; every
+    process passes and gets back the whole population, and after each window the slices'
+    results are gathered, so the estimators see all N particles and compute the same update in
+    every process (``split_over_processes=False``: this process steps them all, as an
+    evaluation does). MuJoCo envs can copy one sub-env's state into the others (``set_state``):
+    TES runs its Algorithm 1 on them.
     """
 
+    jittable = False  # stepped from Python; the policy call inside each step is jitted
+    can_stagger = False  # sub-envs cannot be advanced one at a time
+    can_shorten_windows = False
+    restorable = False  # Gymnasium sub-envs cannot be saved: a resume starts fresh episodes
+    can_split_over_devices = False
+
     def __init__(
-        self, env: GymnasiumEnv, num_particles: int, act: ActFn, processes: int = 1,
-        process: int = 0,
+        self, env: GymnasiumEnv, policy, num_particles: int, antithetic: bool = False,
+        mesh=None, split_over_processes: bool = True,
     ):  # fmt: skip
-        self.env = env
-        self.num_particles = num_particles
+        if mesh is not None:
+            raise ValueError(f"a device mesh needs a JAX env; {env!r} steps on the host")
+        processes = jax.process_count() if split_over_processes else 1
+        process = jax.process_index() if split_over_processes else 0
+        names = ("process", "processes")  # a distributed run: each process steps a slice
+        sharding.check_split(num_particles, processes, names, antithetic, "fewer processes")
+        super().__init__(env, policy, num_particles, antithetic)
         self.processes = processes
         share = num_particles // processes
         self.owned = slice(process * share, (process + 1) * share)
-        self.vector = env.make_vector(share)
+        self.can_copy_state = env.can_set_state
         self.discrete = isinstance(env.spec.action_space, spaces.Discrete)
+        self._vector = None
+        act = self.act
 
         @jax.jit
         def act_batch(theta, theta_after_end, ended, obs, obs_norm):
@@ -62,7 +80,52 @@ class HostPopulation:
             static_argnames=("autoreset", "track_obs"),
         )
 
-    def reset(self, seeds: np.ndarray) -> Particles:
+    @property
+    def vector(self) -> gymnasium.vector.VectorEnv:
+        """This process's sub-envs, made when first stepped."""
+        if self._vector is None:
+            self._vector = self.env.make_vector(self.owned.stop - self.owned.start)
+        return self._vector
+
+    def particle_bytes(self) -> int:
+        return memory.particle_bytes(
+            self.policy, 4 * math.prod(self.env.spec.observation_space.shape)
+        )
+
+    def reset(self, key: jax.Array) -> Particles:
+        seeds = seed_stream(key).integers(0, 2**31 - 1, size=self.num_groups)
+        return self.reset_seeded(seeds[self.reset_group])
+
+    def shared(self) -> HostPopulation:
+        return HostPopulation(self.env, self.policy, 1, split_over_processes=False)
+
+    def copy_state(self, source: HostPopulation, particles: Particles) -> Particles:
+        """Sets every sub-env to ``source``'s sub-env's physics state (``set_state(qpos,
+        qvel)``) and episode step count, and returns its particle bookkeeping N times."""
+        (state, elapsed), count = source.physics_states()[0], self.owned.stop - self.owned.start
+        num_positions = self.vector.get_attr("init_qpos")[0].size
+        self.vector.call("set_state", state[:num_positions], state[num_positions:])
+        self.vector.set_attr("_elapsed_steps", [elapsed] * count)  # Gymnasium's TimeLimit
+        return jax.tree.map(
+            lambda x: np.broadcast_to(np.asarray(x), (self.num_particles, *np.shape(x)[1:])),
+            particles,
+        )
+
+    def physics_states(self) -> list[tuple[np.ndarray, int]]:
+        """([qpos, qvel], steps since its episode began) of each of this process's sub-envs."""
+        states = self.vector.call("state_vector")
+        elapsed = self.vector.get_attr("_elapsed_steps")
+        return [(np.asarray(s), int(e)) for s, e in zip(states, elapsed, strict=True)]
+
+    @classmethod
+    def make_episode_returns(cls, env, policy, num_episodes, num_steps):
+        return make_host_episode_returns(env, policy, num_episodes, num_steps)
+
+    @classmethod
+    def make_evaluate(cls, env, policy, num_episodes, num_steps):
+        return make_host_evaluate(env, policy, num_episodes, num_steps)
+
+    def reset_seeded(self, seeds: np.ndarray) -> Particles:
         """Fresh episodes for every sub-env, particle i seeded with ``seeds[i]``."""
         obs, _ = self.vector.reset(seed=[int(s) for s in np.asarray(seeds)[self.owned]])
         obs = self._gather(obs.astype(np.float32))
@@ -74,14 +137,14 @@ class HostPopulation:
         particles: Particles,
         theta: jax.Array,
         key: jax.Array,
-        unroll_length: int,
+        steps: int,
         *,
         theta_after_end: jax.Array | None = None,
         reset_group: np.ndarray | None = None,
         autoreset: bool = True,
         obs_norm: normalization.ObsNormState | None = None,
     ) -> tuple[Particles, Window]:
-        """Advances every sub-env ``unroll_length`` steps; see :func:`pes_rl.engine.unroll`.
+        """Advances every sub-env ``steps`` steps; see :func:`pes_rl.engine.unroll`.
 
         With ``autoreset=False`` a finished particle is masked out (its sub-env is reset so
         the vector env can keep stepping, but nothing it does is counted), and the window
@@ -97,7 +160,7 @@ class HostPopulation:
         obs = np.asarray(particles.env_state, np.float32)
         tally = engine.start_tally(particles, obs.reshape(len(obs), -1).shape[1])
 
-        for _ in range(unroll_length):
+        for _ in range(steps):
             alive = np.asarray(tally.alive)
             if not alive.any():
                 break
@@ -134,28 +197,25 @@ class HostPopulation:
         return multihost_utils.process_allgather(tree, tiled=True)
 
     def close(self) -> None:
-        self.vector.close()
+        if self._vector is not None:
+            self._vector.close()
 
 
 def make_host_episode_returns(env: GymnasiumEnv, policy, num_episodes: int, num_steps: int):
     """``episode_returns(params, obs_norm, key) -> [num_episodes]``: one complete episode of θ
     unperturbed on each of ``num_episodes`` sub-envs (at most ``num_steps`` steps when the env
     has no time limit), reset with seeds drawn from ``key``."""
-    holder: dict[str, HostPopulation] = {}
+    population = HostPopulation(env, policy, num_episodes, split_over_processes=False)
 
     def episode_returns(params, obs_norm, key: jax.Array) -> np.ndarray:
-        flat, unravel = ravel_pytree(params)
-        if "population" not in holder:
-            holder["population"] = HostPopulation(
-                env, num_episodes, lambda theta, obs: policy.apply(unravel(theta), obs)
-            )
-        population = holder["population"]
+        flat = ravel_pytree(params)[0]
         seeds = seed_stream(key).integers(0, 2**31 - 1, size=num_episodes)
         theta = jnp.broadcast_to(flat, (num_episodes, flat.size))
         length = env.spec.horizon or num_steps
         _, window = population.unroll(
-            population.reset(seeds), theta, key, length, autoreset=False, obs_norm=obs_norm
-        )
+            population.reset_seeded(seeds), theta, key, length, autoreset=False,
+            obs_norm=obs_norm,
+        )  # fmt: skip
         return np.asarray(window.reward_first)
 
     return episode_returns

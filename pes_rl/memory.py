@@ -30,18 +30,14 @@ def tree_bytes(tree) -> int:
     return sum(math.prod(leaf.shape) * leaf.dtype.itemsize for leaf in jax.tree.leaves(tree))
 
 
-def particle_bytes(env, policy, host: bool) -> int:
-    """About how many bytes one particle needs on the device: its θ-sized vectors and, for a
-    JAX env, its env state (a host env's state lives in its Gymnasium sub-env: only its
+def particle_bytes(policy, env_bytes: int) -> int:
+    """About how many bytes one particle needs on the device: its θ-sized vectors and
+    ``env_bytes`` of env state (a host env's state lives in its Gymnasium sub-env: only its
     observation is counted), ``WORK_FACTOR`` times over."""
-    key = jax.random.key(0)
     theta_size = sum(
-        math.prod(leaf.shape) for leaf in jax.tree.leaves(jax.eval_shape(policy.init, key))
+        math.prod(leaf.shape)
+        for leaf in jax.tree.leaves(jax.eval_shape(policy.init, jax.random.key(0)))
     )
-    if host:
-        env_bytes = 4 * math.prod(env.spec.observation_space.shape)
-    else:
-        env_bytes = tree_bytes(jax.eval_shape(env.reset, key))
     return WORK_FACTOR * (4 * THETA_VECTORS * theta_size + env_bytes + CLOCK_BYTES)
 
 

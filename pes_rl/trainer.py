@@ -33,8 +33,7 @@ from pes_rl.components import make_env, make_policy
 from pes_rl.config import as_config, differing_keys, validate
 from pes_rl.envs.gymnax_env import twin_hint
 from pes_rl.envs.learned_optimizer import LearnedOptimizer
-from pes_rl.evaluation import evaluation_key, make_evaluate, run_keys
-from pes_rl.host_engine import make_host_evaluate
+from pes_rl.evaluation import evaluation_key, run_keys
 from pes_rl.run_dir import RunDirError, atomic_write_text, claim, env_path
 from pes_rl.run_log import MetricsFile, Progress, WandbRun, clean
 from pes_rl.trained import POLICY_FILE, save_policy
@@ -125,7 +124,7 @@ def make_curriculum(cfg: DictConfig, agent) -> curriculum.TruncationCurriculum |
     settings = OmegaConf.to_container(settings, resolve=True)
     if not isinstance(settings, dict):
         raise ValueError(f"agent.curriculum must be null or a mapping, got {settings!r}")
-    if not agent.supports_curriculum or agent.host:
+    if not agent.supports_curriculum or not agent.population.can_shorten_windows:
         raise ValueError(
             f"agent.curriculum needs a persistent estimator (tes, pes, nres, hybrid) on a JAX "
             f"env; got {agent.name} on {agent.env!r}"
@@ -196,8 +195,8 @@ def make_iteration(agent, optimizer):
             metrics["theta"] = ravel_pytree(params)[0]
         return TrainState(params, opt_state, agent_state, key, state.iteration + 1), metrics
 
-    if agent.host:
-        return iteration  # host envs step in Python; the estimator jits the policy call
+    if not agent.population.jittable:
+        return iteration  # host envs step in Python; the population jits the policy call
     return jax.jit(iteration, static_argnums=1, donate_argnums=0)
 
 
@@ -257,7 +256,7 @@ def restore_run(
     if env_steps is None:
         env_steps = next(r["env_steps"] for r in records if r["iteration"] == start)
     state = TrainState(**saved)
-    if agent.host:
+    if not agent.population.restorable:
         # Gymnasium sub-envs cannot be restored from a checkpoint: θ, the optimizer, the
         # normalizer and the random stream continue; the particles start fresh episodes.
         fresh = agent.init(jax.random.fold_in(agent_key, start), state.params)
@@ -312,7 +311,7 @@ def train(config: DictConfig | dict | list[str] | None = None) -> TrainResult:
 def train_in_run_dir(cfg: DictConfig, run_dir: Path) -> TrainResult:
     """``train`` with an ES-family agent, in a run dir this process has claimed."""
     env, policy, agent, optimizer = build(cfg)
-    hint = twin_hint(env.gym_id) if agent.host else None
+    hint = twin_hint(getattr(env, "gym_id", None))
     if hint and distributed.is_primary():
         print(hint, file=sys.stderr)
     cfg = OmegaConf.merge(cfg, {"run_dir": str(run_dir)})
@@ -347,7 +346,7 @@ def train_in_run_dir(cfg: DictConfig, run_dir: Path) -> TrainResult:
     schedule = make_curriculum(cfg, agent)
     curriculum_key = jax.random.fold_in(eval_key, CURRICULUM_STREAM)
     save_lopt = isinstance(env, LearnedOptimizer)
-    evaluate = (make_host_evaluate if agent.host else make_evaluate)(
+    evaluate = agent.population.make_evaluate(
         env, policy, cfg.train.eval_episodes, cfg.train.eval_steps
     )
     wandb_run = WandbRun(cfg, run_dir, enabled=primary)
