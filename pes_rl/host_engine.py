@@ -67,6 +67,7 @@ class HostPopulation(Population):
         self.can_copy_state = env.can_set_state
         self.discrete = isinstance(env.spec.action_space, spaces.Discrete)
         self._vector = None
+        self._was_reset = False
         act = self.act
 
         @jax.jit
@@ -82,7 +83,7 @@ class HostPopulation(Population):
 
     @property
     def vector(self) -> gymnasium.vector.VectorEnv:
-        """This process's sub-envs, made when first stepped."""
+        """This process's sub-envs, made when first used."""
         if self._vector is None:
             self._vector = self.env.make_vector(self.owned.stop - self.owned.start)
         return self._vector
@@ -103,6 +104,9 @@ class HostPopulation(Population):
         """Sets every sub-env to ``source``'s sub-env's physics state (``set_state(qpos,
         qvel)``) and episode step count, and returns its particle bookkeeping N times."""
         (state, elapsed), count = source.physics_states()[0], self.owned.stop - self.owned.start
+        if not self._was_reset:  # Gymnasium refuses to touch an env before its first reset
+            self.vector.reset(seed=[0] * count)
+            self._was_reset = True
         num_positions = self.vector.get_attr("init_qpos")[0].size
         self.vector.call("set_state", state[:num_positions], state[num_positions:])
         self.vector.set_attr("_elapsed_steps", [elapsed] * count)  # Gymnasium's TimeLimit
@@ -128,6 +132,7 @@ class HostPopulation(Population):
     def reset_seeded(self, seeds: np.ndarray) -> Particles:
         """Fresh episodes for every sub-env, particle i seeded with ``seeds[i]``."""
         obs, _ = self.vector.reset(seed=[int(s) for s in np.asarray(seeds)[self.owned]])
+        self._was_reset = True
         obs = self._gather(obs.astype(np.float32))
         num = self.num_particles
         return Particles(obs, np.zeros(num, np.int32), np.zeros(num, np.float32))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -78,16 +80,49 @@ def test_every_estimator_runs_on_a_host_env(agent_name):
         with pytest.raises(ValueError, match="hybrid needs a differentiable env"):
             agents.make("hybrid", env=env, policy=policy, num_particles=4, sigma=0.1)
         return
-    agent = agents.make(
-        agent_name, env=env, policy=policy, num_particles=4, sigma=0.1,
-        unroll_length=None if agent_name == "es" else 5,
-    )  # fmt: skip
+    with warnings.catch_warnings(record=True) as warned:
+        warnings.simplefilter("always")
+        agent = agents.make(
+            agent_name, env=env, policy=policy, num_particles=4, sigma=0.1,
+            unroll_length=None if agent_name == "es" else 5,
+        )  # fmt: skip
+    copies = [w for w in warned if "one state cannot be copied into every particle" in str(w)]
+    assert len(copies) == (agent_name == "tes")  # TES names the variant it runs, once
     params = policy.init(jax.random.key(0))
     state = agent.init(jax.random.key(1), params)
     grad, state, metrics = agent.estimate(state, params, jax.random.key(2))
     assert jax.tree.structure(grad) == jax.tree.structure(params)
     assert np.isfinite(np.asarray(grad["w"])).all()
     assert int(metrics["episodes"]) >= 1
+
+
+def test_tes_starts_every_window_of_every_particle_from_the_shared_mujoco_state():
+    """Algorithm 1 on a Gymnasium MuJoCo env: before each window every particle's sub-env is
+    set to the θ-driven trajectory's qpos, qvel and episode step count."""
+    env = envs.make("gym/Swimmer-v5")
+    policy = policies.make("linear", env)
+    agent = agents.make("tes", env=env, policy=policy, num_particles=4, sigma=0.1, unroll_length=5)
+    starts = []
+    unroll = agent.population.unroll
+
+    def recording_unroll(particles, *args, **kwargs):
+        shared = agent.shared_population.physics_states()[0]
+        starts.append((agent.population.physics_states(), shared, np.asarray(particles.clock)))
+        return unroll(particles, *args, **kwargs)
+
+    agent.population.unroll = recording_unroll
+    params = jax.tree.map(lambda w: w + 0.1, policy.init(jax.random.key(0)))
+    state = agent.init(jax.random.key(1), params)
+    for window in range(3):
+        _, state, metrics = agent.estimate(state, params, jax.random.key(10 + window))
+    assert len(starts) == 3
+    for window, (particle_states, (shared, elapsed), clocks) in enumerate(starts):
+        assert elapsed == 5 * window and clocks.tolist() == [5 * window] * 4
+        for state_vector, particle_elapsed in particle_states:
+            np.testing.assert_array_equal(state_vector, shared)
+            assert particle_elapsed == elapsed
+    assert not np.array_equal(starts[1][1][0], starts[2][1][0])  # the shared state moved on
+    assert int(metrics["env_steps"]) == 4 * 5 + 5  # the particles' and the shared trajectory's
 
 
 def test_discrete_actions_are_argmax_of_logits():
