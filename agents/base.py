@@ -171,6 +171,13 @@ class Estimator:
         with memory.out_of_memory_as_value_error(self.num_particles, self.state_bytes, self.mesh):
             return self._jit_estimate(state, params, key, *unroll_length)
 
+    def estimate_traced(
+        self, state: Any, params: Params, key: jax.Array, window: WindowLength
+    ) -> tuple[Params, Any, dict]:
+        """``estimate`` without a jit of its own, for a caller that jits a whole iteration
+        around it (the trainer): one jit boundary per iteration."""
+        return self._estimate(state, params, key, *window)
+
     def window_length(self, unroll_length: int | None) -> WindowLength:
         """The compiled scan length and the step limit of a window of ``unroll_length`` steps."""
         if unroll_length is None or unroll_length == self.unroll_length:

@@ -36,7 +36,8 @@ def episode_key(trained, seed: int | None):
     from pes_rl.evaluation import evaluation_key
 
     if seed is None:
-        return evaluation_key(trained.config.train.seed, trained.iteration)
+        config = trained.config
+        return evaluation_key(config.train.seed, trained.iteration, config.agent.name)
     return jax.random.key(seed)
 
 

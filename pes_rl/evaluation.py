@@ -25,14 +25,20 @@ class RunKeys(NamedTuple):
     evaluation: jax.Array  # evaluations: fold_in(evaluation, iteration)
 
 
-def run_keys(seed: int) -> RunKeys:
-    return RunKeys(*jax.random.split(jax.random.key(seed), 4))
+def run_keys(seed: int, agent: str = "") -> RunKeys:
+    """The keys a run of ``agent`` draws from its seed. Random search splits in three, as it
+    always has, so that its published numbers reproduce."""
+    key = jax.random.key(seed)
+    if agent == "random_search":
+        stream, policy, evaluation = jax.random.split(key, 3)
+        return RunKeys(stream, policy, policy, evaluation)
+    return RunKeys(*jax.random.split(key, 4))
 
 
-def evaluation_key(seed: int, iteration: int) -> jax.Array:
+def evaluation_key(seed: int, iteration: int, agent: str = "") -> jax.Array:
     """The key of a run's evaluation after ``iteration``: ``pes-rl evaluate`` without
     ``--seed`` uses it too, and so repeats the run's own ``eval_return``."""
-    return jax.random.fold_in(run_keys(seed).evaluation, iteration)
+    return jax.random.fold_in(run_keys(seed, agent).evaluation, iteration)
 
 
 def mean_return(returns: jax.Array | np.ndarray) -> jax.Array | np.floating:

@@ -7,37 +7,34 @@ search space (``env.sample_search_point``), scores each by one full inner run of
 inner step, as for ES/TES/PES, so curves of the two share the x-axis: equal ``env_steps`` is
 equal compute. The best point so far is θ; it is evaluated every ``train.eval_every``
 iterations with the same evaluation as the estimators' θ (``eval_return`` etc.), and its
-search score is ``search_return``. The run writes the same ``metrics.jsonl`` and
-``config.yaml``, so ``python -m pes_rl.plot`` draws it beside PES and TES.
+search score is ``search_return``. It is a search strategy beside the estimators: it runs on
+the trainer's own loop (one jitted iteration, checkpoints, resume, the same ``metrics.jsonl``
+and ``config.yaml``), so ``python -m pes_rl.plot`` draws it beside PES and TES.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
-from omegaconf import DictConfig, OmegaConf
 
-from pes_rl import policies
+from pes_rl import population as populations
+from pes_rl.agents.base import WindowLength
 from pes_rl.checks import is_positive_int
-from pes_rl.components import make_env
 from pes_rl.envs.unrolled import UnrolledOptimizationEnv, inner_run
-from pes_rl.evaluation import make_evaluate
-from pes_rl.run_dir import atomic_write_text
-from pes_rl.run_log import MetricsFile, Progress, WandbRun, clean
-from pes_rl.trained import POLICY_FILE, save_policy
+from pes_rl.normalization import ObsNormState
+from pes_rl.policies import Policy
 
 
 def make_search_step(env: UnrolledOptimizationEnv, num_points: int) -> Callable:
-    """A jitted ``search_step(key) -> (points [P, D], returns [P])``: whole inner runs."""
+    """``search_step(key) -> (points [P, D], returns [P])``: whole inner runs (pure: jitted
+    as part of the trainer's iteration)."""
 
     def inner_run_return(theta, reset_key):
         return inner_run(env, lambda obs: theta, reset_key)[1].sum()
 
-    @jax.jit
     def search_step(key):
         point_key, run_key = jax.random.split(key)
         points = jax.vmap(env.sample_search_point)(jax.random.split(point_key, num_points))
@@ -47,64 +44,59 @@ def make_search_step(env: UnrolledOptimizationEnv, num_points: int) -> Callable:
     return search_step
 
 
-def run(cfg: DictConfig, run_dir: Path) -> tuple[jax.Array, list[dict]]:
-    """Random search as ``cfg`` says; returns (best θ, metrics history)."""
-    from pes_rl.trainer import logs_theta  # the trainer imports this module
+class SearchState(NamedTuple):
+    best_return: jax.Array  # the best point's search score (θ is the best point)
+    obs_norm: ObsNormState | None = None  # meta tasks observe only t / T: never normalized
 
-    env = make_env(cfg)
-    if not isinstance(env, UnrolledOptimizationEnv):
-        raise ValueError(
-            f"agent=random_search needs an unrolled-optimization task (lr_toy2d, lr_schedule, "
-            f"hparams29), got env.id={cfg.env.id!r}"
-        )
-    num_points = cfg.agent.num_particles
-    if not is_positive_int(num_points):
-        raise ValueError(f"agent.num_particles must be an int >= 1, got {num_points!r}")
-    if cfg.resume:
-        raise ValueError("resume=true is not supported for agent=random_search: start a new run")
-    cfg = OmegaConf.merge(cfg, {"run_dir": str(run_dir)})
-    atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
 
-    policy = policies.make("constant", env)
-    search_step = make_search_step(env, num_points)
-    evaluate = make_evaluate(env, policy, cfg.train.eval_episodes, cfg.train.eval_steps)
-    key = jax.random.key(cfg.train.seed)
-    key, init_key, eval_key = jax.random.split(key, 3)
-    best = policy.init(init_key)
-    best_return = -np.inf
-    metrics_file = MetricsFile(run_dir)
-    wandb_run = WandbRun(cfg, run_dir)
-    total, eval_every = cfg.train.iterations, cfg.train.eval_every
-    progress = Progress(cfg.train.progress, total, 0)
-    env_steps = 0
-    try:
-        for iteration in range(1, total + 1):
-            key, step_key = jax.random.split(key)
-            points, returns = jax.device_get(search_step(step_key))
-            if returns.max() > best_return:
-                best_return = float(returns.max())
-                best = jnp.asarray(points[int(np.argmax(returns))])
-            env_steps += num_points * env.spec.horizon
-            record = {
-                "iteration": iteration,
-                "env_steps": env_steps,
-                "search_return": best_return,
-                "train_return": float(np.mean(returns[np.isfinite(returns)]))
-                if np.isfinite(returns).any()
-                else None,
-            }
-            if logs_theta(env):
-                record["theta"] = [float(v) for v in np.asarray(best)]
-            if iteration == total or (eval_every > 0 and iteration % eval_every == 0):
-                metrics = evaluate(best, None, jax.random.fold_in(eval_key, iteration))
-                record |= clean(jax.device_get(metrics))
-            record = {k: v for k, v in record.items() if v is not None}
-            metrics_file.write(record)
-            wandb_run.log(record)
-            progress.update(record)
-        save_policy(run_dir / POLICY_FILE, cfg, best, None, total)
-    finally:
-        progress.close()
-        metrics_file.close()
-        wandb_run.finish()
-    return best, metrics_file.history
+class RandomSearch:
+    """``num_particles`` random points per iteration, each scored by a whole inner run; θ is
+    the best point so far. The trainer runs it like an estimator (``update`` in place of
+    estimate + optax)."""
+
+    name = "random_search"
+    supports_curriculum = False
+    supports_sharding = False
+
+    def __init__(self, env, policy: Policy, num_particles: int):
+        if not isinstance(env, UnrolledOptimizationEnv):
+            raise ValueError(
+                f"agent=random_search needs an unrolled-optimization task (lr_toy2d, "
+                f"lr_schedule, hparams29), got {env!r}"
+            )
+        if not is_positive_int(num_particles):
+            raise ValueError(f"agent.num_particles must be an int >= 1, got {num_particles!r}")
+        self.env, self.policy, self.num_particles = env, policy, num_particles
+        self.population = populations.make(env, policy, num_particles, antithetic=False)
+        self.unroll_length = env.spec.horizon  # a point's score: one whole inner run
+        self.mesh = None
+        self.state_bytes = num_particles * self.population.particle_bytes()
+        self._search_step = make_search_step(env, num_particles)
+
+    def init(self, key: jax.Array, params) -> SearchState:
+        del key, params
+        return SearchState(jnp.asarray(-jnp.inf, jnp.float32))
+
+    def window_length(self, unroll_length: int | None) -> WindowLength:
+        if unroll_length not in (None, self.unroll_length):
+            raise ValueError("random_search scores whole inner runs: it takes no window length")
+        return WindowLength(self.unroll_length)
+
+    def update(self, params, opt_state, state: SearchState, key: jax.Array, window):
+        """One iteration: (θ = the best point so far, ``opt_state`` as is, the new state,
+        metrics)."""
+        del window
+        points, returns = self._search_step(key)
+        best = jnp.argmax(returns)
+        better = returns[best] > state.best_return
+        params = jnp.where(better, points[best], params)
+        best_return = jnp.where(better, returns[best], state.best_return)
+        finite = jnp.isfinite(returns)
+        count = jnp.sum(finite)
+        mean = jnp.sum(jnp.where(finite, returns, 0.0)) / jnp.maximum(count, 1)
+        metrics = {
+            "env_steps": jnp.asarray(self.num_particles * self.env.spec.horizon, jnp.int32),
+            "search_return": best_return,
+            "train_return": jnp.where(count > 0, mean, jnp.nan),
+        }
+        return params, opt_state, state._replace(best_return=best_return), metrics

@@ -34,6 +34,7 @@ from pes_rl.config import as_config, differing_keys, validate
 from pes_rl.envs.gymnax_env import twin_hint
 from pes_rl.envs.learned_optimizer import LearnedOptimizer
 from pes_rl.evaluation import evaluation_key, run_keys
+from pes_rl.random_search import RandomSearch
 from pes_rl.run_dir import RunDirError, atomic_write_text, claim, env_path
 from pes_rl.run_log import MetricsFile, Progress, WandbRun, clean
 from pes_rl.trained import POLICY_FILE, save_policy
@@ -90,7 +91,10 @@ def build(cfg: DictConfig):
     agent_kwargs.pop("curriculum", None)
     name = agent_kwargs.pop("name")
     mesh = make_population_mesh(cfg, env, name)
-    agent = agents.make(name, env=env, policy=policy, mesh=mesh, **agent_kwargs)
+    if name == RandomSearch.name:  # a search strategy beside the estimators
+        agent = RandomSearch(env, policy, agent_kwargs["num_particles"])
+    else:
+        agent = agents.make(name, env=env, policy=policy, mesh=mesh, **agent_kwargs)
     optimizer = make_optimizer(cfg.optimizer)
     return env, policy, agent, optimizer
 
@@ -105,8 +109,8 @@ def make_population_mesh(cfg: DictConfig, env, agent_name: str):
         return sharding.make_mesh(devices)
     if jax.process_count() > 1 and (estimator is None or not estimator.supports_sharding):
         raise ValueError(
-            f"train.distributed runs es, tes, pes or nres (got {agent_name}): hybrid runs in "
-            "one process"
+            f"train.distributed runs es, tes, pes or nres (got {agent_name}): hybrid and "
+            "random_search run in one process"
         )
     if devices not in ("all", 1):
         raise ValueError(
@@ -171,26 +175,36 @@ def logs_theta(env) -> bool:
     return theta_init is not None and theta_init.size <= THETA_LOG_SIZE
 
 
-def make_iteration(agent, optimizer):
-    """One outer iteration: estimate the ascent direction, hand its negation to optax.
+def estimator_update(agent, optimizer: optax.GradientTransformation):
+    """``update(params, opt_state, agent_state, key, window)``: the estimator's ascent
+    direction, its negation handed to optax (a search strategy such as random search brings its
+    own ``update``)."""
+
+    def update(params, opt_state, agent_state, key, window):
+        grad, agent_state, metrics = agent.estimate_traced(agent_state, params, key, window)
+        # The estimate is an ascent direction on E[return]; optax descends, so pass -grad.
+        updates, opt_state = optimizer.update(jax.tree.map(jnp.negative, grad), opt_state, params)
+        params = optax.apply_updates(params, updates)
+        return params, opt_state, agent_state, metrics | {"grad_norm": optax.global_norm(grad)}
+
+    return update
+
+
+def make_iteration(agent, optimizer: optax.GradientTransformation):
+    """One outer iteration, the run's one jit boundary: estimate the ascent direction and
+    update θ (or the search strategy's own update).
 
     ``iteration(state, steps, limit)``: the window runs ``steps`` (static) steps, of which the
     first ``limit`` count (None: all); see ``Estimator.estimate``.
     """
     log_theta = logs_theta(agent.env)
+    update = agent.update if isinstance(agent, RandomSearch) else estimator_update(agent, optimizer)
 
     def iteration(state: TrainState, steps: int, limit) -> tuple[TrainState, dict]:
-        key, estimate_key = jax.random.split(state.key)
-        window = WindowLength(steps, limit)
-        grad, agent_state, metrics = agent.estimate(
-            state.agent_state, state.params, estimate_key, window
+        key, step_key = jax.random.split(state.key)
+        params, opt_state, agent_state, metrics = update(
+            state.params, state.opt_state, state.agent_state, step_key, WindowLength(steps, limit)
         )
-        # The estimate is an ascent direction on E[return]; optax descends, so pass -grad.
-        updates, opt_state = optimizer.update(
-            jax.tree.map(jnp.negative, grad), state.opt_state, state.params
-        )
-        params = optax.apply_updates(state.params, updates)
-        metrics = metrics | {"grad_norm": optax.global_norm(grad)}
         if log_theta:  # hyperparameters of a meta task: their trajectory is a result
             metrics["theta"] = ravel_pytree(params)[0]
         return TrainState(params, opt_state, agent_state, key, state.iteration + 1), metrics
@@ -289,8 +303,6 @@ def train(config: DictConfig | dict | list[str] | None = None) -> TrainResult:
     cfg = as_config(config)
     validate(cfg)
     distributed.initialize(cfg)  # before any JAX op
-    if jax.process_count() > 1 and cfg.agent.name == "random_search":
-        raise ValueError("train.distributed runs es, tes, pes or nres; random_search runs alone")
     run_dir = distributed.agree_on_path(resolve_run_dir(cfg))
     with contextlib.ExitStack() as owned:
         refused = None
@@ -301,10 +313,6 @@ def train(config: DictConfig | dict | list[str] | None = None) -> TrainResult:
                 refused = error
         if not distributed.primary_says(refused is None):
             raise refused or RunDirError(f"process 0 could not use {run_dir}; its output says why")
-        if cfg.agent.name == "random_search":
-            from pes_rl import random_search
-
-            return TrainResult(*random_search.run(cfg, run_dir), run_dir)
         return train_in_run_dir(cfg, run_dir)
 
 
@@ -318,7 +326,7 @@ def train_in_run_dir(cfg: DictConfig, run_dir: Path) -> TrainResult:
     total = cfg.train.iterations
 
     # Initial state, or the last checkpoint when resuming.
-    key, policy_key, agent_key, eval_key = run_keys(cfg.train.seed)
+    key, policy_key, agent_key, eval_key = run_keys(cfg.train.seed, cfg.agent.name)
     params = policy.init(policy_key)
     params, opt_state, key, iteration = sharding.replicate(
         (params, optimizer.init(params), key, jnp.zeros((), jnp.int32)), agent.mesh
@@ -369,7 +377,7 @@ def train_in_run_dir(cfg: DictConfig, run_dir: Path) -> TrainResult:
         flush_time = now
         for i, (iteration, metrics) in enumerate(fetched):
             for name in ("window_reward", "grad_norm"):
-                if not np.isfinite(metrics[name]):
+                if name in metrics and not np.isfinite(metrics[name]):
                     what = "reward" if name == "window_reward" else "gradient"
                     saved = (
                         f"The last good checkpoint is iteration {last_checkpoint} in "
@@ -418,7 +426,7 @@ def train_in_run_dir(cfg: DictConfig, run_dir: Path) -> TrainResult:
                     eval_metrics = evaluate(
                         state.params,
                         state.agent_state.obs_norm,
-                        evaluation_key(cfg.train.seed, iteration),
+                        evaluation_key(cfg.train.seed, iteration, cfg.agent.name),
                     )
                 flush(eval_metrics)
             if do_checkpoint or stop["requested"]:

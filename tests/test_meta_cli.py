@@ -109,3 +109,28 @@ def test_toy_plot_draws_surface_and_trajectories(tmp_path):
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert bad.returncode == 2 and "not an lr_toy2d run directory" in bad.stderr
+
+
+def test_random_search_runs_on_the_trainers_loop_and_resumes(tmp_path):
+    """A search strategy beside the estimators: checkpoints, resume bit for bit."""
+    import pes_rl
+    from pes_rl.config import compose
+
+    def config(run_dir, iterations: int, resume: bool = False):
+        cfg = compose(
+            ["experiment=lr_toy2d_random_search", "agent.num_particles=8",
+             f"train.iterations={iterations}", "train.eval_every=2", "train.checkpoint_every=2",
+             "train.progress=false", f"resume={str(resume).lower()}"]
+        )  # fmt: skip
+        cfg.run_dir = str(run_dir)
+        return cfg
+
+    straight = pes_rl.train(config(tmp_path / "straight", 6))
+    pes_rl.train(config(tmp_path / "resumed", 4))
+    resumed = pes_rl.train(config(tmp_path / "resumed", 6, resume=True))
+
+    def strip(history):
+        return [{k: v for k, v in r.items() if k != "steps_per_s"} for r in history]
+
+    assert strip(resumed.history) == strip(straight.history)
+    assert [r["env_steps"] for r in resumed.history] == [800 * i for i in range(1, 7)]

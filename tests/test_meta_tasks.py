@@ -370,5 +370,5 @@ def test_a_diverging_theta_has_one_return_in_training_evaluation_and_random_sear
     _, _, metrics = es.estimate(es.init(jax.random.key(0), theta), theta, jax.random.key(1))
     assert float(metrics["train_return"]) == pytest.approx(evaluated, rel=1e-6)
     env.sample_search_point = lambda key: theta  # score exactly this point
-    _, returns = make_search_step(env, 1)(jax.random.key(2))
+    _, returns = jax.jit(make_search_step(env, 1))(jax.random.key(2))
     assert float(returns[0]) == evaluated

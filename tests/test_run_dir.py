@@ -102,7 +102,7 @@ def test_one_owner_per_run_dir_and_no_new_run_over_results(tmp_path):
             with pytest.raises(RunDirError, match=f"in use by process {os.getpid()};"):
                 with claim(run, resume=resume):
                     pass
-        # random search has its own loop: the lock covers it too.
+        # random search runs on the same loop: the lock covers it too.
         cfg = compose(["experiment=lr_toy2d_random_search", "train.progress=false"])
         cfg.run_dir = str(run)
         with pytest.raises(RunDirError, match="in use by process"):
