@@ -20,12 +20,13 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 from jax.sharding import Mesh
 
-from pes_rl import engine, memory, normalization
-from pes_rl import population as populations
+from pes_rl import normalization
 from pes_rl.agents import shaping
 from pes_rl.checks import is_positive_int
 from pes_rl.envs.base import Env
 from pes_rl.policies import Policy
+from pes_rl.stepping import engine, memory
+from pes_rl.stepping import population as populations
 
 Params = Any
 
@@ -92,8 +93,7 @@ class Estimator:
             )
         if mesh is not None and not self.supports_sharding:
             raise ValueError(
-                f"a device mesh needs es, tes, pes or nres; got {self.name} (use "
-                "train.devices=1)"
+                f"a device mesh needs es, tes, pes or nres; got {self.name} (use train.devices=1)"
             )
         # Who steps the particles' envs; every check that depends on it lives there.
         self.population = populations.make(env, policy, num_particles, antithetic, mesh)
@@ -103,9 +103,7 @@ class Estimator:
                 "advanced one at a time; use agent.stagger=false"
             )
         # A population that cannot fit is refused here, in one line, before anything is built.
-        self.state_bytes = memory.local_bytes(
-            num_particles, self.population.particle_bytes(), mesh
-        )
+        self.state_bytes = memory.local_bytes(num_particles, self.population.particle_bytes(), mesh)
         memory.check_fits(num_particles, self.state_bytes, mesh)
         self.mesh = mesh
         self.env = env
@@ -271,7 +269,7 @@ class Estimator:
         **kwargs: Any,
     ) -> tuple[engine.Particles, engine.Window]:
         """One window of ``length`` of the estimator's population (or of ``population``); the
-        keyword arguments are :func:`pes_rl.engine.unroll`'s."""
+        keyword arguments are :func:`pes_rl.stepping.engine.unroll`'s."""
         if length.limit is not None:
             kwargs["num_steps"] = length.limit
         population = population or self.population

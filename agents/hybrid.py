@@ -29,8 +29,9 @@ import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
-from pes_rl import engine, normalization
+from pes_rl import normalization
 from pes_rl.agents.base import Estimator, WindowLength
+from pes_rl.stepping import engine
 
 
 class HybridState(NamedTuple):

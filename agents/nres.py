@@ -15,8 +15,9 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from pes_rl import engine, normalization
+from pes_rl import normalization
 from pes_rl.agents.base import Estimator, WindowWeights
+from pes_rl.stepping import engine
 
 
 class NRESState(NamedTuple):

@@ -16,8 +16,9 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from pes_rl import engine, normalization
+from pes_rl import normalization
 from pes_rl.agents.base import Estimator, WindowWeights, episode_accumulator
+from pes_rl.stepping import engine
 
 
 class PESState(NamedTuple):
@@ -37,9 +38,7 @@ class PES(Estimator):
         xi = jnp.zeros((self.num_particles, theta.size))
         if self.stagger:
             eps = self.sample_perturbations(eps_key, theta.size)
-            particles, window = self.staggered_start(
-                stagger_key, particles, theta + eps, obs_norm
-            )
+            particles, window = self.staggered_start(stagger_key, particles, theta + eps, obs_norm)
             xi = episode_accumulator(xi, eps, window)
         return PESState(particles, xi, obs_norm)
 

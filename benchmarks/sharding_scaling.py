@@ -31,7 +31,8 @@ def main() -> None:
 
     from engine_throughput import time_engine
 
-    from pes_rl import agents, envs, policies, sharding
+    from pes_rl import agents, envs, policies
+    from pes_rl.stepping import sharding
 
     env = envs.make(args.env)
     policy = policies.make("linear", env)

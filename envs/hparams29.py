@@ -28,8 +28,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import logit
 
-from pes_rl import data
 from pes_rl.envs import unrolled
+from pes_rl.meta import data
 
 NUM_HIDDEN, WIDTH = 5, 100
 NUM_LEAVES = 2 * (NUM_HIDDEN + 1)

@@ -11,7 +11,7 @@ that is non-finite or above ``loss_cap`` ends the run as diverged, charged ``los
 every step it had left (:mod:`pes_rl.envs.unrolled`): a bad θ gets a bad, finite reward.
 
 Evaluation during training (``eval_return``, ``eval_train_loss``) runs inner runs of a fixed
-``eval_length`` steps on the same (training) distribution; ``python -m pes_rl.lopt_eval``
+``eval_length`` steps on the same (training) distribution; ``python -m pes_rl.meta.lopt_eval``
 compares the result with tuned Adam on the held-out distribution.
 
 References:
@@ -53,7 +53,7 @@ class LearnedOptimizer(unrolled.UnrolledOptimizationEnv):
       lopt_hidden_sizes: hidden ReLU units of the per-parameter MLP.
       loss_cap: a loss that is non-finite or above this has diverged; None = the task's
         ``LOSS_CAPS`` entry (about 4× a fresh network's loss; 50× a fresh quadratic's).
-      dataset: ``digits`` or an MNIST-style ``.npz`` of 8×8 images (see :mod:`pes_rl.data`).
+      dataset: ``digits`` or an MNIST-style ``.npz`` of 8×8 images (see :mod:`pes_rl.meta.data`).
     """
 
     def __init__(

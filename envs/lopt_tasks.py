@@ -24,8 +24,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from pes_rl import data
 from pes_rl.envs import unrolled
+from pes_rl.meta import data
 
 Params = Any
 TASKS = ("mlp_digits", "cnn_digits", "quadratic")

@@ -12,7 +12,7 @@ paper, where both are 5000). Objectives (``objective=``):
   after each step (higher is better).
 
 Data: scikit-learn's digits by default (64 features, shipped with the package), or an MNIST
-``.npz`` on disk (``dataset=path``); see :mod:`pes_rl.data`. The paper's finding: truncated ES
+``.npz`` on disk (``dataset=path``); see :mod:`pes_rl.meta.data`. The paper's finding: truncated ES
 is biased toward too-strong decay; PES finds a schedule with a lower meta-objective.
 
 References: https://arxiv.org/abs/2112.13835
@@ -24,8 +24,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from pes_rl import data
 from pes_rl.envs import unrolled
+from pes_rl.meta import data
 
 OBJECTIVES = ("train_loss", "val_accuracy")
 THETA_INIT = (float(np.log(0.003)), float(np.log(30.0)))
@@ -38,7 +38,7 @@ class LRSchedule(unrolled.UnrolledOptimizationEnv):
     Args:
       horizon: T, inner steps per run (5000 in the paper).
       objective: ``train_loss`` (differentiable) or ``val_accuracy``.
-      dataset: ``"digits"`` or the path of an MNIST-style ``.npz`` (see :mod:`pes_rl.data`).
+      dataset: ``"digits"`` or the path of an MNIST-style ``.npz`` (see :mod:`pes_rl.meta.data`).
       hidden_sizes: hidden ReLU units of the inner MLP.
       batch_size: inner minibatch size.
       decay_steps: the schedule's time scale; None = ``horizon``.

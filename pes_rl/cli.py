@@ -21,7 +21,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from pes_rl.run_dir import (
+from pes_rl.training.run_dir import (
     cli_run_dir,
     env_path,
     holds_results,
@@ -31,9 +31,9 @@ from pes_rl.run_dir import (
 )
 
 COMMANDS = {  # name: (module whose main(argv) runs it, what it does)
-    "evaluate": ("pes_rl.evaluate", "returns over N episodes of a trained policy, and a video"),
-    "plot": ("pes_rl.plot", "learning curves of runs and sweeps"),
-    "lopt-eval": ("pes_rl.lopt_eval", "a learned optimizer against Adam at tuned rates"),
+    "evaluate": ("pes_rl.after.evaluate", "returns over N episodes of trained θ, and a video"),
+    "plot": ("pes_rl.after.plot", "learning curves of runs and sweeps"),
+    "lopt-eval": ("pes_rl.meta.lopt_eval", "a learned optimizer against Adam at tuned rates"),
 }
 
 # configs/train.yaml's run dirs: runs/gymnax/CartPole-v1/... for a family other than gym, and
@@ -46,7 +46,7 @@ OmegaConf.register_new_resolver("env_path", env_path, replace=True)
 def hydra_train(cfg: DictConfig) -> float | None:
     """One training run (or one job of a sweep); exits 2 with one line on a config error."""
     import pes_rl
-    from pes_rl import distributed
+    from pes_rl.stepping import distributed
 
     overrides = [o for o in HydraConfig.get().overrides.task if not o.startswith("resume=")]
     run_dir = Path(cfg.run_dir)
@@ -86,7 +86,8 @@ def hydra_train(cfg: DictConfig) -> float | None:
 
 def program(command: str, fallback: str) -> str:
     """How the user started ``command``: ``pes-rl <command>`` through the ``pes-rl`` script,
-    else ``fallback`` (``python train.py``, ``python -m pes_rl.evaluate``); argparse's prog."""
+    else ``fallback`` (``python train.py``, ``python -m pes_rl.after.evaluate``): argparse's
+    prog."""
     return f"pes-rl {command}" if Path(sys.argv[0]).name.startswith("pes-rl") else fallback
 
 
@@ -98,8 +99,8 @@ def train_program() -> str:
 def video_hint(cfg: DictConfig) -> str:
     """`` (add --video episode.mp4 to watch)`` where ``pes-rl evaluate --video`` can film the
     run's env (the rule ``evaluate`` refuses by), else nothing."""
-    from pes_rl import render
-    from pes_rl.components import env_id_of, make_env
+    from pes_rl.after import render
+    from pes_rl.training.components import env_id_of, make_env
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the env was built once already: its notices were seen

@@ -1,4 +1,4 @@
-"""Runs ``python train.py`` and ``python -m pes_rl.plot`` in subprocesses, as a user would."""
+"""Runs ``python train.py`` and ``python -m pes_rl.after.plot`` in subprocesses, as a user would."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import time
 import warnings
 from pathlib import Path
 
-from pes_rl.run_log import read_records
+from pes_rl.training.run_log import read_records
 
 REPO = Path(__file__).resolve().parent.parent
 # Small and fast: PES on influence balancing, 100 particles.
@@ -59,11 +59,11 @@ def run_train(
 
 
 def run_evaluate(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    """``python -m pes_rl.evaluate <args>``; skips the test when it says nothing can render."""
+    """``python -m pes_rl.after.evaluate <args>``; skips the test when nothing can render."""
     import pytest
 
     result = subprocess.run(
-        [sys.executable, "-m", "pes_rl.evaluate", *map(str, args)],
+        [sys.executable, "-m", "pes_rl.after.evaluate", *map(str, args)],
         cwd=REPO, env=cli_env(), capture_output=True, text=True, timeout=timeout,
     )  # fmt: skip
     if result.returncode == 2 and "cannot render" in result.stderr:

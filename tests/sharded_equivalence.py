@@ -14,7 +14,7 @@ import numpy as np  # noqa: E402
 from jax.sharding import AxisType, Mesh  # noqa: E402
 
 from pes_rl import agents, envs, policies  # noqa: E402
-from pes_rl.sharding import AXIS  # noqa: E402
+from pes_rl.stepping.sharding import AXIS  # noqa: E402
 
 WINDOWS = 3
 

@@ -12,9 +12,10 @@ import pytest
 from cli import read_metrics, run_evaluate
 
 import pes_rl
-from pes_rl import evaluate, normalization
-from pes_rl.host_engine import seed_stream
-from pes_rl.trained import POLICY_FILE
+from pes_rl import normalization
+from pes_rl.after import evaluate
+from pes_rl.after.trained import POLICY_FILE
+from pes_rl.stepping.host_engine import seed_stream
 
 CARTPOLE = [
     "env.id=CartPole-v1", "agent.num_particles=8", "agent.unroll_length=50",

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from pes_rl import agents, envs, policies
-from pes_rl.config import CONFIG_DIR, compose, validate
-from pes_rl.trainer import build
+from pes_rl.training.config import CONFIG_DIR, compose, validate
+from pes_rl.training.trainer import build
 
 EXPERIMENTS = sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml"))
 # Playground experiments need the playground extra (and load an MJX model each): -m playground.
@@ -26,7 +26,7 @@ def test_experiment_configs_build(experiment):
         pytest.importorskip("mujoco_playground", reason='pip install -e ".[playground]"')
     cfg = compose([f"experiment={experiment}"])
     validate(cfg)
-    if cfg.agent.name == "random_search":  # not an estimator: runs pes_rl.random_search
+    if cfg.agent.name == "random_search":  # not an estimator: runs pes_rl.meta.random_search
         assert envs.make(cfg.env.id, **cfg.env.kwargs).spec.default_action is not None
         return
     if cfg.env.family == "brax" and cfg.env.kwargs.backend == "generalized":
@@ -97,7 +97,7 @@ def test_mistakes_users_made_are_one_line_naming_the_key(overrides, message):
 
 
 def test_a_partial_dict_is_merged_onto_the_defaults_as_overrides_would_be():
-    from pes_rl.config import as_config, differing_keys
+    from pes_rl.training.config import as_config, differing_keys
 
     settings = {
         "agent": "tes", "agent.sigma": 0.05, "train": {"iterations": 7, "seed": 3},

@@ -12,7 +12,7 @@ import pytest
 from cli import REPO, cli_env, read_metrics, run_train, train_command, without_timing
 from omegaconf import OmegaConf
 
-from pes_rl import trained
+from pes_rl.after import trained
 
 COMMON = [
     "experiment=influence_balancing_pes", "agent.num_particles=16", "train.eval_every=10",
@@ -121,7 +121,7 @@ def test_two_processes_step_a_host_env_half_each(tmp_path):
 
 
 def test_distributed_settings_that_cannot_work_say_why():
-    from pes_rl import distributed
+    from pes_rl.stepping import distributed
 
     def settings(**train):
         return OmegaConf.create({"train": {"distributed": {"enabled": True}} | train})
@@ -134,7 +134,7 @@ def test_distributed_settings_that_cannot_work_say_why():
 
 
 def test_one_process_agrees_with_itself(tmp_path):
-    from pes_rl import distributed
+    from pes_rl.stepping import distributed
 
     distributed.initialize(OmegaConf.create({"train": {"distributed": {"enabled": False}}}))
     assert distributed.is_primary()

@@ -8,7 +8,7 @@ import pytest
 from reference import WindowReference, assert_window_matches
 from toy_envs import RandomLengthEpisodes
 
-from pes_rl import engine
+from pes_rl.stepping import engine
 
 
 def act(theta, obs):

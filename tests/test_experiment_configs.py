@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from pes_rl.config import CONFIG_DIR, compose
+from pes_rl.training.config import CONFIG_DIR, compose
 
 SNAPSHOT = Path(__file__).parent / "data" / "experiment_configs.json"
 EXPERIMENT_DIR = CONFIG_DIR / "experiment"

@@ -15,9 +15,11 @@ from omegaconf import OmegaConf
 from reference import WindowReference, assert_window_matches
 
 import pes_rl
-from pes_rl import agents, engine, envs, evaluate, policies
+from pes_rl import agents, envs, policies
+from pes_rl.after import evaluate
 from pes_rl.envs.custom import adapt
-from pes_rl.evaluation import make_evaluate
+from pes_rl.stepping import engine
+from pes_rl.stepping.evaluation import make_evaluate
 
 REPO = Path(__file__).resolve().parent.parent
 FAMILIES = [

@@ -8,9 +8,10 @@ import numpy as np
 import optax
 import pytest
 
-from pes_rl import agents, engine, envs, lopt, policies
+from pes_rl import agents, envs, lopt, policies
 from pes_rl.envs import lopt_tasks
-from pes_rl.lopt_eval import markdown_table, summarize
+from pes_rl.meta.lopt_eval import markdown_table, summarize
+from pes_rl.stepping import engine
 
 # The optimizer --------------------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""The learned-optimizer experiments through ``train.py`` and ``python -m pes_rl.lopt_eval``."""
+"""The learned-optimizer experiments through ``train.py`` and ``pes_rl.meta.lopt_eval``."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import pytest
 from cli import REPO, cli_env, read_metrics, run_train
 
 from pes_rl import lopt
-from pes_rl.config import CONFIG_DIR, compose
-from pes_rl.trainer import build, make_curriculum
+from pes_rl.training.config import CONFIG_DIR, compose
+from pes_rl.training.trainer import build, make_curriculum
 
 LOPT_EXPERIMENTS = sorted(
     p.stem for p in (CONFIG_DIR / "experiment").glob("learned_optimizer_*.yaml")
@@ -105,7 +105,7 @@ def test_lopt_eval_draws_the_comparison_with_tuned_adam(tmp_path):
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     evaluation = subprocess.run(
-        [sys.executable, "-m", "pes_rl.lopt_eval", str(run_dir), "--steps", "40", "--seeds",
+        [sys.executable, "-m", "pes_rl.meta.lopt_eval", str(run_dir), "--steps", "40", "--seeds",
          "2", "--record-every", "20"],
         cwd=REPO, env=cli_env(), capture_output=True, text=True, timeout=600,
     )  # fmt: skip
@@ -120,12 +120,12 @@ def test_lopt_eval_draws_the_comparison_with_tuned_adam(tmp_path):
         assert row["adam_final_loss"] < row["learned_final_loss"]
     assert "| train |" in (out / "results.md").read_text()
     missing = subprocess.run(
-        [sys.executable, "-m", "pes_rl.lopt_eval", str(tmp_path)], cwd=REPO, env=cli_env(),
+        [sys.executable, "-m", "pes_rl.meta.lopt_eval", str(tmp_path)], cwd=REPO, env=cli_env(),
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert missing.returncode == 2 and "no learned optimizer" in missing.stderr
     unknown = subprocess.run(
-        [sys.executable, "-m", "pes_rl.lopt_eval", str(run_dir), "--task", "resnet"],
+        [sys.executable, "-m", "pes_rl.meta.lopt_eval", str(run_dir), "--task", "resnet"],
         cwd=REPO, env=cli_env(), capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert unknown.returncode == 2 and "--task must be one of" in unknown.stderr

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from cli import REPO, cli_env, read_metrics, run_train
 
-from pes_rl.config import CONFIG_DIR
+from pes_rl.training.config import CONFIG_DIR
 
 META_EXPERIMENTS = sorted(
     p.stem
@@ -69,7 +69,7 @@ def test_random_search_keeps_the_best_point(tmp_path):
     assert records[-1]["eval_return"] == pytest.approx(records[-1]["search_return"], rel=1e-5)
     # The plot's best-so-far table of a loss metric: the running minimum.
     plot = subprocess.run(
-        [sys.executable, "-m", "pes_rl.plot", str(run_dir), "-o", str(tmp_path / "p.png"),
+        [sys.executable, "-m", "pes_rl.after.plot", str(run_dir), "-o", str(tmp_path / "p.png"),
          "--metric", "eval_final_loss", "--best", "--budgets", "2400", "4000"],
         cwd=REPO, env=cli_env(), capture_output=True, text=True, timeout=300,
     )  # fmt: skip
@@ -97,7 +97,7 @@ def test_toy_plot_draws_surface_and_trajectories(tmp_path):
     assert np.allclose(thetas[0], [-4, -4], atol=0.02)  # one Adam step of lr 1e-2 from θ_0
     output = tmp_path / "toy.png"
     plot = subprocess.run(
-        [sys.executable, "-m", "pes_rl.toy_plot", str(run_dir), "-o", str(output), "--grid",
+        [sys.executable, "-m", "pes_rl.after.toy_plot", str(run_dir), "-o", str(output), "--grid",
          "41"],
         cwd=REPO, env=cli_env(), capture_output=True, text=True, timeout=300,
     )  # fmt: skip
@@ -105,7 +105,7 @@ def test_toy_plot_draws_surface_and_trajectories(tmp_path):
     assert output.stat().st_size > 10_000
     assert "grid minimum" in plot.stdout and "pes final θ" in plot.stdout
     bad = subprocess.run(
-        [sys.executable, "-m", "pes_rl.toy_plot", str(tmp_path)], cwd=REPO, env=cli_env(),
+        [sys.executable, "-m", "pes_rl.after.toy_plot", str(tmp_path)], cwd=REPO, env=cli_env(),
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert bad.returncode == 2 and "not an lr_toy2d run directory" in bad.stderr
@@ -114,7 +114,7 @@ def test_toy_plot_draws_surface_and_trajectories(tmp_path):
 def test_random_search_runs_on_the_trainers_loop_and_resumes(tmp_path):
     """A search strategy beside the estimators: checkpoints, resume bit for bit."""
     import pes_rl
-    from pes_rl.config import compose
+    from pes_rl.training.config import compose
 
     def config(run_dir, iterations: int, resume: bool = False):
         cfg = compose(

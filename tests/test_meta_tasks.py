@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
-from pes_rl import data, envs, policies
+from pes_rl import envs, policies
+from pes_rl.meta import data
 
 NUM_STEPS = 5  # inner steps compared with the references
 BATCH_SIZE = 100  # the MLP tasks' default minibatch size
@@ -356,8 +357,8 @@ def test_a_diverging_theta_has_one_return_in_training_evaluation_and_random_sear
     """ES stops a diverged particle, evaluation and random search carry the run on to T:
     all three must give the same return, or they would optimize different objectives."""
     from pes_rl import agents, policies
-    from pes_rl.evaluation import make_evaluate
-    from pes_rl.random_search import make_search_step
+    from pes_rl.meta.random_search import make_search_step
+    from pes_rl.stepping.evaluation import make_evaluate
 
     env = envs.make("lr_toy2d", horizon=20)
     theta = jnp.array([20.0, 20.0])  # lr e^20: diverges on the first step

@@ -8,7 +8,8 @@ from jax.flatten_util import ravel_pytree
 from reference import assert_window_matches
 from test_jax_env_families import reference_window
 
-from pes_rl import engine, envs, policies
+from pes_rl import envs, policies
+from pes_rl.stepping import engine
 
 pytestmark = pytest.mark.playground
 playground = pytest.importorskip(

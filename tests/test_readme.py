@@ -167,8 +167,8 @@ def first_run(overrides: list[str]) -> tuple[str, ...]:
 
 
 def test_shell_commands_name_configs_modules_and_scripts_that_exist():
-    from pes_rl import config
     from pes_rl.cli import COMMANDS
+    from pes_rl.training import config
 
     composed = set()
     for where, argv in shell_commands():

@@ -11,8 +11,8 @@ from cli import read_metrics, run_train
 
 import pes_rl
 from pes_rl import agents, envs, policies
-from pes_rl.config import compose
-from pes_rl.host_engine import make_host_evaluate
+from pes_rl.stepping.host_engine import make_host_evaluate
+from pes_rl.training.config import compose
 
 TESTS_DIR = os.path.dirname(__file__)
 

@@ -21,10 +21,10 @@ from cli import (
 )
 
 import pes_rl
-from pes_rl import run_dir as run_dir_lib
-from pes_rl.config import compose
-from pes_rl.run_dir import RunDirError, atomic_write_text, claim, unusable_reason
-from pes_rl.run_log import MetricsFile, read_records
+from pes_rl.training import run_dir as run_dir_lib
+from pes_rl.training.config import compose
+from pes_rl.training.run_dir import RunDirError, atomic_write_text, claim, unusable_reason
+from pes_rl.training.run_log import MetricsFile, read_records
 
 LINES = [f'{{"iteration": {i}, "env_steps": {10 * i}}}' for i in range(1, 6)]
 

@@ -11,9 +11,9 @@ import pytest
 from omegaconf import OmegaConf
 
 import pes_rl
-from pes_rl.checkpoint import Checkpointer
-from pes_rl.config import compose
-from pes_rl.run_log import MetricsFile
+from pes_rl.training.checkpoint import Checkpointer
+from pes_rl.training.config import compose
+from pes_rl.training.run_log import MetricsFile
 
 PARTICLES = 100  # env steps per iteration: 100 particles x a window of 20 steps
 
@@ -119,7 +119,7 @@ def test_a_failed_start_leaves_no_run_dir(tmp_path, overrides):
 
 def test_an_interrupted_start_leaves_no_run_dir(tmp_path, monkeypatch):
     """Ctrl-C before the first iteration finished (here: while the agent is built)."""
-    from pes_rl import trainer
+    from pes_rl.training import trainer
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
@@ -168,8 +168,9 @@ def test_an_interrupted_start_from_the_cli_says_nothing_was_saved(tmp_path):
 
 
 def test_runs_of_one_id_through_two_families_get_their_own_dirs_and_labels(tmp_path):
-    from pes_rl import cli, plot  # cli registers the resolvers configs/train.yaml uses
-    from pes_rl.config import CONFIG_DIR
+    from pes_rl import cli  # cli registers the resolvers configs/train.yaml uses
+    from pes_rl.after import plot
+    from pes_rl.training.config import CONFIG_DIR
 
     train_yaml = OmegaConf.load(CONFIG_DIR / "train.yaml")
     run_path = OmegaConf.to_container(train_yaml.hydra.run)["dir"]
@@ -200,7 +201,7 @@ def test_runs_of_one_id_through_two_families_get_their_own_dirs_and_labels(tmp_p
 
 
 def test_plot_skips_dirs_that_hold_no_run(tmp_path, straight_30, capsys):
-    from pes_rl import plot
+    from pes_rl.after import plot
 
     empty = tmp_path / "failed_start"
     empty.mkdir()
@@ -215,7 +216,7 @@ def test_plot_skips_dirs_that_hold_no_run(tmp_path, straight_30, capsys):
 
 
 def test_the_eta_leaves_out_start_up_and_compilation(monkeypatch, capsys):
-    from pes_rl import run_log
+    from pes_rl.training import run_log
 
     clock = iter([0.0, 90.0, 90.01, 100.0, 150.0])  # 90 s of start-up and compiling
     monkeypatch.setattr(run_log.time, "monotonic", lambda: next(clock))
@@ -231,7 +232,7 @@ def test_the_eta_leaves_out_start_up_and_compilation(monkeypatch, capsys):
 def test_a_run_saved_before_a_new_empty_setting_still_resumes():
     """A config.yaml written before ``env.wrappers`` existed differs from today's only by that
     empty setting: not a change of the run."""
-    from pes_rl.config import differing_keys
+    from pes_rl.training.config import differing_keys
 
     today = compose([])
     saved = OmegaConf.to_container(today)

@@ -9,9 +9,10 @@ import pytest
 from conftest import make_influence_agent
 from gymnasium import spaces
 
-from pes_rl import agents, engine, envs, normalization, policies
+from pes_rl import agents, envs, normalization, policies
 from pes_rl.agents import shaping
 from pes_rl.envs.base import EnvSpec
+from pes_rl.stepping import engine
 
 
 def test_centered_ranks_share_ties_and_skip_masked_entries():

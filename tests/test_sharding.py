@@ -10,7 +10,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from pes_rl import agents, envs, policies, sharding
+from pes_rl import agents, envs, policies
+from pes_rl.stepping import sharding
 
 TESTS = Path(__file__).resolve().parent
 

@@ -20,7 +20,7 @@ from cli import (
 )
 
 import pes_rl
-from pes_rl.config import compose
+from pes_rl.training.config import compose
 
 
 def test_train_writes_metrics_config_and_checkpoints(tmp_path):
@@ -55,7 +55,7 @@ def test_sweep_and_plot(tmp_path):
     assert [p.name.split("-")[2] for p in run_dirs] == ["pes", "nres"]
     output = tmp_path / "compare.png"
     plot = subprocess.run(
-        [sys.executable, "-m", "pes_rl.plot", *map(str, run_dirs), "-o", str(output),
+        [sys.executable, "-m", "pes_rl.after.plot", *map(str, run_dirs), "-o", str(output),
          "--budgets", "2000", "4000"],
         cwd=REPO, capture_output=True, text=True, env=cli_env(), timeout=120,
     )  # fmt: skip

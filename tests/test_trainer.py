@@ -10,9 +10,9 @@ from toy_envs import NaNAfter
 
 import pes_rl
 from pes_rl import envs
-from pes_rl.checkpoint import Checkpointer
-from pes_rl.config import compose
 from pes_rl.envs.influence_balancing import THETA_OPTIMUM
+from pes_rl.training.checkpoint import Checkpointer
+from pes_rl.training.config import compose
 
 envs.register("nan_after_100", NaNAfter)
 

@@ -12,9 +12,11 @@ import numpy as np
 import pytest
 from cli import cli_env
 
-from pes_rl import agents, cli, envs, evaluate, memory, policies, render
-from pes_rl.components import make_env, make_policy
-from pes_rl.config import compose, validate
+from pes_rl import agents, cli, envs, policies
+from pes_rl.after import evaluate, render
+from pes_rl.stepping import memory
+from pes_rl.training.components import make_env, make_policy
+from pes_rl.training.config import compose, validate
 
 # Unknown env.kwargs / policy.kwargs -------------------------------------------------------------
 

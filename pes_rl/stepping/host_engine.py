@@ -2,7 +2,7 @@
 
 One ``gymnasium.vector`` env holds one sub-env per particle; every step is one jitted, batched
 policy call for all particles and one vector step. The bookkeeping is
-:func:`pes_rl.engine.account_step`, the function the JAX engine scans, jitted once per step
+:func:`pes_rl.stepping.engine.account_step`, the function the JAX engine scans, jitted once per step
 here. Finished sub-envs are reset by the engine with seeds drawn from the window's key,
 antithetic partners alike.
 """
@@ -20,11 +20,12 @@ from gymnasium import spaces
 from jax.experimental import multihost_utils
 from jax.flatten_util import ravel_pytree
 
-from pes_rl import engine, memory, normalization, sharding
-from pes_rl.engine import Particles, Window
+from pes_rl import normalization
 from pes_rl.envs.gymnasium_env import GymnasiumEnv
-from pes_rl.evaluation import mean_return
-from pes_rl.population import Population
+from pes_rl.stepping import engine, memory, sharding
+from pes_rl.stepping.engine import Particles, Window
+from pes_rl.stepping.evaluation import mean_return
+from pes_rl.stepping.population import Population
 
 
 def seed_stream(key: jax.Array) -> np.random.Generator:
@@ -149,7 +150,7 @@ class HostPopulation(Population):
         autoreset: bool = True,
         obs_norm: normalization.ObsNormState | None = None,
     ) -> tuple[Particles, Window]:
-        """Advances every sub-env ``steps`` steps; see :func:`pes_rl.engine.unroll`.
+        """Advances every sub-env ``steps`` steps; see :func:`pes_rl.stepping.engine.unroll`.
 
         With ``autoreset=False`` a finished particle is masked out (its sub-env is reset so
         the vector env can keep stepping, but nothing it does is counted), and the window

@@ -22,8 +22,8 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from pes_rl import normalization
-from pes_rl.components import env_id_of, make_env, make_policy
 from pes_rl.policies import Policy
+from pes_rl.training.components import env_id_of, make_env, make_policy
 
 POLICY_FILE = "policy.npz"
 FORMAT = "pes_rl.policy/1"
@@ -153,7 +153,9 @@ def _from_policy_file(path: Path) -> TrainedPolicy:
 
 
 def _from_checkpoint(run_dir: Path, iteration: int | None) -> TrainedPolicy:
-    from pes_rl.checkpoint import Checkpointer  # orbax: only for runs read from checkpoints
+    from pes_rl.training.checkpoint import (
+        Checkpointer,  # orbax: only for runs read from checkpoints
+    )
 
     config_path = run_dir / "config.yaml"
     if not config_path.exists() or not (run_dir / "checkpoints").is_dir():

@@ -9,7 +9,7 @@ equal compute. The best point so far is θ; it is evaluated every ``train.eval_e
 iterations with the same evaluation as the estimators' θ (``eval_return`` etc.), and its
 search score is ``search_return``. It is a search strategy beside the estimators: it runs on
 the trainer's own loop (one jitted iteration, checkpoints, resume, the same ``metrics.jsonl``
-and ``config.yaml``), so ``python -m pes_rl.plot`` draws it beside PES and TES.
+and ``config.yaml``), so ``python -m pes_rl.after.plot`` draws it beside PES and TES.
 """
 
 from __future__ import annotations
@@ -20,12 +20,12 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from pes_rl import population as populations
 from pes_rl.agents.base import WindowLength
 from pes_rl.checks import is_positive_int
 from pes_rl.envs.unrolled import UnrolledOptimizationEnv, inner_run
 from pes_rl.normalization import ObsNormState
 from pes_rl.policies import Policy
+from pes_rl.stepping import population as populations
 
 
 def make_search_step(env: UnrolledOptimizationEnv, num_points: int) -> Callable:

@@ -1,6 +1,6 @@
 """The 2D LR-schedule toy's picture: the meta-loss surface with θ trajectories on top.
 
-    python -m pes_rl.toy_plot RUN_DIR [RUN_DIR ...] -o toy_surface.png [--grid 401]
+    python -m pes_rl.after.toy_plot RUN_DIR [RUN_DIR ...] -o toy_surface.png [--grid 401]
 
 Draws the full-horizon meta-loss L(θ) = Σ_t f(x_t) of ``lr_toy2d`` over θ ∈ [−5, 5]² (log
 colour scale) and, for every run directory (``python train.py experiment=lr_toy2d_<agent>``
@@ -22,7 +22,7 @@ from omegaconf import OmegaConf
 from pes_rl import envs
 from pes_rl.envs.lr_toy2d import LRToy2D
 from pes_rl.envs.unrolled import inner_run
-from pes_rl.run_log import read_records
+from pes_rl.training.run_log import read_records
 
 BOUNDS = (-5.0, 5.0)
 
@@ -54,7 +54,7 @@ def trajectory(run_dir: Path) -> np.ndarray:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m pes_rl.toy_plot", description=__doc__.splitlines()[0]
+        prog="python -m pes_rl.after.toy_plot", description=__doc__.splitlines()[0]
     )
     parser.add_argument("run_dirs", nargs="*", type=Path, help="lr_toy2d run directories")
     parser.add_argument("-o", "--output", type=Path, default=Path("toy_surface.png"))

@@ -16,7 +16,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from pes_rl.run_dir import RunDirError, atomic_write_text
+from pes_rl.training.run_dir import RunDirError, atomic_write_text
 
 LOGGER = logging.getLogger("pes_rl")
 SAME_FETCH_S = 0.05  # records this close together in time were fetched from the device together

@@ -1,7 +1,7 @@
 """Compare runs: return vs. env steps, one curve per label, mean ± std over seeds.
 
-    python -m pes_rl.plot runs/sweeps/<time>/*/ -o compare.png [--budgets 400000 1600000]
-    python -m pes_rl.plot runs/h29/*/ --metric eval_val_loss --best --budgets 50000 100000
+    python -m pes_rl.after.plot runs/sweeps/<time>/*/ -o compare.png [--budgets 400000 1600000]
+    python -m pes_rl.after.plot runs/h29/*/ --metric eval_val_loss --best --budgets 50000 100000
 
 Each RUN_DIR holds the ``metrics.jsonl`` and ``config.yaml`` that ``python train.py`` writes.
 Runs whose configs differ only in ``train.seed`` share a label and are drawn as a mean curve
@@ -19,8 +19,8 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from pes_rl.cli import program
-from pes_rl.run_dir import env_name
-from pes_rl.run_log import read_records
+from pes_rl.training.run_dir import env_name
+from pes_rl.training.run_log import read_records
 
 PANELS = (
     ("eval_return", "eval return (θ unperturbed)"),
@@ -160,7 +160,7 @@ def _digits(value: float, significant: int) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog=program("plot", "python -m pes_rl.plot"), description=__doc__.splitlines()[0]
+        prog=program("plot", "python -m pes_rl.after.plot"), description=__doc__.splitlines()[0]
     )
     parser.add_argument(
         "run_dirs", nargs="+", type=Path, help="run directories written by train.py"

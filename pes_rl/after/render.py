@@ -19,9 +19,9 @@ import jax
 import numpy as np
 
 from pes_rl import normalization
+from pes_rl.after.trained import TrainedPolicy
 from pes_rl.envs.brax_env import BraxEnv
 from pes_rl.envs.playground_env import PlaygroundEnv
-from pes_rl.trained import TrainedPolicy
 
 TRACKING_CAMERA = "track"
 HOW_TO_FIX = (

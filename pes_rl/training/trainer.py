@@ -25,19 +25,20 @@ import optax
 from jax.flatten_util import ravel_pytree
 from omegaconf import DictConfig, OmegaConf
 
-from pes_rl import agents, distributed, lopt, memory, sharding
+from pes_rl import agents, lopt
+from pes_rl.after.trained import POLICY_FILE, save_policy
 from pes_rl.agents import curriculum
 from pes_rl.agents.base import WindowLength
-from pes_rl.checkpoint import Checkpointer, NoCheckpoint
-from pes_rl.components import make_env, make_policy
-from pes_rl.config import as_config, differing_keys, validate
 from pes_rl.envs.gymnax_env import twin_hint
 from pes_rl.envs.learned_optimizer import LearnedOptimizer
-from pes_rl.evaluation import evaluation_key, run_keys
-from pes_rl.random_search import RandomSearch
-from pes_rl.run_dir import RunDirError, atomic_write_text, claim, env_path
-from pes_rl.run_log import MetricsFile, Progress, WandbRun, clean
-from pes_rl.trained import POLICY_FILE, save_policy
+from pes_rl.meta.random_search import RandomSearch
+from pes_rl.stepping import distributed, memory, sharding
+from pes_rl.stepping.evaluation import evaluation_key, run_keys
+from pes_rl.training.checkpoint import Checkpointer, NoCheckpoint
+from pes_rl.training.components import make_env, make_policy
+from pes_rl.training.config import as_config, differing_keys, validate
+from pes_rl.training.run_dir import RunDirError, atomic_write_text, claim, env_path
+from pes_rl.training.run_log import MetricsFile, Progress, WandbRun, clean
 
 Params = Any
 FLUSH_EVERY = 32  # iterations whose metrics are fetched from the device together
@@ -290,13 +291,14 @@ def train(config: DictConfig | dict | list[str] | None = None) -> TrainResult:
     ``config`` is a list of overrides (``["agent=tes", "train.seed=1"]``), a partial dict merged
     onto the defaults the same way (``{"agent": "tes", "train": {"seed": 1}}``: a group key with
     a string selects that option), None for the default run, or a complete config
-    (``pes_rl.config.compose(...)``, Hydra's) used as is.
+    (``pes_rl.training.config.compose(...)``, Hydra's) used as is.
 
-    The run owns run_dir while it trains (see ``pes_rl.run_dir.claim``).
+    The run owns run_dir while it trains (see ``pes_rl.training.run_dir.claim``).
 
     Raises:
       ValueError: a config value that cannot work (the message names the key), or a run dir
-        that cannot be used (``pes_rl.run_dir.RunDirError``: in use, a file, not a run, ...).
+        that cannot be used (``pes_rl.training.run_dir.RunDirError``: in use, a file, not a
+        run, ...).
       TrainingDiverged: a non-finite reward or gradient; the last good checkpoint stays.
       TrainingInterrupted: Ctrl-C; a checkpoint of the last finished iteration was saved.
     """

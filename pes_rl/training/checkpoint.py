@@ -23,7 +23,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from pes_rl.run_dir import RunDirError
+from pes_rl.training.run_dir import RunDirError
 
 
 def _to_saveable(tree: Any) -> Any:

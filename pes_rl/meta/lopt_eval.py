@@ -1,6 +1,6 @@
 """Evaluates a meta-trained learned optimizer against Adam with a tuned learning rate.
 
-    python -m pes_rl.lopt_eval RUN_DIR [--steps 1000] [--seeds 5] [--task mlp_digits]
+    python -m pes_rl.meta.lopt_eval RUN_DIR [--steps 1000] [--seeds 5] [--task mlp_digits]
 
 For the task family of the run (or ``--task``), on its training distribution and on its
 held-out one (another architecture, other seeds), trains ``--seeds`` fresh tasks for
@@ -230,7 +230,7 @@ def plot(results: dict[str, dict], path: Path, title: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog=program("lopt-eval", "python -m pes_rl.lopt_eval"),
+        prog=program("lopt-eval", "python -m pes_rl.meta.lopt_eval"),
         description=__doc__.split("\n\n")[0],
     )
     parser.add_argument("run_dir", type=Path, help="a learned_optimizer run (has lopt_theta.npz)")

@@ -16,8 +16,8 @@ import jax
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
-from pes_rl import engine
 from pes_rl.checks import is_positive_int
+from pes_rl.stepping import engine
 
 AXIS = "pop"
 PARTICLES = PartitionSpec(AXIS)  # split along the first (particle) axis

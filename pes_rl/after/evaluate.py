@@ -1,9 +1,9 @@
 """Evaluate a trained policy and watch it: returns over N episodes of θ unperturbed, and a video.
 
-    python -m pes_rl.evaluate RUN_DIR                       # 10 episodes, mean ± std return
-    python -m pes_rl.evaluate RUN_DIR --episodes 50 --seed 1
-    python -m pes_rl.evaluate RUN_DIR --video swimmer.mp4   # and an MP4 of the first episode
-    python -m pes_rl.evaluate RUN_DIR --iteration 200       # an older checkpoint
+    python -m pes_rl.after.evaluate RUN_DIR                       # 10 episodes, mean ± std return
+    python -m pes_rl.after.evaluate RUN_DIR --episodes 50 --seed 1
+    python -m pes_rl.after.evaluate RUN_DIR --video swimmer.mp4   # and an MP4 of the first episode
+    python -m pes_rl.after.evaluate RUN_DIR --iteration 200       # an older checkpoint
 
 RUN_DIR may also be a copied ``policy.npz``. The episodes run through the evaluation the trainer
 runs (all episodes in one jitted rollout on a JAX env, one Gymnasium sub-env per episode on a
@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pes_rl.after.render import use_headless_gl
 from pes_rl.cli import program
-from pes_rl.render import use_headless_gl
 
 VIDEO_SIZE = (240, 320)  # height, width
 
@@ -33,7 +33,7 @@ def episode_key(trained, seed: int | None):
     loaded iteration (``seed`` None), else one from ``seed``."""
     import jax
 
-    from pes_rl.evaluation import evaluation_key
+    from pes_rl.stepping.evaluation import evaluation_key
 
     if seed is None:
         config = trained.config
@@ -44,7 +44,7 @@ def episode_key(trained, seed: int | None):
 def episode_returns(trained, episodes: int, key) -> tuple[np.ndarray, float]:
     """The returns of ``episodes`` episodes of θ unperturbed and their mean, computed by the
     evaluation the trainer runs (so the run's own key repeats its ``eval_return``)."""
-    from pes_rl.evaluation import make_episode_returns_for, mean_return
+    from pes_rl.stepping.evaluation import make_episode_returns_for, mean_return
 
     returns = make_episode_returns_for(
         trained.env, trained.policy, episodes, trained.config.train.eval_steps
@@ -57,8 +57,8 @@ def host_video(
 ) -> tuple[list[np.ndarray], float]:
     """Frames of the first ``episodes`` evaluated Gymnasium episodes (the same reset seeds),
     stepped one at a time through ``TrainedPolicy.act``, and the env's frame rate."""
-    from pes_rl.host_engine import seed_stream
-    from pes_rl.render import gym_renderer, render_frame
+    from pes_rl.after.render import gym_renderer, render_frame
+    from pes_rl.stepping.host_engine import seed_stream
 
     gym_env = gym_renderer(trained, VIDEO_SIZE, camera)
     max_steps = trained.env.spec.horizon or trained.config.train.eval_steps
@@ -80,7 +80,7 @@ def host_video(
 
 def log_to_wandb(trained, run_dir: Path, summary: dict, video: Path | None) -> None:
     """Adds the evaluation (and the video) to the run's own W&B run, resumed by its id."""
-    from pes_rl.run_log import WandbRun
+    from pes_rl.training.run_log import WandbRun
 
     if trained.config.logger.name != "wandb" or not (run_dir / "wandb_id.txt").exists():
         return
@@ -97,7 +97,7 @@ def log_to_wandb(trained, run_dir: Path, summary: dict, video: Path | None) -> N
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog=program("evaluate", "python -m pes_rl.evaluate"),
+        prog=program("evaluate", "python -m pes_rl.after.evaluate"),
         description=__doc__.splitlines()[0],
     )
     parser.add_argument("run_dir", type=Path, help="a run dir, or a policy.npz file")
@@ -125,8 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.video:
         use_headless_gl()  # before anything imports mujoco
-    from pes_rl import render
-    from pes_rl.trained import load
+    from pes_rl.after import render
+    from pes_rl.after.trained import load
 
     try:
         with warnings.catch_warnings():

@@ -10,10 +10,11 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from pes_rl import engine, normalization
+from pes_rl import normalization
 from pes_rl.envs.base import Env
 from pes_rl.envs.unrolled import UnrolledOptimizationEnv, inner_run
 from pes_rl.policies import Policy
+from pes_rl.stepping import engine
 
 
 class RunKeys(NamedTuple):
@@ -51,7 +52,7 @@ def make_episode_returns_for(env: Env, policy: Policy, num_episodes: int, num_st
     """The episode evaluation of ``env``'s population kind (:func:`make_episode_returns` for
     JAX envs, its host twin for Gymnasium envs): what the trainer and ``pes-rl evaluate``
     share."""
-    from pes_rl import population
+    from pes_rl.stepping import population
 
     return population.kind(env).make_episode_returns(env, policy, num_episodes, num_steps)
 

@@ -6,9 +6,10 @@ on it: whether a window can run inside ``jit``, be staggered or shortened, be ch
 and whether one state can be copied into every particle (TES's Algorithm 1). Two kinds:
 
 * :class:`JaxPopulation`: the engine's jitted ``lax.scan`` over a ``vmap``'d step
-  (:mod:`pes_rl.engine`), split over a device mesh when given one (:mod:`pes_rl.sharding`);
-* :class:`pes_rl.host_engine.HostPopulation`: Gymnasium vector envs stepped from Python, a
-  slice of the sub-envs per ``jax.distributed`` process.
+  (:mod:`pes_rl.stepping.engine`), split over a device mesh when given one
+  (:mod:`pes_rl.stepping.sharding`);
+* :class:`pes_rl.stepping.host_engine.HostPopulation`: Gymnasium vector envs stepped from
+  Python, a slice of the sub-envs per ``jax.distributed`` process.
 
 :func:`kind` is the one place that tells them apart; estimators and the trainer never ask.
 """
@@ -24,9 +25,9 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 from jax.sharding import Mesh
 
-from pes_rl import engine, memory, sharding
 from pes_rl.envs.base import Env
 from pes_rl.policies import Policy
+from pes_rl.stepping import engine, memory, sharding
 
 
 def flat_act(policy: Policy) -> engine.ActFn:
@@ -59,7 +60,7 @@ class Population:
         self.reset_group = np.arange(num_particles) // (2 if antithetic else 1)
 
     def particle_bytes(self) -> int:
-        """About how many bytes one particle needs on the device (:mod:`pes_rl.memory`)."""
+        """About how many bytes one particle needs on the device (:mod:`pes_rl.stepping.memory`)."""
         raise NotImplementedError
 
     def reset(self, key: jax.Array) -> engine.Particles:
@@ -71,7 +72,7 @@ class Population:
         **kwargs: Any,
     ) -> tuple[engine.Particles, engine.Window]:  # fmt: skip
         """One window of ``steps`` steps of every particle with parameters ``theta`` [N, D];
-        the keyword arguments are :func:`pes_rl.engine.unroll`'s."""
+        the keyword arguments are :func:`pes_rl.stepping.engine.unroll`'s."""
         raise NotImplementedError
 
     def keep_split(self, tree: Any) -> Any:
@@ -84,9 +85,7 @@ class Population:
         advances with θ unperturbed."""
         return type(self)(self.env, self.policy, 1, antithetic=False)
 
-    def copy_state(
-        self, source: Population, particles: engine.Particles
-    ) -> engine.Particles:
+    def copy_state(self, source: Population, particles: engine.Particles) -> engine.Particles:
         """Every particle of this population in the state of ``source``'s one particle
         (``particles``, [1, ...]): its env state, clock and episode return."""
         raise NotImplementedError
@@ -157,13 +156,13 @@ class JaxPopulation(Population):
 
     @classmethod
     def make_episode_returns(cls, env, policy, num_episodes, num_steps):
-        from pes_rl.evaluation import make_episode_returns
+        from pes_rl.stepping.evaluation import make_episode_returns
 
         return make_episode_returns(env, policy, num_episodes, num_steps)
 
     @classmethod
     def make_evaluate(cls, env, policy, num_episodes, num_steps):
-        from pes_rl.evaluation import make_evaluate
+        from pes_rl.stepping.evaluation import make_evaluate
 
         return make_evaluate(env, policy, num_episodes, num_steps)
 
@@ -172,7 +171,7 @@ def kind(env: Env) -> type[Population]:
     """The population that steps ``env``: host (Gymnasium) envs step in Python, every other
     env inside JAX."""
     if getattr(env, "is_host", False):
-        from pes_rl.host_engine import HostPopulation
+        from pes_rl.stepping.host_engine import HostPopulation
 
         return HostPopulation
     return JaxPopulation

@@ -1,0 +1,1 @@
+"""What you use after a run: load and act, evaluate, videos and plots."""

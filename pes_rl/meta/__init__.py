@@ -1,0 +1,1 @@
+"""What serves the meta tasks: datasets, the learned optimizer's evaluation and random search."""
