@@ -119,7 +119,7 @@ class LearnedOptimizer(unrolled.UnrolledOptimizationEnv):
         batch_key, val_key = jax.random.split(key)
         variant = opt_state["variant"]
         loss, grads = jax.value_and_grad(self.task.batch_loss)(params, variant, batch_key, "train")
-        grads = jax.tree.map(lambda g: jnp.where(jnp.isfinite(g), g, 0.0), grads)
+        grads = lopt_tasks.finite_gradients(grads)
         params_after, lopt_state = lopt.update(
             self.unravel(theta), grads, params, opt_state["lopt"]
         )

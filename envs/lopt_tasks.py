@@ -53,6 +53,12 @@ class InnerTask(NamedTuple):
     name: str
 
 
+def finite_gradients(grads: Any) -> Any:
+    """Non-finite gradient entries as 0: the rule every optimizer of an inner task trains by,
+    learned (``LearnedOptimizer.inner_step``) or tuned (``pes-rl lopt-eval``'s baselines)."""
+    return jax.tree.map(lambda g: jnp.where(jnp.isfinite(g), g, 0.0), grads)
+
+
 def make(
     task: str, distribution: str = "train", batch_size: int = 128, dataset: str = "digits"
 ) -> InnerTask:

@@ -59,7 +59,7 @@ def make_train_curve(task: lopt_tasks.InnerTask, steps: int, record_every: int):
         def step(carry, step_key):
             params, opt_state = carry
             grads = jax.grad(task.batch_loss)(params, variant, step_key, "train")
-            grads = jax.tree.map(lambda g: jnp.where(jnp.isfinite(g), g, 0.0), grads)
+            grads = lopt_tasks.finite_gradients(grads)
             updates, opt_state = optimizer.update(grads, opt_state, params)
             return (optax.apply_updates(params, updates), opt_state), None
 
