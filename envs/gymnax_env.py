@@ -35,11 +35,13 @@ def import_gymnax():
 def twin_hint(gym_id: str | None) -> str | None:
     """A one-line hint when a Gymnasium id trained on the host has a gymnax twin (None: the
     env is no Gymnasium id)."""
+    if gym_id is None:
+        return None
     try:
         import gymnax
     except ImportError:
         return None
-    if gym_id is None or gym_id not in gymnax.registered_envs:
+    if gym_id not in gymnax.registered_envs:
         return None
     return (
         f"hint: {gym_id} has a JAX twin in gymnax: env=gymnax env.id={gym_id} steps it on the "
