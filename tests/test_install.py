@@ -64,3 +64,20 @@ def test_pes_rl_command_from_a_non_editable_install(tmp_path):
     unknown = pes_rl("fly")
     assert unknown.returncode == 2 and "unknown command 'fly'" in unknown.stderr
     assert Path(workdir / "runs").is_dir()
+
+
+def test_envs_and_agents_load_without_the_trainer_stack():
+    """``import pes_rl.envs`` / ``pes_rl.agents``: no trainer, orbax or Hydra configs (the
+    package's ``train`` and ``load`` load when first used)."""
+    probe = (
+        "import sys, pes_rl.envs, pes_rl.agents\n"
+        "heavy = [m for m in ('pes_rl.training.trainer', 'orbax.checkpoint', 'omegaconf',"
+        " 'hydra') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+        "import pes_rl\n"
+        "assert pes_rl.train.__module__ == 'pes_rl.training.trainer'\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, env=cli_env(), timeout=120
+    )
+    assert result.returncode == 0, result.stderr
