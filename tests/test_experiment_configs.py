@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from pes_rl.training.config import CONFIG_DIR, compose
+from pes_rl.training.config import CONFIG_DIR, compose, dotted
 
 SNAPSHOT = Path(__file__).parent / "data" / "experiment_configs.json"
 EXPERIMENT_DIR = CONFIG_DIR / "experiment"
@@ -74,26 +74,16 @@ def extended(experiment: str) -> tuple[str | None, list[str]]:
     return (parents[0] if parents else None), overrides
 
 
-def leaves(values: dict, prefix: str = "") -> dict:
-    out = {}
-    for key, value in values.items():
-        if isinstance(value, dict) and value:
-            out |= leaves(value, f"{prefix}{key}.")
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
 @pytest.mark.parametrize(
     "experiment", [name for name in EXPERIMENTS if extended(name)[0] is not None]
 )
 def test_an_experiment_that_extends_a_sibling_states_only_what_differs(experiment):
     parent, overrides = extended(experiment)
     # the sibling with the same config groups selected (agent=es ...): what the child inherits
-    inherited = leaves(resolved((f"experiment={parent}", *overrides)))
+    inherited = dotted(resolved((f"experiment={parent}", *overrides)))
     body = OmegaConf.to_container(OmegaConf.load(EXPERIMENT_DIR / f"{experiment}.yaml"))
     body.pop("defaults", None)
-    restated = [k for k, v in leaves(body).items() if k in inherited and inherited[k] == v]
+    restated = [k for k, v in dotted(body).items() if k in inherited and inherited[k] == v]
     assert restated == [], f"{experiment} restates {parent}'s values"
 
 

@@ -42,12 +42,12 @@ def groups() -> list[str]:
     return sorted(p.name for p in CONFIG_DIR.iterdir() if p.is_dir() and not p.name.startswith("_"))
 
 
-def _dotted(values: dict, prefix: str = "") -> dict[str, Any]:
+def dotted(values: dict, prefix: str = "") -> dict[str, Any]:
     """``{"train": {"seed": 1}}`` -> ``{"train.seed": 1}`` (lists and scalars are leaves)."""
     out: dict[str, Any] = {}
     for key, value in values.items():
         if isinstance(value, dict) and value:
-            out |= _dotted(value, f"{prefix}{key}.")
+            out |= dotted(value, f"{prefix}{key}.")
         else:
             out[f"{prefix}{key}"] = value
     return out
@@ -69,7 +69,7 @@ def from_dict(values: dict) -> DictConfig:
     cfg = compose([f"{group}={option}" for group, option in selections.items()])
     rest = {k: v for k, v in values.items() if k not in selections}
     OmegaConf.set_struct(cfg, False)
-    for key, value in _dotted(rest).items():
+    for key, value in dotted(rest).items():
         parent_name = key.split(".")[-2] if "." in key else ""
         if OmegaConf.select(cfg, key, default=_MISSING) is _MISSING and (
             parent_name not in OPEN_MAPPINGS
