@@ -240,3 +240,20 @@ def test_a_run_saved_before_a_new_empty_setting_still_resumes():
     assert differing_keys(OmegaConf.create(saved), today) == []
     saved["env"]["kwargs"]["horizon"] = 7
     assert differing_keys(OmegaConf.create(saved), today) == ["env.kwargs.horizon"]
+
+
+def test_an_env_step_budget_ends_the_run_at_the_first_iteration_that_reaches_it(tmp_path):
+    """``train.max_env_steps``: 100 particles x K = 1 step = 100 env steps per iteration."""
+    cfg = small_config(tmp_path / "run", "train.iterations=1000", "train.max_env_steps=2.05e3")
+    assert cfg.train.max_env_steps == 2050.0  # the float a user types; validate makes it 2050
+    result = pes_rl.train(cfg)
+    records = MetricsFile.read(tmp_path / "run")
+    assert [r["iteration"] for r in records] == list(range(1, 22))
+    assert records[-1]["env_steps"] == 2100 and "eval_return" in records[-1]
+    checkpointer = Checkpointer(tmp_path / "run")
+    assert checkpointer.latest_iteration() == 21
+    checkpointer.close()
+    assert result.history == records
+    with pytest.raises(ValueError, match="train.max_env_steps must exceed the 2,100 env steps"):
+        pes_rl.train(small_config(tmp_path / "run", "train.iterations=1000",
+                                  "train.max_env_steps=2100", "resume=true"))  # fmt: skip

@@ -14,7 +14,8 @@ from pes_rl.checks import is_positive_int
 CONFIG_DIR = Path(str(importlib.resources.files("pes_rl.configs")))  # package data
 # Keys that may change between a run and its resumption without changing its results.
 RESUMABLE_KEYS = (
-    "train.iterations", "train.progress", "train.devices", "train.distributed",
+    "train.iterations", "train.max_env_steps", "train.progress", "train.devices",
+    "train.distributed",
     "train.keep_checkpoints", "logger",
     "resume", "run_dir",
 )  # fmt: skip
@@ -94,8 +95,8 @@ def as_config(config: DictConfig | dict | list[str] | tuple[str, ...] | None) ->
 # Count-like keys: an integral float there (train.iterations=1e2 parses as 100.0) is its int.
 INTEGER_KEYS = (
     "train.iterations", "train.eval_every", "train.checkpoint_every", "train.eval_episodes",
-    "train.eval_steps", "train.seed", "train.keep_checkpoints", "agent.num_particles",
-    "agent.unroll_length",
+    "train.eval_steps", "train.seed", "train.keep_checkpoints", "train.max_env_steps",
+    "agent.num_particles", "agent.unroll_length",
 )  # fmt: skip
 
 
@@ -124,6 +125,9 @@ def validate(cfg: DictConfig) -> None:
         ("train.eval_steps", train.eval_steps, is_positive_int, "an int >= 1"),
         ("train.seed", train.seed, _nonnegative_int, "an int >= 0"),
     ]
+    budget = train.get("max_env_steps")
+    if budget is not None and not is_positive_int(budget):
+        raise ValueError(f"train.max_env_steps must be an int >= 1 or null, got {budget!r}")
     keep = train.get("keep_checkpoints")
     if keep is not None and not is_positive_int(keep):
         raise ValueError(f"train.keep_checkpoints must be an int >= 1 or null (all), got {keep!r}")

@@ -229,6 +229,12 @@ class Progress:
         if self.printing:
             print(line, flush=True)
 
+    def end_at(self, iteration: int) -> None:
+        """The run ends early, at ``iteration`` (its env-step budget is reached)."""
+        self.total = iteration
+        if self.bar is not None:
+            self.bar.update(self.task, total=iteration)
+
     def eta(self, now: float, iteration: int) -> str:
         """``  ETA h:mm:ss`` from the iterations after the first fetched ones; empty until
         there is such a rate."""

@@ -346,6 +346,12 @@ def train_in_run_dir(cfg: DictConfig, run_dir: Path) -> TrainResult:
         raise ValueError(
             f"train.iterations must exceed the {start} iterations already done in {run_dir}"
         )
+    budget = cfg.train.get("max_env_steps")
+    if budget is not None and env_steps >= budget:
+        raise ValueError(
+            f"train.max_env_steps must exceed the {env_steps:,} env steps already taken in "
+            f"{run_dir}"
+        )
     primary = distributed.is_primary()  # the one process that writes the run's files
     if primary:
         atomic_write_text(config_path, OmegaConf.to_yaml(cfg, resolve=True))
@@ -364,6 +370,7 @@ def train_in_run_dir(cfg: DictConfig, run_dir: Path) -> TrainResult:
     eval_every, checkpoint_every = cfg.train.eval_every, cfg.train.checkpoint_every
     last_checkpoint = start
 
+    budget_steps = env_steps  # env steps dispatched so far (train.max_env_steps)
     stop = {"requested": False}
     previous_handler = signal.signal(signal.SIGINT, lambda *_: stop.update(requested=True))
     pending: list[tuple[int, dict]] = []
@@ -419,6 +426,11 @@ def train_in_run_dir(cfg: DictConfig, run_dir: Path) -> TrainResult:
             if len(pending) > QUEUED_AHEAD:  # flushes then follow real time on slow iterations
                 jax.block_until_ready(pending[-1 - QUEUED_AHEAD][1])
             final = iteration == total
+            if budget is not None:  # one scalar fetched per iteration, only with a budget
+                budget_steps += int(metrics["env_steps"])
+                if budget_steps >= budget and not final:
+                    final = True
+                    progress.end_at(iteration)
             do_eval = final or (eval_every > 0 and iteration % eval_every == 0)
             do_checkpoint = final or (checkpoint_every > 0 and iteration % checkpoint_every == 0)
             due = time.perf_counter() - flush_time > 2.0 or len(pending) >= FLUSH_EVERY
@@ -446,6 +458,8 @@ def train_in_run_dir(cfg: DictConfig, run_dir: Path) -> TrainResult:
                     )
             if stop["requested"]:
                 raise TrainingInterrupted(iteration, run_dir)
+            if final:
+                break
     finally:
         signal.signal(signal.SIGINT, previous_handler)
         progress.close()
