@@ -68,6 +68,7 @@ class Estimator:
         stagger: bool = False,
         fitness_shaping: str = "none",
         obs_normalization: bool = False,
+        reward_shift: float = 0.0,
         mesh: Mesh | None = None,
     ):
         if not is_positive_int(num_particles):
@@ -115,6 +116,11 @@ class Estimator:
         self.stagger = stagger
         self.fitness_shaping = fitness_shaping
         self.obs_normalization = obs_normalization
+        if isinstance(reward_shift, bool) or not isinstance(reward_shift, int | float) or (
+            not math.isfinite(reward_shift)
+        ):
+            raise ValueError(f"agent.reward_shift must be a finite number, got {reward_shift!r}")
+        self.reward_shift = float(reward_shift)
         self.num_groups = self.population.num_groups
         self.reset_group = self.population.reset_group  # antithetic partners reset alike
         if not self.population.jittable:  # stepped in Python; its policy call is jitted
@@ -214,10 +220,12 @@ class Estimator:
         flat, unravel = ravel_pytree(params)
         length = WindowLength(steps, limit)
         state, weights, window = self._window(state, flat, key, length)
+        # ARS's survival-bonus removal: the estimate sees reward − shift at every step it
+        # credits; metrics and evaluations keep the env's own rewards.
         shaped_first, shaped_rest, scale = shaping.shape(
             self.fitness_shaping,
-            window.reward_first,
-            window.reward_rest,
+            window.reward_first - self.reward_shift * window.steps_first,
+            window.reward_rest - self.reward_shift * window.steps_rest,
             window.steps_first > 0,
             window.steps_rest > 0,
             self.sigma,

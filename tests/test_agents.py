@@ -138,3 +138,43 @@ def fit_influence_balancing(name: str, iterations: int = 3000) -> float:
 def test_pes_finds_the_optimum_tes_goes_the_wrong_way():
     assert abs(fit_influence_balancing("pes") - THETA_OPTIMUM) < 0.02
     assert fit_influence_balancing("tes") > 0.5
+
+
+def test_reward_shift_is_the_estimate_of_the_shifted_env():
+    """``agent.reward_shift = c``: the estimate of an env paying reward − c per step (ARS's
+    survival-bonus removal), with the env's own rewards in the metrics. CartPole pays 1 per
+    step and ends early, so the shift changes whole-episode ES's gradient."""
+    from pes_rl.envs.base import Env
+
+    base = envs.make("gymnax/CartPole-v1")
+
+    class Shifted(Env):
+        spec = base.spec
+
+        def reset(self, key):
+            return base.reset(key)
+
+        def step(self, state, action):
+            state = base.step(state, action)
+            return state.replace(reward=state.reward - 0.75)
+
+    policy = policies.make("linear", base)
+    params = jax.tree.map(lambda w: w + 0.3, policy.init(jax.random.key(0)))
+    estimates = []
+    for env, shift in ((base, 0.75), (Shifted(), 0.0)):
+        es = agents.make("es", env=env, policy=policy, num_particles=8, sigma=0.5,
+                         reward_shift=shift)  # fmt: skip
+        state = es.init(jax.random.key(1), params)
+        grad, _, metrics = es.estimate(state, params, jax.random.key(2))
+        estimates.append((grad["w"], metrics))
+    (shifted_by_agent, true_metrics), (shifted_env, shifted_metrics) = estimates
+    np.testing.assert_allclose(shifted_by_agent, shifted_env, rtol=1e-5, atol=1e-6)
+    assert float(jnp.abs(shifted_by_agent).max()) > 0
+    steps = int(true_metrics["env_steps"])
+    assert float(true_metrics["train_return"]) * 8 == pytest.approx(steps)  # 1 per step
+    assert float(true_metrics["train_return"]) - float(shifted_metrics["train_return"]) == (
+        pytest.approx(0.75 * steps / 8)
+    )
+    with pytest.raises(ValueError, match="agent.reward_shift must be a finite number"):
+        agents.make("pes", env=base, policy=policy, num_particles=4, sigma=0.1,
+                    unroll_length=5, reward_shift=float("nan"))  # fmt: skip
