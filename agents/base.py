@@ -68,7 +68,7 @@ class Estimator:
         stagger: bool = False,
         fitness_shaping: str = "none",
         obs_normalization: bool = False,
-        reward_shift: float = 0.0,
+        reward_shift: float | None = None,
         mesh: Mesh | None = None,
     ):
         if not is_positive_int(num_particles):
@@ -116,6 +116,7 @@ class Estimator:
         self.stagger = stagger
         self.fitness_shaping = fitness_shaping
         self.obs_normalization = obs_normalization
+        reward_shift = 0.0 if reward_shift is None else reward_shift
         if isinstance(reward_shift, bool) or not isinstance(reward_shift, int | float) or (
             not math.isfinite(reward_shift)
         ):

@@ -80,7 +80,7 @@ class Hybrid(Estimator):
             )
         if kwargs.get("fitness_shaping", "none") != "none":
             raise ValueError("hybrid takes fitness_shaping=none: autodiff gradients are unshaped")
-        if kwargs.get("reward_shift", 0.0) != 0.0:
+        if kwargs.get("reward_shift") not in (None, 0, 0.0):
             raise ValueError("hybrid takes reward_shift=0: its autodiff gradients are unshifted")
         super().__init__(env, policy, num_particles, sigma, unroll_length, **kwargs)
         if num_particles < (4 if self.antithetic else 2):
