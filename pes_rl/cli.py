@@ -11,11 +11,13 @@ under the current directory (``runs/...``), as with ``python train.py``.
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import os
 import sys
 import warnings
 from pathlib import Path
+from typing import NoReturn
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -110,11 +112,20 @@ def video_hint(cfg: DictConfig) -> str:
 
 def import_from_cwd() -> None:
     """Modules in the current directory import (``env.id=my_module:make_env``), as with
-    ``python train.py`` and ``python -m``, which put the script's or current directory first on
-    ``sys.path``; an installed console script does not."""
+    ``python -m``; ``python train.py`` puts the script's directory first on ``sys.path`` and an
+    installed console script none, so both add the current directory."""
     cwd = os.getcwd()
     if cwd not in sys.path:
         sys.path.insert(0, cwd)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with a usage error as one line (``error: ...``, exit 2), like every other
+    error of the ``pes-rl`` commands; ``--help`` still shows the usage."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"error: {message} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(2)
 
 
 def plain_warnings() -> None:
@@ -126,6 +137,7 @@ def plain_warnings() -> None:
 def train(argv: list[str]) -> None:
     """``python train.py`` / ``pes-rl train`` with Hydra overrides ``argv``."""
     plain_warnings()
+    import_from_cwd()
     # Hydra creates hydra.run.dir before the run starts and fails on a bad one with a traceback.
     run_dir = cli_run_dir(argv)
     problem = unusable_reason(run_dir) if run_dir else None

@@ -10,7 +10,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from cli import cli_env
+from cli import REPO, cli_env
+from omegaconf import OmegaConf
 
 from pes_rl import agents, cli, envs, policies
 from pes_rl.after import evaluate, render
@@ -134,10 +135,14 @@ def test_pes_rl_imports_from_the_current_directory(tmp_path, monkeypatch):
     assert envs.make("jax/friction_jax_module:make_env").spec.horizon == 100
 
 
-def test_installed_pes_rl_trains_an_env_of_the_current_directory(tmp_path):
+@pytest.mark.parametrize(
+    "command", [["pes-rl", "train"], [sys.executable, str(REPO / "train.py")]]
+)
+def test_an_env_of_the_current_directory_trains(tmp_path, command):
+    """The installed ``pes-rl`` and ``python train.py`` run from elsewhere both import it."""
     (tmp_path / "my_module.py").write_text(MY_JAX_MODULE)
     result = subprocess.run(
-        ["pes-rl", "train", "env=jax", "env.id=my_module:make_env", "train.iterations=1",
+        [*command, "env=jax", "env.id=my_module:make_env", "train.iterations=1",
          "agent.num_particles=2", "agent.unroll_length=5", "train.eval_episodes=1"],
         cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=120,
     )  # fmt: skip
@@ -238,8 +243,8 @@ def test_evaluate_names_the_bad_flag_under_its_pes_rl_name(flag, monkeypatch, ca
     monkeypatch.setattr(sys, "argv", ["pes-rl evaluate"])
     with pytest.raises(SystemExit):
         evaluate.parse_args(["run", flag, "0"])
-    error = capsys.readouterr().err.strip().splitlines()[-1]
-    assert error == f"pes-rl evaluate: error: {flag} must be >= 1, got 0"
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines == [f"error: {flag} must be >= 1, got 0 (see pes-rl evaluate --help)"]
 
 
 def test_integral_floats_are_ints_at_integer_keys():
@@ -249,3 +254,21 @@ def test_integral_floats_are_ints_at_integer_keys():
     assert cfg.agent.num_particles == 20 and isinstance(cfg.agent.num_particles, int)
     with pytest.raises(ValueError, match=r"train.iterations must be an int >= 1, got 1.5"):
         validate(compose(["train.iterations=1.5"]))
+
+
+def test_a_run_with_one_evaluation_is_drawn_as_a_dot(tmp_path, monkeypatch):
+    import matplotlib.pyplot as plt
+
+    from pes_rl.after import plot
+    from pes_rl.training.run_log import MetricsFile
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    OmegaConf.save(compose(["env=influence_balancing"]), run_dir / "config.yaml")
+    metrics = MetricsFile(run_dir, [{"iteration": 1, "env_steps": 10, "eval_return": -3.0}])
+    metrics.close()
+    figures = []
+    monkeypatch.setattr(plt, "close", figures.append)
+    plot.plot_runs([run_dir], tmp_path / "c.png")
+    (line,) = figures[0].axes[0].lines
+    assert line.get_marker() == "o"

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from pes_rl.after.render import use_headless_gl
-from pes_rl.cli import program
+from pes_rl.cli import ArgumentParser, program
 
 VIDEO_SIZE = (240, 320)  # height, width
 
@@ -96,7 +96,7 @@ def log_to_wandb(trained, run_dir: Path, summary: dict, video: Path | None) -> N
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog=program("evaluate", "python -m pes_rl.after.evaluate"),
         description=__doc__.splitlines()[0],
     )

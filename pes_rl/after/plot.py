@@ -10,7 +10,6 @@ with a ±1 std band.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -18,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from omegaconf import OmegaConf
 
-from pes_rl.cli import program
+from pes_rl.cli import ArgumentParser, program
 from pes_rl.training.run_dir import env_name
 from pes_rl.training.run_log import read_records
 
@@ -108,7 +107,8 @@ def plot_runs(
             values = np.stack([np.interp(grid, s, v) for s, v in curves])
             mean, std = values.mean(0), values.std(0)
             seeds = f" ({len(curves)} seeds)" if len(curves) > 1 else ""
-            (line,) = ax.plot(grid, mean, label=label + seeds)
+            single = grid[0] == grid[-1]  # one evaluation: a dot, not an invisible line
+            (line,) = ax.plot(grid, mean, label=label + seeds, marker="o" if single else None)
             if len(curves) > 1:
                 ax.fill_between(grid, mean - std, mean + std, color=line.get_color(), alpha=0.2)
         ax.set_xlabel(X_AXES[x])
@@ -159,7 +159,7 @@ def _digits(value: float, significant: int) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog=program("plot", "python -m pes_rl.after.plot"), description=__doc__.splitlines()[0]
     )
     parser.add_argument(

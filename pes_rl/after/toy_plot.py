@@ -10,7 +10,6 @@ minimum and each run's final θ and exact meta-loss.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from pes_rl import envs
+from pes_rl.cli import ArgumentParser
 from pes_rl.envs.lr_toy2d import LRToy2D
 from pes_rl.envs.unrolled import inner_run
 from pes_rl.training.run_log import read_records
@@ -53,7 +53,7 @@ def trajectory(run_dir: Path) -> np.ndarray:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m pes_rl.after.toy_plot", description=__doc__.splitlines()[0]
     )
     parser.add_argument("run_dirs", nargs="*", type=Path, help="lr_toy2d run directories")

@@ -21,7 +21,6 @@ clipped at ``LOSS_FLOOR`` (1e-6, float32 rounding of a memorized training set). 
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -34,7 +33,7 @@ import optax
 from omegaconf import OmegaConf
 
 from pes_rl import lopt
-from pes_rl.cli import program
+from pes_rl.cli import ArgumentParser, program
 from pes_rl.envs import lopt_tasks
 
 ADAM_GRID = tuple(float(lr) for lr in np.logspace(-4, 1, 11))  # 1e-4 … 10, half-decade steps
@@ -229,7 +228,7 @@ def plot(results: dict[str, dict], path: Path, title: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog=program("lopt-eval", "python -m pes_rl.meta.lopt_eval"),
         description=__doc__.split("\n\n")[0],
     )
