@@ -44,9 +44,10 @@ def run_two_iterations(experiments: list[str], sweep_dir, *overrides: str) -> No
         assert sum(leaf.size for leaf in jax.tree.leaves(theta)) == 1762, experiment
 
 
+@pytest.mark.slow  # lopt.save/load and PES on the env are in test_lopt's default tests
 def test_learned_optimizer_pes_runs_and_saves_a_loadable_optimizer(tmp_path):
-    """The default suite runs PES on the quadratic family (an MLP inner step takes seconds to
-    compile); the slow suite runs all eight configs on their MLP task."""
+    """PES on the quadratic family through the CLI (an MLP inner step takes seconds to
+    compile); the next test runs all eight configs on their MLP task."""
     run_two_iterations(["learned_optimizer_pes_cpu"], tmp_path, "++env.kwargs.task=quadratic")
     # The saved θ drops into an ordinary optax loop.
     optimizer = lopt.as_optax(lopt.load(tmp_path / "0"))

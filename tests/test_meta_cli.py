@@ -86,6 +86,7 @@ def test_random_search_on_an_rl_env_is_refused(tmp_path):
     assert "agent=random_search needs an unrolled-optimization task" in result.stderr
 
 
+@pytest.mark.slow  # a plotting command; the toy's gradients are tested in test_unbiased_meta
 def test_toy_plot_draws_surface_and_trajectories(tmp_path):
     run_dir = tmp_path / "pes"
     result = run_train(

@@ -42,7 +42,9 @@ def test_pes_improves_cartpole_return(tmp_path):
     [
         ("CartPole-v1", ["agent=nres"]),  # Discrete actions
         ("Pendulum-v1", ["agent=tes", "policy=mlp"]),  # Box actions
-        ("MountainCarContinuous-v0", ["agent=es"]),  # an id no issue named
+        pytest.param(  # an id no issue named
+            "MountainCarContinuous-v0", ["agent=es"], marks=pytest.mark.slow
+        ),
     ],
 )
 def test_gymnasium_ids_train(tmp_path, capsys, env_id, extra):
@@ -61,6 +63,7 @@ def test_gymnasium_ids_train(tmp_path, capsys, env_id, extra):
     assert all(np.isfinite(r["eval_return"]) for r in records)
 
 
+@pytest.mark.slow  # module:Id ids also train in test_train_cli and test_user_friction
 def test_third_party_module_id_is_imported(tmp_path):
     run_dir = tmp_path / "run"
     env = dict(os.environ, PYTHONPATH=TESTS_DIR)
