@@ -58,13 +58,13 @@ def host_video(
     """Frames of the first ``episodes`` evaluated Gymnasium episodes (the same reset seeds),
     stepped one at a time through ``TrainedPolicy.act``, and the env's frame rate."""
     from pes_rl.after.render import gym_renderer, render_frame
-    from pes_rl.stepping.host_engine import seed_stream
+    from pes_rl.stepping.host_engine import episode_seeds
 
     gym_env = gym_renderer(trained, VIDEO_SIZE, camera)
     max_steps = trained.env.spec.horizon or trained.config.train.eval_steps
     frames = []
     try:
-        for episode_seed in seed_stream(key).integers(0, 2**31 - 1, size=episodes):
+        for episode_seed in episode_seeds(key, episodes):
             obs, _ = gym_env.reset(seed=int(episode_seed))
             frames.append(render_frame(gym_env))
             for _ in range(max_steps):

@@ -18,7 +18,7 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from pes_rl.cli import ArgumentParser, program
-from pes_rl.training.run_dir import env_name
+from pes_rl.training.run_dir import env_name, has_metrics
 from pes_rl.training.run_log import read_records
 
 PANELS = (
@@ -42,9 +42,7 @@ def label_of(run_dir: Path) -> str:
 def holds_run(run_dir: Path) -> bool:
     """A dir to plot: a run's config.yaml and at least one metrics record (a failed start, a
     run still starting or a dir of other files is skipped)."""
-    metrics = run_dir / "metrics.jsonl"
-    has_records = metrics.exists() and metrics.stat().st_size > 0
-    return (run_dir / "config.yaml").exists() and has_records
+    return (run_dir / "config.yaml").exists() and has_metrics(run_dir)
 
 
 def lower_is_better(key: str) -> bool:

@@ -25,6 +25,7 @@ from pes_rl.checks import is_positive_int
 from pes_rl.envs.unrolled import UnrolledOptimizationEnv, inner_run
 from pes_rl.normalization import ObsNormState
 from pes_rl.policies import Policy
+from pes_rl.stepping import memory
 from pes_rl.stepping import population as populations
 
 
@@ -70,7 +71,7 @@ class RandomSearch:
         self.population = populations.make(env, policy, num_particles, antithetic=False)
         self.unroll_length = env.spec.horizon  # a point's score: one whole inner run
         self.mesh = None
-        self.state_bytes = num_particles * self.population.particle_bytes()
+        self.state_bytes = memory.local_bytes(num_particles, self.population.particle_bytes(), None)
         self._search_step = make_search_step(env, num_particles)
 
     def init(self, key: jax.Array, params) -> SearchState:

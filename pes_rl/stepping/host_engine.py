@@ -34,6 +34,12 @@ def seed_stream(key: jax.Array) -> np.random.Generator:
     return np.random.default_rng(np.asarray(jax.random.key_data(key)).tolist())
 
 
+def episode_seeds(key: jax.Array, count: int) -> np.ndarray:
+    """The reset seeds of ``count`` episodes drawn from ``key``: one rule for training resets,
+    evaluation episodes and the ones ``pes-rl evaluate`` films."""
+    return seed_stream(key).integers(0, 2**31 - 1, size=count)
+
+
 class HostPopulation(Population):
     """``num_particles`` sub-envs of a Gymnasium env and the jitted batched policy.
 
@@ -56,7 +62,9 @@ class HostPopulation(Population):
         mesh=None, split_over_processes: bool = True,
     ):  # fmt: skip
         if mesh is not None:
-            raise ValueError(f"a device mesh needs a JAX env; {env!r} steps on the host")
+            raise ValueError(
+                f"a device mesh needs a JAX env; {env!r} steps on the host (use train.devices=1)"
+            )
         processes = jax.process_count() if split_over_processes else 1
         process = jax.process_index() if split_over_processes else 0
         names = ("process", "processes")  # a distributed run: each process steps a slice
@@ -95,8 +103,12 @@ class HostPopulation(Population):
         )
 
     def reset(self, key: jax.Array) -> Particles:
-        seeds = seed_stream(key).integers(0, 2**31 - 1, size=self.num_groups)
-        return self.reset_seeded(seeds[self.reset_group])
+        seeds = episode_seeds(key, self.num_groups)[self.reset_group][self.owned]
+        obs, _ = self.vector.reset(seed=[int(s) for s in seeds])
+        self._was_reset = True
+        obs = self._gather(obs.astype(np.float32))
+        num = self.num_particles
+        return Particles(obs, np.zeros(num, np.int32), np.zeros(num, np.float32))
 
     def shared(self) -> HostPopulation:
         return HostPopulation(self.env, self.policy, 1, split_over_processes=False)
@@ -129,14 +141,6 @@ class HostPopulation(Population):
     @classmethod
     def make_evaluate(cls, env, policy, num_episodes, num_steps):
         return make_host_evaluate(env, policy, num_episodes, num_steps)
-
-    def reset_seeded(self, seeds: np.ndarray) -> Particles:
-        """Fresh episodes for every sub-env, particle i seeded with ``seeds[i]``."""
-        obs, _ = self.vector.reset(seed=[int(s) for s in np.asarray(seeds)[self.owned]])
-        self._was_reset = True
-        obs = self._gather(obs.astype(np.float32))
-        num = self.num_particles
-        return Particles(obs, np.zeros(num, np.int32), np.zeros(num, np.float32))
 
     def unroll(
         self,
@@ -215,13 +219,11 @@ def make_host_episode_returns(env: GymnasiumEnv, policy, num_episodes: int, num_
 
     def episode_returns(params, obs_norm, key: jax.Array) -> np.ndarray:
         flat = ravel_pytree(params)[0]
-        seeds = seed_stream(key).integers(0, 2**31 - 1, size=num_episodes)
         theta = jnp.broadcast_to(flat, (num_episodes, flat.size))
         length = env.spec.horizon or num_steps
         _, window = population.unroll(
-            population.reset_seeded(seeds), theta, key, length, autoreset=False,
-            obs_norm=obs_norm,
-        )  # fmt: skip
+            population.reset(key), theta, key, length, autoreset=False, obs_norm=obs_norm
+        )
         return np.asarray(window.reward_first)
 
     return episode_returns

@@ -182,9 +182,4 @@ def make(
 ) -> Population:
     """The population of ``num_particles`` particles for ``env``; ``mesh`` splits a JAX env's
     particles over devices."""
-    population = kind(env)
-    if mesh is not None and not population.can_split_over_devices:
-        raise ValueError(
-            f"a device mesh needs a JAX env; {env!r} steps on the host (use train.devices=1)"
-        )
-    return population(env, policy, num_particles, antithetic, mesh)
+    return kind(env)(env, policy, num_particles, antithetic, mesh)

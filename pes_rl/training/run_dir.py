@@ -148,11 +148,16 @@ def remove_empty_default_parents(run_dir: Path) -> None:
             return
 
 
+def has_metrics(run_dir: Path) -> bool:
+    """Whether a run wrote at least one metrics record here."""
+    metrics = run_dir / "metrics.jsonl"
+    return metrics.exists() and metrics.stat().st_size > 0
+
+
 def holds_results(run_dir: Path) -> bool:
     """Whether a run already wrote metrics or checkpoints here."""
-    metrics, checkpoints = (run_dir / name for name in RESULTS)
-    has_metrics = metrics.exists() and metrics.stat().st_size > 0
-    return has_metrics or (checkpoints.is_dir() and any(checkpoints.iterdir()))
+    checkpoints = run_dir / "checkpoints"
+    return has_metrics(run_dir) or (checkpoints.is_dir() and any(checkpoints.iterdir()))
 
 
 @contextmanager
