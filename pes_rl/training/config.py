@@ -15,9 +15,7 @@ CONFIG_DIR = Path(str(importlib.resources.files("pes_rl.configs")))  # package d
 # Keys that may change between a run and its resumption without changing its results.
 RESUMABLE_KEYS = (
     "train.iterations", "train.max_env_steps", "train.progress", "train.devices",
-    "train.distributed",
-    "train.keep_checkpoints", "logger",
-    "resume", "run_dir",
+    "train.distributed", "train.keep_checkpoints", "logger", "resume", "run_dir",
 )  # fmt: skip
 
 

@@ -36,7 +36,7 @@ from pes_rl.stepping import distributed, memory, sharding
 from pes_rl.stepping.evaluation import evaluation_key, run_keys
 from pes_rl.training.checkpoint import Checkpointer, NoCheckpoint
 from pes_rl.training.components import make_env, make_policy
-from pes_rl.training.config import as_config, differing_keys, validate
+from pes_rl.training.config import RESUMABLE_KEYS, as_config, differing_keys, validate
 from pes_rl.training.run_dir import RunDirError, atomic_write_text, claim, env_path
 from pes_rl.training.run_log import MetricsFile, Progress, WandbRun, clean
 
@@ -44,6 +44,7 @@ Params = Any
 FLUSH_EVERY = 32  # iterations whose metrics are fetched from the device together
 QUEUED_AHEAD = 4  # iterations dispatched ahead of the newest one waited for (keeps JAX busy)
 CURRICULUM_STREAM = 0x6375  # the curriculum's jitter: fold_in(eval_key, this), then the iteration
+CHANGEABLE = [k for k in RESUMABLE_KEYS if k not in ("resume", "run_dir")]  # on a resume
 THETA_LOG_SIZE = 32  # a meta task's θ up to this size is logged every iteration ("theta")
 
 
@@ -248,8 +249,8 @@ def restore_run(
         if changed:
             raise ValueError(
                 f"resume=true but the config differs from the run in {config_path.parent} at "
-                f"{changed}; repeat the run's overrides (only train.iterations, train.progress "
-                "and logger may change)"
+                f"{changed}; repeat the run's overrides (only {', '.join(CHANGEABLE)} may "
+                "change)"
             )
     recorded = records[-1]["iteration"] if records else 0
     newest = checkpointer.latest_iteration()
@@ -319,7 +320,7 @@ def train(config: DictConfig | dict | list[str] | None = None) -> TrainResult:
 
 
 def train_in_run_dir(cfg: DictConfig, run_dir: Path) -> TrainResult:
-    """``train`` with an ES-family agent, in a run dir this process has claimed."""
+    """``train`` in a run dir this process has claimed (an estimator, or random search)."""
     env, policy, agent, optimizer = build(cfg)
     hint = twin_hint(getattr(env, "gym_id", None))
     if hint and distributed.is_primary():
