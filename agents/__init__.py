@@ -1,4 +1,4 @@
-"""Gradient estimators: ES, TES, PES, NRES and hybrid behind one ``init`` / ``estimate`` interface.
+"""Gradient estimators (ES, ARS, TES, PES, NRES, hybrid) behind one ``init`` / ``estimate`` API.
 
 Examples:
   >>> import jax
@@ -17,6 +17,7 @@ Examples:
 import inspect
 from typing import Any
 
+from pes_rl.agents.ars import ARS
 from pes_rl.agents.base import Estimator
 from pes_rl.agents.es import ES, ESState
 from pes_rl.agents.hybrid import Hybrid, HybridState
@@ -26,6 +27,7 @@ from pes_rl.agents.tes import TES, TESState
 
 AGENTS: dict[str, type[Estimator]] = {
     "es": ES,
+    "ars": ARS,
     "tes": TES,
     "pes": PES,
     "nres": NRES,
@@ -49,6 +51,7 @@ def make(name: str, **kwargs: Any) -> Estimator:
 
 __all__ = [
     "AGENTS",
+    "ARS",
     "ES",
     "ESState",
     "Hybrid",

@@ -56,6 +56,7 @@ class Estimator:
     supports_stagger: ClassVar[bool] = True
     supports_curriculum: ClassVar[bool] = True  # windows may be shorter than unroll_length
     supports_sharding: ClassVar[bool] = True  # the population may be split over a device mesh
+    direction_scale: float = 1.0  # a constant factor on the estimate (ARS's step convention)
 
     def __init__(
         self,
@@ -69,6 +70,7 @@ class Estimator:
         fitness_shaping: str = "none",
         obs_normalization: bool = False,
         reward_shift: float | None = None,
+        top_directions: int | None = None,
         mesh: Mesh | None = None,
     ):
         if not is_positive_int(num_particles):
@@ -122,6 +124,7 @@ class Estimator:
         ):
             raise ValueError(f"agent.reward_shift must be a finite number, got {reward_shift!r}")
         self.reward_shift = float(reward_shift)
+        self.top_directions = self._check_top_directions(top_directions)
         self.num_groups = self.population.num_groups
         self.reset_group = self.population.reset_group  # antithetic partners reset alike
         if not self.population.jittable:  # stepped in Python; its policy call is jitted
@@ -136,6 +139,23 @@ class Estimator:
         """Whether this estimator's population on ``env`` can be split over a device mesh (a
         JAX env, and an estimator that supports it)."""
         return cls.supports_sharding and populations.kind(env).can_split_over_devices
+
+    def _check_top_directions(self, top_directions: int | None) -> int | None:
+        """``top_directions`` b (ARS's "-t"): only the b antithetic pairs with the largest
+        max(R+, R−) in a window are credited. None keeps every pair."""
+        if top_directions is None:
+            return None
+        pairs = self.num_particles // 2
+        if not self.antithetic:
+            raise ValueError(
+                "agent.top_directions ranks antithetic pairs (±ε): it needs agent.antithetic=true"
+            )
+        if not is_positive_int(top_directions) or top_directions > pairs:
+            raise ValueError(
+                f"agent.top_directions must be an int in [1, {pairs}] (the number of antithetic "
+                f"pairs, num_particles/2) or null, got {top_directions!r}"
+            )
+        return None if top_directions == pairs else top_directions
 
     def _check_unroll_length(self, unroll_length: int | None) -> int:
         if unroll_length is None:
@@ -223,17 +243,36 @@ class Estimator:
         state, weights, window = self._window(state, flat, key, length)
         # ARS's survival-bonus removal: the estimate sees reward − shift at every step it
         # credits; metrics and evaluations keep the env's own rewards.
+        reward_first = window.reward_first - self.reward_shift * window.steps_first
+        reward_rest = window.reward_rest - self.reward_shift * window.steps_rest
+        kept = self._kept_particles(reward_first + reward_rest)
         shaped_first, shaped_rest, scale = shaping.shape(
             self.fitness_shaping,
-            window.reward_first - self.reward_shift * window.steps_first,
-            window.reward_rest - self.reward_shift * window.steps_rest,
-            window.steps_first > 0,
-            window.steps_rest > 0,
+            reward_first,
+            reward_rest,
+            (window.steps_first > 0) & kept,
+            (window.steps_rest > 0) & kept,
             self.sigma,
+            num_credited=jnp.sum(kept),
         )
-        grad_flat = scale * (weights.first.T @ shaped_first + weights.rest.T @ shaped_rest)
+        shaped_first = jnp.where(kept, shaped_first, 0.0)
+        shaped_rest = jnp.where(kept, shaped_rest, 0.0)
+        grad_flat = self.direction_scale * scale * (
+            weights.first.T @ shaped_first + weights.rest.T @ shaped_rest
+        )
         state, metrics = self._finish_window(state, window, length)
         return unravel(grad_flat), self._keep_split(state), metrics
+
+    def _kept_particles(self, window_rewards: jax.Array) -> jax.Array:
+        """[N] bool: the particles whose reward is credited; with ``top_directions`` b, both
+        members of the b pairs with the largest max(R+, R−) (exactly b: ties go to the lower
+        pair index)."""
+        if self.top_directions is None:
+            return jnp.ones(window_rewards.shape, bool)
+        best_of_pair = window_rewards.reshape(-1, 2).max(axis=1)
+        top = jax.lax.top_k(best_of_pair, self.top_directions)[1]
+        kept_pairs = jnp.zeros(best_of_pair.shape, bool).at[top].set(True)
+        return jnp.repeat(kept_pairs, 2)
 
     def _finish_window(self, state: Any, window: engine.Window, length: WindowLength):
         """Updates the observation normalizer; the window's metrics."""

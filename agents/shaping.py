@@ -38,13 +38,16 @@ def shape(
     has_first: jax.Array,
     has_rest: jax.Array,
     sigma: float,
+    num_credited: jax.Array | None = None,
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Shaped (reward_first, reward_rest) and the factor that turns Σ w·R into the estimate.
 
     ``has_first`` / ``has_rest`` [N] say which parts hold at least one step: a part with no
-    steps carries no reward and does not count in the std or the ranks.
+    steps carries no reward and does not count in the std or the ranks. ``num_credited`` is
+    the number of particles the estimate averages over (default N; fewer with
+    ``top_directions``, whose dropped particles have neither part).
     """
-    num = reward_first.shape[0]
+    num = reward_first.shape[0] if num_credited is None else num_credited
     if kind == "none":
         return reward_first, reward_rest, jnp.asarray(1.0 / (num * sigma**2))
     if kind == "std":

@@ -14,8 +14,8 @@ from pes_rl.envs.influence_balancing import THETA_OPTIMUM
 
 
 def agent_kwargs(name: str) -> dict:
-    # ES unrolls whole episodes; the others take windows of K = 2 on a T = 5 horizon.
-    return dict(num_particles=8, sigma=0.1, unroll_length=None if name == "es" else 2)
+    # ES and ARS unroll whole episodes; the others take windows of K = 2 on a T = 5 horizon.
+    return dict(num_particles=8, sigma=0.1, unroll_length=None if name in ("es", "ars") else 2)
 
 
 def test_estimate_api_in_loop_and_under_scan(agent_name):
@@ -45,8 +45,9 @@ def test_env_steps_count_every_particle_step(agent_name):
     agent, theta = make_influence_agent(agent_name, horizon=5, **agent_kwargs(agent_name))
     state = agent.init(jax.random.key(1), theta)
     _, _, metrics = agent.estimate(state, theta, jax.random.key(2))
-    expected = {"es": 8 * 5, "tes": 8 * 2 + 2, "pes": 8 * 2, "nres": 8 * 2, "hybrid": 8 * 2}
-    expected = expected[agent_name]
+    whole_episodes = 8 * 5
+    expected = {"es": whole_episodes, "ars": whole_episodes, "tes": 8 * 2 + 2}
+    expected = expected.get(agent_name, 8 * 2)
     assert int(metrics["env_steps"]) == expected
 
 
@@ -100,7 +101,7 @@ def test_odd_particles_without_antithetic_is_fine():
 def test_unknown_estimator_names_the_choices():
     env = envs.make("influence_balancing")
     with pytest.raises(
-        ValueError, match=r"agent must be one of \['es', 'tes', 'pes', 'nres', 'hybrid'\]"
+        ValueError, match=r"agent must be one of \['es', 'ars', 'tes', 'pes', 'nres', 'hybrid'\]"
     ):
         agents.make(
             "ppo",

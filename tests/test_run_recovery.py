@@ -215,18 +215,25 @@ def test_plot_skips_dirs_that_hold_no_run(tmp_path, straight_30, capsys):
     assert exit_.value.code == 2
 
 
-def test_the_eta_leaves_out_start_up_and_compilation(monkeypatch, capsys):
+@pytest.mark.parametrize("budget", [None, 100])
+def test_the_eta_leaves_out_start_up_and_compilation(monkeypatch, capsys, budget):
+    """The ETA counts iterations, or env steps when ``train.max_env_steps`` ends the run first
+    (here 100 env steps of a 1000-iteration run, one step per iteration)."""
     from pes_rl.training import run_log
 
     clock = iter([0.0, 90.0, 90.01, 100.0, 150.0])  # 90 s of start-up and compiling
     monkeypatch.setattr(run_log.time, "monotonic", lambda: next(clock))
-    progress = run_log.Progress(enabled=True, total=100, start=0, every_s=0.0)
+    total = 100 if budget is None else 1000
+    progress = run_log.Progress(enabled=True, total=total, start=0, every_s=0.0, budget=budget)
     for iteration in (1, 2, 12, 100):  # 1 and 2 fetched together, then 1 s per iteration
+        if iteration == 100 and budget is not None:
+            progress.end_at(iteration)
         progress.update({"iteration": iteration, "env_steps": iteration})
     lines = capsys.readouterr().out.splitlines()
     assert "ETA" not in lines[0] and "ETA" not in lines[1]
     assert lines[2].endswith("ETA 0:01:28")  # (100 - 12) iterations at (100 - 90) s / 10
-    assert lines[3].endswith("ETA 0:00:00")
+    assert "(12%)" in lines[2]
+    assert lines[3].endswith("ETA 0:00:00") and "(100%)" in lines[3]
 
 
 def test_a_run_saved_before_a_new_empty_setting_still_resumes():

@@ -159,4 +159,4 @@ def test_unknown_policy_and_constant_on_discrete_are_rejected():
 
 
 def test_registry_lists_every_estimator():
-    assert sorted(agents.AGENTS) == ["es", "hybrid", "nres", "pes", "tes"]
+    assert sorted(agents.AGENTS) == ["ars", "es", "hybrid", "nres", "pes", "tes"]

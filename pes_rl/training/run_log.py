@@ -170,10 +170,15 @@ class Progress:
     terminal quiet (the log still gets the lines).
     """
 
-    def __init__(self, enabled: bool, total: int, start: int, every_s: float = 10.0):
+    def __init__(
+        self, enabled: bool, total: int, start: int, every_s: float = 10.0,
+        budget: int | None = None, start_env_steps: int = 0,
+    ):  # fmt: skip
         self.total, self.start, self.every_s = total, start, every_s
+        self.budget = budget  # train.max_env_steps: the run may end before ``total``
         self.last_line = time.monotonic()
-        self.origin: tuple[float, int] | None = None  # (time, iteration) the rate starts from
+        # (time, fraction done) the rate starts from
+        self.origin: tuple[float, float] | None = None
         self.eval_return: float | None = None
         self.train_return: float | None = None
         self.printing = enabled and not sys.stdout.isatty()
@@ -187,12 +192,22 @@ class Progress:
             )
             from rich.progress import Progress as RichProgress
 
+            label = "iteration" if budget is None else "env steps"
             self.bar = RichProgress(
-                TextColumn("[bold]iteration"), MofNCompleteColumn(), BarColumn(),
+                TextColumn(f"[bold]{label}"), MofNCompleteColumn(), BarColumn(),
                 TextColumn("{task.fields[stats]}"), TimeRemainingColumn(),
             )  # fmt: skip
-            self.task = self.bar.add_task("train", total=total, completed=start, stats="")
+            total_units, done = (total, start) if budget is None else (budget, start_env_steps)
+            self.task = self.bar.add_task("train", total=total_units, completed=done, stats="")
             self.bar.start()
+
+    def fraction(self, iteration: int, env_steps: int) -> float:
+        """How much of the run is done: of its iterations, or of its env-step budget when
+        that comes first."""
+        done = iteration / self.total
+        if self.budget is not None:
+            done = max(done, env_steps / self.budget)
+        return min(done, 1.0)
 
     def stats(self, record: dict[str, Any]) -> str:
         """The record's numbers, each labelled (eval return: θ unperturbed; train return:
@@ -210,21 +225,22 @@ class Progress:
         self.eval_return = record.get("eval_return", self.eval_return)
         self.train_return = record.get("train_return", self.train_return)
         iteration = record["iteration"]
+        done = self.fraction(iteration, record["env_steps"])
         if self.bar is not None:
-            self.bar.update(self.task, completed=iteration, stats=self.stats(record))
+            completed = iteration if self.budget is None else record["env_steps"]
+            self.bar.update(self.task, completed=completed, stats=self.stats(record))
         now = time.monotonic()
         if self.origin is None or now - self.origin[0] < SAME_FETCH_S:
             # The rate is measured from the first fetched iterations on: start-up and
             # compilation, which they include, would inflate it.
-            self.origin = (self.origin[0] if self.origin else now, iteration)
+            self.origin = (self.origin[0] if self.origin else now, done)
         first = iteration == self.start + 1
-        if not (first or iteration == self.total or now - self.last_line >= self.every_s):
+        last = iteration == self.total
+        if not (first or last or now - self.last_line >= self.every_s):
             return
         self.last_line = now
-        line = (
-            f"iteration {iteration}/{self.total} ({100 * iteration / self.total:.0f}%)  "
-            f"{self.stats(record)}{self.eta(now, iteration)}"
-        )
+        where = f"{iteration}/{self.total}" if self.budget is None else f"{iteration}"
+        line = f"iteration {where} ({100 * done:.0f}%)  {self.stats(record)}{self.eta(now, done)}"
         LOGGER.info(line)
         if self.printing:
             print(line, flush=True)
@@ -232,19 +248,19 @@ class Progress:
     def end_at(self, iteration: int) -> None:
         """The run ends early, at ``iteration`` (its env-step budget is reached)."""
         self.total = iteration
-        if self.bar is not None:
+        if self.bar is not None and self.budget is None:
             self.bar.update(self.task, total=iteration)
 
-    def eta(self, now: float, iteration: int) -> str:
+    def eta(self, now: float, done: float) -> str:
         """``  ETA h:mm:ss`` from the iterations after the first fetched ones; empty until
         there is such a rate."""
-        origin_time, origin_iteration = self.origin
-        if iteration == self.total:
+        origin_time, origin_done = self.origin
+        if done >= 1.0:
             return "  ETA 0:00:00"
-        if iteration == origin_iteration:
+        if done <= origin_done:
             return ""
-        rate = (now - origin_time) / (iteration - origin_iteration)
-        return f"  ETA {datetime.timedelta(seconds=round(rate * (self.total - iteration)))}"
+        seconds = (now - origin_time) / (done - origin_done) * (1.0 - done)
+        return f"  ETA {datetime.timedelta(seconds=round(seconds))}"
 
     def close(self) -> None:
         if self.bar is not None:

@@ -367,7 +367,9 @@ def train_in_run_dir(cfg: DictConfig, run_dir: Path) -> TrainResult:
         env, policy, cfg.train.eval_episodes, cfg.train.eval_steps
     )
     wandb_run = WandbRun(cfg, run_dir, enabled=primary)
-    progress = Progress(cfg.train.progress and primary, total, start)
+    progress = Progress(
+        cfg.train.progress and primary, total, start, budget=budget, start_env_steps=env_steps
+    )
     eval_every, checkpoint_every = cfg.train.eval_every, cfg.train.checkpoint_every
     last_checkpoint = start
 
