@@ -82,6 +82,8 @@ class Hybrid(Estimator):
             raise ValueError("hybrid takes fitness_shaping=none: autodiff gradients are unshaped")
         if kwargs.get("reward_shift") not in (None, 0, 0.0):
             raise ValueError("hybrid takes reward_shift=0: its autodiff gradients are unshifted")
+        if kwargs.get("top_directions") is not None:
+            raise ValueError("hybrid takes top_directions=null: it mixes every particle's estimate")
         super().__init__(env, policy, num_particles, sigma, unroll_length, **kwargs)
         if num_particles < (4 if self.antithetic else 2):
             raise ValueError(

@@ -17,7 +17,10 @@ ARS settings). Evaluation: θ unperturbed, ``--eval-episodes`` episodes with the
 every ``--eval-every`` env steps.
 
     python benchmarks/ars_reference.py --task halfcheetah --seeds 0 1 2 --env-steps 1500000 \
-        --out benchmarks/results/ars_reference/halfcheetah.json
+        --out benchmarks/results/ars_reference/halfcheetah
+
+writes one run dir per seed (``seed0/metrics.jsonl`` and ``config.yaml``, agent name
+``ars_reference``), so ``pes-rl plot`` draws and tabulates it beside pes_rl's runs.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from pathlib import Path
 
 import gymnasium
 import numpy as np
+import yaml
 
 # task: (env id, N directions, b top directions, α step size, ν noise, shift)
 TASKS = {
@@ -77,24 +81,26 @@ def rollout(env, weights, stats, seed, shift, low, high, record):
 
 
 def run(task: str, seed: int, total_env_steps: int, eval_every: int, eval_episodes: int):
+    """Trains one seed; returns one metrics record per iteration (``pes-rl plot``'s keys)."""
     env_id, directions, top, step_size, noise, shift = TASKS[task]
     rng = np.random.default_rng(seed)
     env = gymnasium.make(env_id)
     low, high = env.action_space.low, env.action_space.high
     weights = np.zeros((env.action_space.shape[0], env.observation_space.shape[0]))
     stats = StateStats(env.observation_space.shape[0])
-    env_steps, next_eval, curve, start = 0, eval_every, [], time.perf_counter()
+    env_steps, next_eval, records = 0, eval_every, []
     while env_steps < total_env_steps:
+        start = time.perf_counter()
         deltas = rng.standard_normal((directions, *weights.shape))
-        returns = np.zeros((directions, 2))
+        returns = np.zeros((directions, 2))  # reward − shift per step: what ARS ranks
+        steps = np.zeros((directions, 2), int)
         for k in range(directions):
             episode_seed = int(rng.integers(2**31 - 1))
             for side, sign in enumerate((1.0, -1.0)):
-                returns[k, side], steps = rollout(
+                returns[k, side], steps[k, side] = rollout(
                     env, weights + sign * noise * deltas[k], stats, episode_seed, shift, low,
                     high, record=True,
                 )  # fmt: skip
-                env_steps += steps
         best = np.argsort(-returns.max(axis=1), kind="stable")[:top]
         used = returns[best]
         std = used.std()
@@ -102,16 +108,40 @@ def run(task: str, seed: int, total_env_steps: int, eval_every: int, eval_episod
             step = np.einsum("k,kij->ij", used[:, 0] - used[:, 1], deltas[best]) / (top * std)
             weights = weights + step_size * step
         stats.freeze()
+        env_steps += int(steps.sum())
+        record = {
+            "iteration": len(records) + 1,
+            "env_steps": env_steps,
+            "env_steps_window": int(steps.sum()),
+            "train_return": float((returns + shift * steps).mean()),  # the env's own return
+        }
         if env_steps >= next_eval or env_steps >= total_env_steps:
             next_eval = (env_steps // eval_every + 1) * eval_every
-            eval_returns = [
+            record["eval_return"] = float(np.mean([
                 rollout(env, weights, stats, int(rng.integers(2**31 - 1)), 0.0, low, high, False)[0]
                 for _ in range(eval_episodes)
-            ]
-            curve.append((env_steps, float(np.mean(eval_returns)), time.perf_counter() - start))
-            print(f"{task} seed {seed} env_steps {env_steps} eval_return {curve[-1][1]:.1f}",
+            ]))  # fmt: skip
+            evaluation = record["eval_return"]
+            print(f"{task} seed {seed} env_steps {env_steps} eval_return {evaluation:.1f}",
                   flush=True)  # fmt: skip
-    return curve
+        record["steps_per_s"] = record["env_steps_window"] / (time.perf_counter() - start)
+        records.append(record)
+    return records
+
+
+def write_run(run_dir: Path, task: str, seed: int, records: list[dict]) -> None:
+    """``records`` as a run dir ``pes-rl plot`` reads: metrics.jsonl and a config.yaml."""
+    env_id, directions, top, step_size, noise, shift = TASKS[task]
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    config = {
+        "env": {"family": "gym", "id": env_id},
+        "agent": {"name": "ars_reference", "num_particles": 2 * directions, "sigma": noise,
+                  "unroll_length": None, "top_directions": top, "reward_shift": shift},
+        "optimizer": {"name": "sgd", "lr": step_size},
+        "train": {"seed": seed},
+    }  # fmt: skip
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
 
 
 def main() -> None:
@@ -121,16 +151,12 @@ def main() -> None:
     parser.add_argument("--env-steps", type=int, default=1_000_000)
     parser.add_argument("--eval-every", type=int, default=100_000)
     parser.add_argument("--eval-episodes", type=int, default=5)
-    parser.add_argument("--out", type=Path, help="write {seed: [[env_steps, eval_return, s]]}")
+    parser.add_argument("--out", type=Path, help="write a run dir per seed: OUT/seed<S>/")
     args = parser.parse_args()
-    curves = {
-        seed: run(args.task, seed, args.env_steps, args.eval_every, args.eval_episodes)
-        for seed in args.seeds
-    }
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({"task": args.task, "settings": TASKS[args.task],
-                                        "curves": curves}, indent=1))  # fmt: skip
+    for seed in args.seeds:
+        records = run(args.task, seed, args.env_steps, args.eval_every, args.eval_episodes)
+        if args.out:
+            write_run(args.out / f"seed{seed}", args.task, seed, records)
 
 
 if __name__ == "__main__":

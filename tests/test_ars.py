@@ -111,6 +111,7 @@ def test_top_directions_credit_only_the_best_pairs_in_partial_windows():
         ("nres", dict(top_directions=2, antithetic=False), "needs agent.antithetic=true"),
         ("ars", dict(antithetic=False), "ars samples antithetic pairs"),
         ("ars", dict(fitness_shaping="none"), "it takes agent.fitness_shaping=std"),
+        ("hybrid", dict(top_directions=2), "hybrid takes top_directions=null"),
     ],
 )
 def test_bad_ars_settings_are_one_line_errors(name, kwargs, message):

@@ -36,7 +36,10 @@ def label_of(run_dir: Path) -> str:
     unroll = agent.unroll_length if agent.unroll_length is not None else "T"
     if agent.get("curriculum"):
         unroll = f"{agent.curriculum.start}→{unroll}"
-    return f"{agent.name.upper()} {env} K={unroll} σ={agent.sigma} N={agent.num_particles}"
+    label = f"{agent.name.upper()} {env} K={unroll} σ={agent.sigma} N={agent.num_particles}"
+    if agent.get("top_directions"):
+        label += f" b={agent.top_directions}"
+    return label
 
 
 def holds_run(run_dir: Path) -> bool:
@@ -127,18 +130,22 @@ def plot_runs(
 
 
 def budget_table(
-    run_dirs: list[Path], budgets: list[float], key: str = "eval_return", best: bool = False
-) -> str:
+    run_dirs: list[Path], budgets: list[float], key: str = "eval_return", best: bool = False,
+    threshold: float | None = None,
+) -> str:  # fmt: skip
     """A markdown table: mean ± std of ``key`` for each label at each env-step budget.
 
     A run's value at a budget is its last evaluation at or before that many env steps (with
-    ``best``: the best one).
+    ``best``: the best one). With ``threshold``, two more columns: the median over seeds of
+    the env steps at which ``key`` first reached it (and how many seeds did), and the runs'
+    mean wall-clock minutes.
     """
     groups: dict[str, list[Path]] = defaultdict(list)
     for run_dir in run_dirs:
         groups[label_of(run_dir)].append(run_dir)
-    header = "| run | seeds | " + " | ".join(f"{b:,.0f} steps" for b in budgets) + " |"
-    lines = [header, "|---|---|" + "---|" * len(budgets)]
+    extra = [] if threshold is None else [f"env steps to {threshold:g}", "minutes"]
+    titles = [f"{b:,.0f} steps" for b in budgets] + extra
+    lines = ["| run | seeds | " + " | ".join(titles) + " |", "|---|---|" + "---|" * len(titles)]
     for label, dirs in sorted(groups.items()):
         curves = [load_curve(d, key, best) for d in dirs]
         cells = []
@@ -147,8 +154,35 @@ def budget_table(
             cells.append(
                 f"{_digits(np.mean(values), 4)} ± {_digits(np.std(values), 2)}" if values else "–"
             )
+        if threshold is not None:
+            cells += [steps_to_threshold(curves, threshold, key), minutes_cell(dirs)]
         lines.append(f"| {label} | {len(dirs)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def steps_to_threshold(curves: list[tuple[np.ndarray, np.ndarray]], threshold: float, key: str):
+    """The median over seeds of the first env steps at which a curve reached ``threshold``
+    (at or below it for a loss), and how many seeds reached it if not all did."""
+    reached = []
+    for steps, values in curves:
+        hit = values <= threshold if lower_is_better(key) else values >= threshold
+        if np.any(hit):
+            reached.append(steps[np.argmax(hit)])
+    if not reached:
+        return f"not reached (0/{len(curves)})"
+    cell = f"{np.median(reached):,.0f}"
+    return cell if len(reached) == len(curves) else f"{cell} ({len(reached)}/{len(curves)})"
+
+
+def minutes_cell(run_dirs: list[Path]) -> str:
+    """The runs' mean wall-clock minutes, from each record's env steps and steps/s."""
+    minutes = []
+    for run_dir in run_dirs:
+        records = [r for r in read_records(run_dir / "metrics.jsonl") if r.get("steps_per_s")]
+        if records:
+            seconds = sum(r["env_steps_window"] / r["steps_per_s"] for r in records)
+            minutes.append(seconds / 60)
+    return f"{np.mean(minutes):.1f}" if minutes else "–"
 
 
 def _digits(value: float, significant: int) -> str:
@@ -183,6 +217,10 @@ def main(argv: list[str] | None = None) -> None:
         "--x", choices=[*X_AXES, "both"], default="env_steps",
         help="x axis: env steps (default), outer iterations, or both side by side",
     )  # fmt: skip
+    parser.add_argument(
+        "--threshold", type=float, default=None,
+        help="with --budgets: also tabulate the env steps to reach this value and the minutes",
+    )  # fmt: skip
     parser.add_argument("--log-y", action="store_true", help="logarithmic y axis")
     parser.add_argument(
         "--negate", action="store_true",
@@ -212,7 +250,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{label}: {count} run(s)")
     print(f"wrote {args.output}")
     if args.budgets:
-        print(budget_table(args.run_dirs, args.budgets, args.metric or "eval_return", args.best))
+        print(budget_table(args.run_dirs, args.budgets, args.metric or "eval_return", args.best,
+                           args.threshold))  # fmt: skip
 
 
 if __name__ == "__main__":
