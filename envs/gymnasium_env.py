@@ -28,6 +28,7 @@ from gymnasium.envs.registration import load_env_creator
 
 from pes_rl.checks import check_kwargs, init_chain, is_positive_int
 from pes_rl.envs.base import EnvSpec
+from pes_rl.envs.quiet import mujoco_warnings_filtered
 
 VECTORIZATIONS = ("sync", "async")
 Wrapper = Callable[[gymnasium.Env], gymnasium.Env]
@@ -103,7 +104,8 @@ class GymnasiumEnv:
         self.make_kwargs = make_kwargs
         self.wrappers = [import_wrapper(entry, i) for i, entry in enumerate(wrappers)]
         try:
-            probe = gymnasium.make(gym_id, **make_kwargs)
+            with mujoco_warnings_filtered():
+                probe = gymnasium.make(gym_id, **make_kwargs)
         except (gymnasium.error.Error, ModuleNotFoundError, ImportError, AttributeError) as error:
             raise ValueError(
                 f"unknown Gymnasium env id {gym_id!r} ({type(error).__name__}: {error}); "
@@ -152,7 +154,9 @@ class GymnasiumEnv:
         """One env of the id with ``env.kwargs`` (updated by ``extra_kwargs``, e.g.
         ``render_mode``), wrapped as every sub-env is: what training, evaluation and videos
         step."""
-        return self.wrap(gymnasium.make(self.gym_id, **(self.make_kwargs | extra_kwargs)))
+        with mujoco_warnings_filtered():
+            env = gymnasium.make(self.gym_id, **(self.make_kwargs | extra_kwargs))
+        return self.wrap(env)
 
     def wrap(self, env: gymnasium.Env) -> gymnasium.Env:
         """``env`` inside the wrappers, in order."""

@@ -14,13 +14,15 @@ IGNORED_MUJOCO_WARNINGS = ("settotalmass",)
 
 
 @contextmanager
-def quiet_model_loading() -> Iterator[None]:
-    """Runs the block with Python's stdout, stderr and warnings silenced (Brax's "not actively
-    maintained" notice, MJX's "Failed to import warp", Warp's banner, Playground's clone
-    progress) and MuJoCo's C-level warnings caught: the ignored ones are dropped, any other
-    becomes a Python warning after the block."""
-    import mujoco
-
+def mujoco_warnings_filtered() -> Iterator[None]:
+    """Runs the block with MuJoCo's C-level warnings caught (when MuJoCo is installed): the
+    ignored ones are dropped, any other becomes a Python warning after the block. Gymnasium's
+    MuJoCo envs build their models in ``gymnasium.make``."""
+    try:
+        import mujoco
+    except ImportError:
+        yield
+        return
     caught: list[str] = []
 
     def collect(message: str) -> None:
@@ -30,14 +32,24 @@ def quiet_model_loading() -> Iterator[None]:
     previous = mujoco.get_mju_user_warning()
     mujoco.set_mju_user_warning(collect)
     try:
-        with (
-            warnings.catch_warnings(),
-            contextlib.redirect_stdout(io.StringIO()),
-            contextlib.redirect_stderr(io.StringIO()),
-        ):
-            warnings.simplefilter("ignore")
-            yield
+        yield
     finally:
         mujoco.set_mju_user_warning(previous)
     for message in caught:
         warnings.warn(f"MuJoCo: {message}", stacklevel=3)
+
+
+@contextmanager
+def quiet_model_loading() -> Iterator[None]:
+    """Runs the block with Python's stdout, stderr and warnings silenced (Brax's "not actively
+    maintained" notice, MJX's "Failed to import warp", Warp's banner, Playground's clone
+    progress) and MuJoCo's C-level warnings caught: the ignored ones are dropped, any other
+    becomes a Python warning after the block."""
+    with (
+        mujoco_warnings_filtered(),
+        warnings.catch_warnings(),
+        contextlib.redirect_stdout(io.StringIO()),
+        contextlib.redirect_stderr(io.StringIO()),
+    ):
+        warnings.simplefilter("ignore")
+        yield
