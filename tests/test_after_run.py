@@ -166,28 +166,32 @@ def test_evaluate_renders_a_brax_episode(tmp_path):
     assert f"({len(frames)} frames at 50 fps)" in result.stdout
 
 
+def fake_run(run_dir, seed: int, returns: list[float], lr: float = 0.01):
+    """A run dir as train.py leaves it: config.yaml and one eval per 1000 env steps."""
+    run_dir.mkdir()
+    (run_dir / "config.yaml").write_text(
+        "env: {family: gym, id: Hopper-v5}\n"
+        "agent: {name: ars, num_particles: 16, sigma: 0.025, unroll_length: null,"
+        " top_directions: 4}\n"
+        f"optimizer: {{name: sgd, lr: {lr}}}\n"
+        f"train: {{seed: {seed}, progress: {seed == 0}}}\n"
+    )
+    records = [
+        {"iteration": i + 1, "env_steps": 1000 * (i + 1), "env_steps_window": 1000,
+         "steps_per_s": 10.0, "eval_return": value}
+        for i, value in enumerate(returns)
+    ]  # fmt: skip
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    return run_dir
+
+
 def test_plot_table_counts_env_steps_to_a_threshold_and_minutes(tmp_path):
     """``pes-rl plot --budgets ... --threshold X``: returns at the budgets, the median env
     steps at which seeds first reached X (and how many did), the runs' mean minutes."""
     from pes_rl.after import plot
 
     curves = {0: [100.0, 250.0, 400.0], 1: [50.0, 320.0, 280.0], 2: [10.0, 20.0, 30.0]}
-    for seed, returns in curves.items():
-        run_dir = tmp_path / f"seed{seed}"
-        run_dir.mkdir()
-        (run_dir / "config.yaml").write_text(
-            "env: {family: gym, id: Hopper-v5}\n"
-            "agent: {name: ars, num_particles: 16, sigma: 0.025, unroll_length: null,"
-            " top_directions: 4}\n"
-            f"train: {{seed: {seed}}}\n"
-        )
-        records = [
-            {"iteration": i + 1, "env_steps": 1000 * (i + 1), "env_steps_window": 1000,
-             "steps_per_s": 10.0, "eval_return": value}
-            for i, value in enumerate(returns)
-        ]  # fmt: skip
-        (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-    dirs = sorted(tmp_path.iterdir())
+    dirs = [fake_run(tmp_path / f"seed{seed}", seed, returns) for seed, returns in curves.items()]
     table = plot.budget_table(dirs, [2000], threshold=300).splitlines()
     assert table[0] == "| run | seeds | 2,000 steps | env steps to 300 | minutes |"
     # at 2000 steps: 250, 320, 20; seeds 0 and 1 reach 300 at 3000 and 2000 steps
@@ -197,3 +201,16 @@ def test_plot_table_counts_env_steps_to_a_threshold_and_minutes(tmp_path):
     assert table[2].endswith("| 2,500 | 5.0 |")
     table = plot.budget_table(dirs[2:], [2000], threshold=300).splitlines()
     assert table[2].endswith("| not reached (0/1) | 5.0 |")
+
+
+def test_plot_labels_name_the_settings_a_sweep_varies(tmp_path):
+    """Seeds of one setting share a label; runs that differ in a setting the label does not
+    show (here optimizer.lr) get one label each, naming it."""
+    from pes_rl.after import plot
+
+    runs = [fake_run(tmp_path / f"{lr}-{seed}", seed, [1.0], lr) for lr in (0.01, 0.1)
+            for seed in (0, 1)]  # fmt: skip
+    groups = plot.group_runs(runs)
+    base = "ARS Hopper-v5 K=T σ=0.025 N=16 b=4"
+    assert {k: len(v) for k, v in groups.items()} == {f"{base} lr=0.01": 2, f"{base} lr=0.1": 2}
+    assert list(plot.group_runs(runs[:2])) == [base]

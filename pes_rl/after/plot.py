@@ -5,7 +5,7 @@
 
 Each RUN_DIR holds the ``metrics.jsonl`` and ``config.yaml`` that ``python train.py`` writes.
 Runs whose configs differ only in ``train.seed`` share a label and are drawn as a mean curve
-with a ±1 std band.
+with a ±1 std band; runs that differ in other settings get labels that name them.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from pes_rl.cli import ArgumentParser, program
+from pes_rl.training.config import dotted
 from pes_rl.training.run_dir import env_name, has_metrics
 from pes_rl.training.run_log import read_records
 
@@ -40,6 +41,32 @@ def label_of(run_dir: Path) -> str:
     if agent.get("top_directions"):
         label += f" b={agent.top_directions}"
     return label
+
+
+# Keys that differ between seeds of one setting, or that do not change what a run computes.
+NOT_SETTINGS = ("train.seed", "run_dir", "resume", "train.progress", "train.iterations",
+                "train.checkpoint_every", "train.keep_checkpoints", "train.devices")  # fmt: skip
+
+
+def group_runs(run_dirs: list[Path]) -> dict[str, list[Path]]:
+    """Runs by label: runs whose configs differ only in ``train.seed`` (and bookkeeping keys)
+    share one; where runs with the same :func:`label_of` differ in other settings (a sweep
+    over ``optimizer.lr``), each label names the differing ones (``lr=0.5``)."""
+    settings = {}
+    for run_dir in run_dirs:
+        config = dotted(OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml")))
+        settings[run_dir] = {k: v for k, v in config.items() if k not in NOT_SETTINGS}
+    by_label: dict[str, list[Path]] = defaultdict(list)
+    for run_dir in run_dirs:
+        by_label[label_of(run_dir)].append(run_dir)
+    groups: dict[str, list[Path]] = defaultdict(list)
+    for label, dirs in by_label.items():
+        keys = sorted({k for d in dirs for k in settings[d]})
+        differing = [k for k in keys if len({repr(settings[d].get(k)) for d in dirs}) > 1]
+        for run_dir in dirs:
+            named = " ".join(f"{k.split('.')[-1]}={settings[run_dir].get(k)}" for k in differing)
+            groups[f"{label} {named}" if named else label].append(run_dir)
+    return groups
 
 
 def holds_run(run_dir: Path) -> bool:
@@ -88,9 +115,7 @@ def plot_runs(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    groups: dict[str, list[Path]] = defaultdict(list)
-    for run_dir in run_dirs:
-        groups[label_of(run_dir)].append(run_dir)
+    groups = group_runs(run_dirs)
     grid_panels = [(key, title, x) for key, title in panels for x in x_axes]
     fig, axes = plt.subplots(
         1, len(grid_panels), figsize=(6 * len(grid_panels), 4.5), squeeze=False
@@ -140,9 +165,7 @@ def budget_table(
     the env steps at which ``key`` first reached it (and how many seeds did), and the runs'
     mean wall-clock minutes.
     """
-    groups: dict[str, list[Path]] = defaultdict(list)
-    for run_dir in run_dirs:
-        groups[label_of(run_dir)].append(run_dir)
+    groups = group_runs(run_dirs)
     extra = [] if threshold is None else [f"env steps to {threshold:g}", "minutes"]
     titles = [f"{b:,.0f} steps" for b in budgets] + extra
     lines = ["| run | seeds | " + " | ".join(titles) + " |", "|---|---|" + "---|" * len(titles)]
