@@ -1,4 +1,4 @@
-"""pes_rl: evolution strategies on partial episodes (ES, TES, PES, NRES, hybrid) in JAX.
+"""pes_rl: evolution strategies on partial episodes (ES, ARS, TES, PES, NRES, hybrid) in JAX.
 
 ``pes_rl.train`` and ``pes_rl.load`` are imported when first used, so that ``import
 pes_rl.envs`` (or ``pes_rl.agents``) does not load the trainer stack (orbax, Hydra's configs).
