@@ -48,23 +48,32 @@ NOT_SETTINGS = ("train.seed", "run_dir", "resume", "train.progress", "train.iter
                 "train.checkpoint_every", "train.keep_checkpoints", "train.devices")  # fmt: skip
 
 
+# Settings label_of already shows.
+IN_LABEL = ("env.family", "env.id", "agent.name", "agent.unroll_length", "agent.sigma",
+            "agent.num_particles", "agent.top_directions", "agent.curriculum")  # fmt: skip
+
+
 def group_runs(run_dirs: list[Path]) -> dict[str, list[Path]]:
     """Runs by label: runs whose configs differ only in ``train.seed`` (and bookkeeping keys)
-    share one; where runs with the same :func:`label_of` differ in other settings (a sweep
-    over ``optimizer.lr``), each label names the differing ones (``lr=0.5``)."""
-    settings = {}
+    share one; where runs of one agent on one env differ in settings :func:`label_of` does
+    not show (a sweep over ``optimizer.lr``), every label of them names those (``lr=0.5``)."""
+    settings, kinds = {}, defaultdict(list)
     for run_dir in run_dirs:
         config = dotted(OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml")))
-        settings[run_dir] = {k: v for k, v in config.items() if k not in NOT_SETTINGS}
-    by_label: dict[str, list[Path]] = defaultdict(list)
-    for run_dir in run_dirs:
-        by_label[label_of(run_dir)].append(run_dir)
+        settings[run_dir] = {
+            k: v for k, v in config.items()
+            if k not in NOT_SETTINGS and not k.startswith(IN_LABEL)
+        }  # fmt: skip
+        kinds[(config.get("env.family"), config.get("env.id"), config.get("agent.name"))].append(
+            run_dir
+        )
     groups: dict[str, list[Path]] = defaultdict(list)
-    for label, dirs in by_label.items():
+    for dirs in kinds.values():
         keys = sorted({k for d in dirs for k in settings[d]})
         differing = [k for k in keys if len({repr(settings[d].get(k)) for d in dirs}) > 1]
         for run_dir in dirs:
             named = " ".join(f"{k.split('.')[-1]}={settings[run_dir].get(k)}" for k in differing)
+            label = label_of(run_dir)
             groups[f"{label} {named}" if named else label].append(run_dir)
     return groups
 
