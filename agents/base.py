@@ -119,8 +119,10 @@ class Estimator:
         self.fitness_shaping = fitness_shaping
         self.obs_normalization = obs_normalization
         reward_shift = 0.0 if reward_shift is None else reward_shift
-        if isinstance(reward_shift, bool) or not isinstance(reward_shift, int | float) or (
-            not math.isfinite(reward_shift)
+        if (
+            isinstance(reward_shift, bool)
+            or not isinstance(reward_shift, int | float)
+            or (not math.isfinite(reward_shift))
         ):
             raise ValueError(f"agent.reward_shift must be a finite number, got {reward_shift!r}")
         self.reward_shift = float(reward_shift)
@@ -257,8 +259,10 @@ class Estimator:
         )
         shaped_first = jnp.where(kept, shaped_first, 0.0)
         shaped_rest = jnp.where(kept, shaped_rest, 0.0)
-        grad_flat = self.direction_scale * scale * (
-            weights.first.T @ shaped_first + weights.rest.T @ shaped_rest
+        grad_flat = (
+            self.direction_scale
+            * scale
+            * (weights.first.T @ shaped_first + weights.rest.T @ shaped_rest)
         )
         state, metrics = self._finish_window(state, window, length)
         return unravel(grad_flat), self._keep_split(state), metrics

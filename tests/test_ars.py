@@ -37,7 +37,9 @@ def estimate_on(agent, theta, eps, window):
     """The agent's estimate when its window used perturbations ``eps`` and produced ``window``
     (``_window`` replaced; everything after it is the agent's own code)."""
     agent._window = lambda state, flat, key, length: (
-        state, WindowWeights(first=eps, rest=eps), window
+        state,
+        WindowWeights(first=eps, rest=eps),
+        window,
     )
     state = agent.init(jax.random.key(0), theta)
     grad, _, _ = agent._estimate(state, theta, jax.random.key(1), HORIZON, None)
