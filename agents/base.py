@@ -96,7 +96,8 @@ class Estimator:
             )
         if mesh is not None and not self.supports_sharding:
             raise ValueError(
-                f"a device mesh needs es, tes, pes or nres; got {self.name} (use train.devices=1)"
+                f"a device mesh needs es, ars, tes, pes or nres; got {self.name} "
+                "(use train.devices=1)"
             )
         # Who steps the particles' envs; every check that depends on it lives there.
         self.population = populations.make(env, policy, num_particles, antithetic, mesh)

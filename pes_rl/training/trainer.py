@@ -103,7 +103,7 @@ def build(cfg: DictConfig):
 
 def make_population_mesh(cfg: DictConfig, env, agent_name: str):
     """The device mesh ``train.devices`` asks for (None: one device, unsharded). ``all`` uses
-    every local device where the population can be split (a JAX env; es, tes, pes, nres) and
+    every local device where the population can be split (a JAX env; es, ars, tes, pes, nres) and
     one device elsewhere; an explicit count > 1 there is an error."""
     devices = OmegaConf.select(cfg, "train.devices", default="all")
     estimator = agents.AGENTS.get(agent_name)  # an unknown name fails in agents.make
@@ -111,12 +111,12 @@ def make_population_mesh(cfg: DictConfig, env, agent_name: str):
         return sharding.make_mesh(devices)
     if jax.process_count() > 1 and (estimator is None or not estimator.supports_sharding):
         raise ValueError(
-            f"train.distributed runs es, tes, pes or nres (got {agent_name}): hybrid and "
+            f"train.distributed runs es, ars, tes, pes or nres (got {agent_name}): hybrid and "
             "random_search run in one process"
         )
     if devices not in ("all", 1):
         raise ValueError(
-            f"train.devices={devices} needs a JAX env and es, tes, pes or nres (got "
+            f"train.devices={devices} needs a JAX env and es, ars, tes, pes or nres (got "
             f"{agent_name} on {env!r}); use train.devices=1"
         )
     return None
