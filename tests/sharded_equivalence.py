@@ -24,7 +24,11 @@ def run(name: str, mesh: Mesh | None, obs_normalization: bool = False, windows: 
     policy = policies.make("linear", env)
     params = policy.init(jax.random.key(0))
     params = jax.tree.map(lambda x: x + 0.3, params)
-    settings = {"unroll_length": None} if name == "es" else {"unroll_length": 20}
+    settings = {"unroll_length": 20}
+    if name in ("es", "ars"):
+        settings = {"unroll_length": None}
+    if name == "ars":  # the top-b pairs are ranked across the shards
+        settings["top_directions"] = 3
     agent = agents.make(
         name, env=env, policy=policy, num_particles=16, sigma=0.5,
         obs_normalization=obs_normalization, mesh=mesh, **settings,
@@ -41,7 +45,7 @@ def run(name: str, mesh: Mesh | None, obs_normalization: bool = False, windows: 
 def main() -> int:
     devices = jax.devices()
     assert len(devices) == 4, devices
-    for name in ("es", "tes", "pes", "nres"):
+    for name in ("es", "ars", "tes", "pes", "nres"):
         reference_state, reference_grads, reference_metrics = run(name, None)
         for count in (1, 2, 4):
             mesh = Mesh(np.array(devices[:count]), (AXIS,), axis_types=(AxisType.Auto,))

@@ -47,7 +47,7 @@ def test_sharded_estimators_equal_unsharded_on_4_cpu_devices():
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
-    for name in ("es", "tes", "pes", "nres"):
+    for name in ("es", "ars", "tes", "pes", "nres"):
         assert f"{name}: 1, 2, 4 devices match the unsharded estimator" in result.stdout
     assert "no collective inside the window's scan" in result.stdout
 
