@@ -99,6 +99,7 @@ def test_es_on_gymnax_counts_only_steps_before_termination():
     assert 8 * 8 <= int(metrics["env_steps"]) < 8 * 500
 
 
+@pytest.mark.slow  # a learning run; gymnax windows are checked against a loop by default
 def test_pes_on_gymnax_cartpole_beats_the_zero_policy_fivefold(tmp_path, capsys):
     result = pes_rl.train([
         "experiment=gymnax_cartpole_pes_cpu", "train.iterations=40", "train.eval_every=10",

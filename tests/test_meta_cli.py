@@ -54,6 +54,7 @@ def test_every_meta_experiment_runs_two_iterations(tmp_path):
     run_two_iterations(META_EXPERIMENTS, tmp_path)
 
 
+@pytest.mark.slow  # a search run; random search on the trainer's loop is tested by default
 def test_random_search_keeps_the_best_point(tmp_path):
     run_dir = tmp_path / "run"
     result = run_train(
