@@ -125,6 +125,8 @@ def plot_runs(
     import matplotlib.pyplot as plt
 
     groups = group_runs(run_dirs)
+    # One color per label in every panel, whether or not a run logged that panel's metric.
+    colors = {label: f"C{i % 10}" for i, label in enumerate(sorted(groups))}
     grid_panels = [(key, title, x) for key, title in panels for x in x_axes]
     fig, axes = plt.subplots(
         1, len(grid_panels), figsize=(6 * len(grid_panels), 4.5), squeeze=False
@@ -143,7 +145,10 @@ def plot_runs(
             mean, std = values.mean(0), values.std(0)
             seeds = f" ({len(curves)} seeds)" if len(curves) > 1 else ""
             single = grid[0] == grid[-1]  # one evaluation: a dot, not an invisible line
-            (line,) = ax.plot(grid, mean, label=label + seeds, marker="o" if single else None)
+            (line,) = ax.plot(
+                grid, mean, label=label + seeds, marker="o" if single else None,
+                color=colors[label],
+            )  # fmt: skip
             if len(curves) > 1:
                 ax.fill_between(grid, mean - std, mean + std, color=line.get_color(), alpha=0.2)
         ax.set_xlabel(X_AXES[x])
