@@ -8,8 +8,11 @@ meta-trained on) and a disjoint **held-out** one used only for evaluation: anoth
 depth, and variants and initializations drawn from another seed stream (``HELDOUT_STREAM``).
 
 * ``mlp_digits``: 64-32-10 ReLU MLP, minibatches of 128 (held out: 64-64-32-10).
-* ``cnn_digits``: conv 3×3×8, conv 3×3×16 stride 2, global average pool, dense 10
-  (held out: 16 and 32 channels, plus a third conv).
+* ``cnn_digits``: three 3×3 convs of 8, 16 and 16 channels (the second and third with
+  stride 2), global average pool, dense 10 (held out: 16, 32, 32 and 32 channels, a fourth
+  conv; ``heldout_mlp``: the 64-32-10 MLP). The convolutions are patch extraction plus one
+  matmul (:func:`conv3x3`), so a population of CNNs (vmapped over particles) is one batched
+  matmul per layer: ``benchmarks/lopt_cnn_speed.py`` measures it against ``lax.conv``.
 * ``quadratic``: loss Σ(p − c)², c ~ N(0, I₁₀), p₀ ~ N(0, I) (held out: 20 dimensions).
 
 References: TASKS.md, "Learned optimizer" (Metz et al. 2019; learned_optimization).
@@ -29,13 +32,20 @@ from pes_rl.meta import data
 
 Params = Any
 TASKS = ("mlp_digits", "cnn_digits", "quadratic")
-DISTRIBUTIONS = ("train", "heldout")
+DISTRIBUTIONS = ("train", "heldout", "heldout_mlp")
+# What ``pes-rl lopt-eval`` compares on, per task family.
+EVAL_DISTRIBUTIONS = {
+    "mlp_digits": ("train", "heldout"),
+    "cnn_digits": ("train", "heldout", "heldout_mlp"),
+    "quadratic": ("train", "heldout"),
+}
 HELDOUT_STREAM = 1  # held-out keys are fold_in(key, 1): a seed stream training never draws from
 ARCHITECTURES = {
     ("mlp_digits", "train"): (32,),
     ("mlp_digits", "heldout"): (64, 32),
-    ("cnn_digits", "train"): (8, 16),
-    ("cnn_digits", "heldout"): (16, 32, 32),
+    ("cnn_digits", "train"): (8, 16, 16),
+    ("cnn_digits", "heldout"): (16, 32, 32, 32),
+    ("cnn_digits", "heldout_mlp"): (32,),
     ("quadratic", "train"): (10,),
     ("quadratic", "heldout"): (20,),
 }
@@ -65,16 +75,18 @@ def make(
     """The task family ``task`` (one of ``TASKS``) under ``distribution`` (train | heldout)."""
     if task not in TASKS:
         raise ValueError(f"env.kwargs.task must be one of {list(TASKS)}, got {task!r}")
-    if distribution not in DISTRIBUTIONS:
+    if (task, distribution) not in ARCHITECTURES:
+        choices = [d for t, d in ARCHITECTURES if t == task]
         raise ValueError(
-            f"env.kwargs.distribution must be one of {list(DISTRIBUTIONS)}, got {distribution!r}"
+            f"env.kwargs.distribution must be one of {choices} for {task}, got {distribution!r}"
         )
     sizes = ARCHITECTURES[task, distribution]
-    stream = HELDOUT_STREAM if distribution == "heldout" else 0
+    stream = 0 if distribution == "train" else HELDOUT_STREAM
     if task == "quadratic":
         family = _quadratic(sizes[0])
     else:
-        apply, init = _mlp(sizes) if task == "mlp_digits" else _cnn(sizes)
+        is_cnn = task == "cnn_digits" and distribution != "heldout_mlp"
+        apply, init = _cnn(sizes) if is_cnn else _mlp(sizes)
         family = _classifier(data.load(dataset), apply, init, batch_size)
     sample, init, batch_loss, full_loss = family
     return InnerTask(  # jitted: eager, a CNN's initialization takes seconds of op dispatch
@@ -127,6 +139,34 @@ def _mlp(hidden_sizes):
     return unrolled.mlp_logits, lambda key: unrolled.init_mlp(key, sizes)
 
 
+def conv3x3(x: jax.Array, w: jax.Array, stride: int) -> jax.Array:
+    """``lax.conv`` with SAME padding, NHWC × HWIO, as 9 shifted slices and one matmul.
+
+    Vmapped over particles (each with its own ``w``) this is one batched matmul, where a
+    vmapped ``lax.conv`` becomes a grouped convolution, ~15× slower on CPU at N = 32.
+    """
+    _, height, width, _ = x.shape
+    out_h, out_w = -(-height // stride), -(-width // stride)
+    pad_h = max((out_h - 1) * stride + 3 - height, 0)
+    pad_w = max((out_w - 1) * stride + 3 - width, 0)
+    x = jnp.pad(
+        x, ((0, 0), (pad_h // 2, pad_h - pad_h // 2), (pad_w // 2, pad_w - pad_w // 2), (0, 0))
+    )
+    patches = jnp.concatenate(
+        [
+            x[
+                :,
+                dy : dy + stride * (out_h - 1) + 1 : stride,
+                dx : dx + stride * (out_w - 1) + 1 : stride,
+            ]
+            for dy in range(3)
+            for dx in range(3)
+        ],
+        axis=-1,
+    )  # [B, out_h, out_w, 9·C], ordered as w's (dy, dx, c)
+    return patches @ w.reshape(-1, w.shape[-1])
+
+
 def _cnn(channels):
     """3×3 convs (the second and later with stride 2), global average pool, dense 10."""
 
@@ -143,11 +183,7 @@ def _cnn(channels):
     def apply(params, x):
         x = x.reshape(-1, 8, 8, 1)
         for index, layer in enumerate(params[:-1]):
-            stride = 1 if index == 0 else 2
-            x = jax.lax.conv_general_dilated(
-                x, layer["w"], (stride, stride), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
-            )
-            x = jax.nn.relu(x + layer["b"])
+            x = jax.nn.relu(conv3x3(x, layer["w"], 1 if index == 0 else 2) + layer["b"])
         return jnp.mean(x, axis=(1, 2)) @ params[-1]["w"] + params[-1]["b"]
 
     return apply, init

@@ -45,7 +45,8 @@ Theta = list[dict[str, jax.Array]]  # the MLP's layers {"w": [fan_in, fan_out], 
 
 DECAYS = (0.1, 0.5, 0.9, 0.99, 0.999, 0.9999)
 TIMESCALES = (1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1e3, 3e3, 1e4, 3e4, 1e5)
-NUM_FEATURES = 2 + len(DECAYS) + len(TIMESCALES)  # 19
+NUM_TENSOR_FEATURES = 2 + len(DECAYS)  # g, p and the momenta: normalized per tensor
+NUM_FEATURES = NUM_TENSOR_FEATURES + len(TIMESCALES)  # 19
 STEP_MULT = 1e-3  # λ in p ← p − o_dir·exp(λ·o_mag)·λ
 EXP_MULT = 1e-3
 HIDDEN_SIZES = (32, 32)
@@ -89,18 +90,33 @@ def normalize(x: jax.Array, axis: Sequence[int]) -> jax.Array:
     return x * jax.lax.rsqrt(1e-5 + jnp.mean(jnp.square(x), axis=tuple(axis), keepdims=True))
 
 
+def tensor_features(grad: jax.Array, param: jax.Array, momenta: jax.Array) -> jax.Array:
+    """[*param.shape, 8] per-parameter inputs of one tensor: g, p, momenta, normalized."""
+    stacked = jnp.concatenate([grad[..., None], param[..., None], momenta], axis=-1)
+    return normalize(stacked, range(param.ndim))
+
+
 def features(grad: jax.Array, param: jax.Array, momenta: jax.Array, step: jax.Array) -> jax.Array:
     """[*param.shape, 19] inputs of the per-parameter MLP for one tensor."""
-    stacked = jnp.concatenate([grad[..., None], param[..., None], momenta], axis=-1)
-    stacked = normalize(stacked, range(param.ndim))
     times = jnp.broadcast_to(time_features(step), (*param.shape, len(TIMESCALES)))
-    return jnp.concatenate([stacked, times], axis=-1)
+    return jnp.concatenate([tensor_features(grad, param, momenta), times], axis=-1)
 
 
 def mlp(theta: Theta, inputs: jax.Array) -> jax.Array:
     """The per-parameter MLP: ReLU hidden layers, 2 linear outputs (o_dir, o_mag)."""
     x = inputs
     for layer in theta[:-1]:
+        x = jax.nn.relu(x @ layer["w"] + layer["b"])
+    return x @ theta[-1]["w"] + theta[-1]["b"]
+
+
+def mlp_split_time(theta: Theta, stacked: jax.Array, times: jax.Array) -> jax.Array:
+    """``mlp(θ, [stacked, times])`` with the time features shared by every row: their part of
+    the first layer is one [11] × [11, hidden] product instead of one per parameter."""
+    first = theta[0]
+    bias = times @ first["w"][NUM_TENSOR_FEATURES:] + first["b"]
+    x = jax.nn.relu(stacked @ first["w"][:NUM_TENSOR_FEATURES] + bias)
+    for layer in theta[1:-1]:
         x = jax.nn.relu(x @ layer["w"] + layer["b"])
     return x @ theta[-1]["w"] + theta[-1]["b"]
 
@@ -113,17 +129,27 @@ def step_size(outputs: jax.Array) -> jax.Array:
 def update(
     theta: Theta, grads: Params, params: Params, state: LOptState
 ) -> tuple[Params, LOptState]:
-    """One learned-optimizer step: (new params, new state). Pure; jit and vmap freely."""
+    """One learned-optimizer step: (new params, new state). Pure; jit and vmap freely.
+
+    Fused: every tensor's features are normalized on their own, then all parameters go
+    through the MLP as one [num_params, 19] batch (one matmul per layer, not one per tensor).
+    """
     decays = jnp.asarray(DECAYS, jnp.float32)
     momenta = jax.tree.map(
         lambda m, g: decays * m + (1.0 - decays) * g[..., None], state.momenta, grads
     )
-
-    def update_tensor(p, g, m):
-        return p - step_size(mlp(theta, features(g, p, m, state.step)))
-
-    new_params = jax.tree.map(update_tensor, params, grads, momenta)
-    return new_params, LOptState(momenta, state.step + 1)
+    leaves, treedef = jax.tree.flatten(params)
+    tensors = zip(leaves, treedef.flatten_up_to(grads), treedef.flatten_up_to(momenta), strict=True)
+    stacked = jnp.concatenate(
+        [tensor_features(g, p, m).reshape(-1, NUM_TENSOR_FEATURES) for p, g, m in tensors]
+    )
+    steps = step_size(mlp_split_time(theta, stacked, time_features(state.step)))
+    offsets = np.cumsum([0] + [p.size for p in leaves])
+    new_leaves = [
+        p - steps[start:end].reshape(p.shape)
+        for p, start, end in zip(leaves, offsets[:-1], offsets[1:], strict=True)
+    ]
+    return jax.tree.unflatten(treedef, new_leaves), LOptState(momenta, state.step + 1)
 
 
 def as_optax(theta: Theta) -> optax.GradientTransformation:

@@ -373,3 +373,46 @@ def test_a_diverging_theta_has_one_return_in_training_evaluation_and_random_sear
     env.sample_search_point = lambda key: theta  # score exactly this point
     _, returns = jax.jit(make_search_step(env, 1))(jax.random.key(2))
     assert float(returns[0]) == evaluated
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("size", [8, 7, 2, 1])
+def test_conv3x3_matches_lax_conv(stride, size):
+    """The CNN family's patch-and-matmul convolution is ``lax.conv`` with SAME padding, also
+    under vmap over particles (each with its own weights), the way populations train."""
+    from pes_rl.envs.lopt_tasks import conv3x3
+
+    rng = np.random.default_rng(size)
+    x = jnp.asarray(rng.normal(size=(3, 5, size, size, 4)), jnp.float32)  # [N, B, H, W, C]
+    w = jnp.asarray(rng.normal(size=(3, 3, 3, 4, 6)), jnp.float32)  # [N, 3, 3, C, F]
+
+    def reference(x, w):
+        return jax.lax.conv_general_dilated(
+            x, w, (stride, stride), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+        )
+
+    expected = jax.vmap(reference)(x, w)
+    got = jax.vmap(lambda x, w: conv3x3(x, w, stride))(x, w)
+    assert got.shape == expected.shape
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_cnn_family_distributions():
+    """Train: 3 convs (8, 16, 16); held out: 4 convs (16, 32, 32, 32) and the 64-32-10 MLP,
+    from another seed stream; losses start near log 10 and gradients are finite."""
+    from pes_rl.envs import lopt_tasks
+
+    key = jax.random.key(0)
+    kernels = {}
+    for distribution in lopt_tasks.EVAL_DISTRIBUTIONS["cnn_digits"]:
+        task = lopt_tasks.make("cnn_digits", distribution)
+        params, variant = task.init(key), task.sample(key)
+        kernels[distribution] = [p["w"].shape for p in params]
+        loss, grads = jax.value_and_grad(task.batch_loss)(params, variant, key, "train")
+        assert 1.5 < float(loss) < 4.0, distribution
+        assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads)), distribution
+    assert [s[-1] for s in kernels["train"]] == [8, 16, 16, 10]
+    assert [s[-1] for s in kernels["heldout"]] == [16, 32, 32, 32, 10]
+    assert kernels["heldout_mlp"] == [(64, 32), (32, 10)]
+    with pytest.raises(ValueError, match="distribution must be one of"):
+        lopt_tasks.make("mlp_digits", "heldout_mlp")
