@@ -44,7 +44,7 @@ ARCHITECTURES = {
     ("mlp_digits", "train"): (32,),
     ("mlp_digits", "heldout"): (64, 32),
     ("cnn_digits", "train"): (8, 16, 16),
-    ("cnn_digits", "heldout"): (16, 32, 32, 32),
+    ("cnn_digits", "heldout"): (12, 24, 24, 24),
     ("cnn_digits", "heldout_mlp"): (32,),
     ("quadratic", "train"): (10,),
     ("quadratic", "heldout"): (20,),

@@ -3,7 +3,7 @@
     pes-rl train [group=option ...] [key=value ...]   # exactly python train.py ...
     pes-rl evaluate RUN_DIR [--episodes N] [--seed S] [--video out.mp4]
     pes-rl plot RUN_DIR [RUN_DIR ...] [--out curves.png]
-    pes-rl lopt-eval RUN_DIR                          # a learned optimizer against tuned Adam
+    pes-rl lopt-eval RUN_DIR                          # a learned optimizer against tuned baselines
 
 The configs ship inside the package, so ``pes-rl train`` needs no checkout; run dirs are made
 under the current directory (``runs/...``), as with ``python train.py``.
@@ -35,7 +35,10 @@ from pes_rl.training.run_dir import (
 COMMANDS = {  # name: (module whose main(argv) runs it, what it does)
     "evaluate": ("pes_rl.after.evaluate", "returns over N episodes of trained θ, and a video"),
     "plot": ("pes_rl.after.plot", "learning curves of runs and sweeps"),
-    "lopt-eval": ("pes_rl.meta.lopt_eval", "a learned optimizer against Adam at tuned rates"),
+    "lopt-eval": (
+        "pes_rl.meta.lopt_eval",
+        "a learned optimizer against tuned Adam, RMSProp and SGD+momentum",
+    ),
 }
 
 # configs/train.yaml's run dirs: runs/gymnax/CartPole-v1/... for a family other than gym, and

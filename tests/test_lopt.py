@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -10,7 +12,8 @@ import pytest
 
 from pes_rl import agents, envs, lopt, policies
 from pes_rl.envs import lopt_tasks
-from pes_rl.meta.lopt_eval import markdown_table, summarize
+from pes_rl.meta import lopt_eval
+from pes_rl.meta.lopt_eval import markdown_table, summarize, tune
 from pes_rl.stepping import engine
 
 # The optimizer --------------------------------------------------------------------------------
@@ -176,33 +179,159 @@ def test_train_and_heldout_distributions_differ():
         envs.make("learned_optimizer", min_length=50, max_length=10)
 
 
-def row_inputs(steps, learned, adam) -> dict:
-    return {"steps": steps, "learned": learned, "adam": adam, "learned_seconds_per_step": 2e-3,
-            "adam_seconds_per_step": 1e-3}  # fmt: skip
+def splits(train, val=None, test=None) -> dict:
+    """Curves [seeds, points] of one optimizer by split (val and test default to train)."""
+    return {"train": train, "val": train if val is None else val,
+            "test": train if test is None else test}  # fmt: skip
 
 
-def test_evaluation_table_counts_steps_to_adams_final_loss():
-    steps = np.arange(0, 101, 10)
-    adam = np.tile(np.linspace(2.0, 0.5, 11), (3, 1))
-    learned = np.tile(np.linspace(2.0, 0.1, 11), (3, 1))  # reaches 0.5 at step 80
-    row = summarize(
-        {"steps": steps, "learned": learned, "adam": adam, "adam_lr": 1e-3,
-         "learned_seconds_per_step": 2e-3, "adam_seconds_per_step": 1e-3}
-    )  # fmt: skip
-    assert row["learned_steps_to_adam_final"] == 80
-    assert row["speedup_steps"] == pytest.approx(100 / 80)
-    assert row["speedup_seconds"] == pytest.approx(100 * 1e-3 / (80 * 2e-3))
-    assert row["learned_diverged"] == 0
-    # Adam at its final loss from step 50 on: its own steps count, not the run's length.
-    early = np.tile(np.concatenate([np.linspace(2.0, 0.5, 6), np.full(5, 0.5)]), (3, 1))
-    row = summarize({**row_inputs(steps, learned, early), "adam_lr": 1e-3})
-    assert row["adam_steps_to_final"] == 50 and row["speedup_steps"] == pytest.approx(50 / 80)
-    never = summarize(
-        {
-            **{"steps": steps, "learned": adam + 1, "adam": adam, "adam_lr": 1e-3},
-            "learned_seconds_per_step": 1e-3,
-            "adam_seconds_per_step": 1e-3,
-        }
+def eval_result(steps, learned, baselines, objective="train_loss", learned_sps=2e-3) -> dict:
+    """``evaluate_distribution``'s result; ``baselines``: {name: (lr, seconds/step, curves)}."""
+    return {
+        "steps": steps, "objective": objective, "learned": learned,
+        "learned_seconds_per_step": learned_sps,
+        "baselines": {name: {"lr": lr, "seconds_per_step": sps, **curves}
+                      for name, (lr, sps, curves) in baselines.items()},
+    }  # fmt: skip
+
+
+def three_seeds(curve) -> np.ndarray:
+    """Seeds at 0.5×, 1× and 2× ``curve``: their geometric mean is ``curve``."""
+    return np.outer([0.5, 1.0, 2.0], curve)
+
+
+STEPS = np.arange(0, 101, 10)
+
+
+def test_evaluation_measures_speedup_against_the_best_baseline_on_the_training_loss():
+    adam = splits(np.tile(np.linspace(2.0, 0.5, 11), (3, 1)))
+    rmsprop = splits(
+        np.tile(np.linspace(2.0, 0.3, 11), (3, 1)),
+        test=three_seeds([2.0, 1.0, 0.6, 0.4, 0.5, 0.6, 0.6, 0.6, 0.6, 0.6, 0.7]),
     )
-    assert never["learned_steps_to_adam_final"] is None
-    assert "never" in markdown_table({"train": never}, 100, 3)
+    sgd = splits(np.tile(np.linspace(2.0, 1.0, 11), (3, 1)))
+    learned = splits(  # reaches 0.3 (RMSProp's final loss) at step 90, 0.5 (Adam's) at 80
+        np.tile(np.linspace(2.0, 0.1, 11), (3, 1)),
+        test=three_seeds([2.0, 1.0, 0.5, 0.3, 0.25, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8]),
+    )
+    baselines = {"adam": (1e-3, 1e-3, adam), "rmsprop": (3e-3, 1.5e-3, rmsprop),
+                 "sgd_momentum": (0.1, 0.5e-3, sgd)}  # fmt: skip
+    row = summarize(eval_result(STEPS, learned, baselines))
+    assert row["best_baseline"] == "rmsprop" and row["best_baseline_lr"] == 3e-3
+    assert row["best_baseline_final_loss"] == pytest.approx(0.3)
+    assert row["target_loss"] == pytest.approx(0.3)
+    assert row["learned_steps_to_target"] == 90 and row["baseline_steps_to_target"] == 100
+    assert row["speedup_steps"] == pytest.approx(100 / 90)
+    assert row["learned_seconds_to_target"] == pytest.approx(90 * 2e-3)
+    assert row["baseline_seconds_to_target"] == pytest.approx(100 * 1.5e-3)
+    assert row["speedup_seconds"] == pytest.approx(100 * 1.5e-3 / (90 * 2e-3))
+    assert row["learned_ms_per_step"] == pytest.approx(2.0)
+    assert row["best_baseline_ms_per_step"] == pytest.approx(1.5)
+    # Test loss: the lowest point of the seeds' geometric-mean curve.
+    assert row["learned_test_loss"] == pytest.approx(0.25)
+    assert row["best_baseline_test_loss"] == pytest.approx(0.4)
+    assert "learned_best_val_loss" not in row
+    for name, (lr, sps, curves) in baselines.items():
+        assert row[f"{name}_lr"] == lr and row[f"{name}_ms_per_step"] == pytest.approx(1e3 * sps)
+        assert row[f"{name}_final_loss"] == pytest.approx(curves["train"][0, -1])
+    # The adam_* keys (and learned_steps_to_adam_final) still compare with tuned Adam.
+    assert row["adam_lr"] == 1e-3 and row["adam_final_loss"] == pytest.approx(0.5)
+    assert row["learned_steps_to_adam_final"] == 80 and row["adam_steps_to_final"] == 100
+    assert row["adam_speedup_steps"] == pytest.approx(100 / 80)
+    assert row["adam_speedup_seconds"] == pytest.approx(100 * 1e-3 / (80 * 2e-3))
+    assert row["learned_diverged"] == 0
+    table = markdown_table({"train": row}, 100, 3)
+    assert "| train | RMSProp (0.003) | 0.3 |" in table
+    assert "| 90 / 100 | 1.11× | 0.83× |" in table
+    assert "| train | 0.001 | 0.5 | 0.003 | 0.3 | 0.1 | 1 |" in table  # each tuned baseline
+
+    # A baseline at its final loss from step 50 on: its own steps count, not the run's length.
+    early = splits(np.tile(np.concatenate([np.linspace(2.0, 0.3, 6), np.full(5, 0.3)]), (3, 1)))
+    row = summarize(eval_result(STEPS, learned, {**baselines, "rmsprop": (3e-3, 1e-3, early)}))
+    assert row["baseline_steps_to_target"] == 50 and row["speedup_steps"] == pytest.approx(50 / 90)
+    # Never reached, and a diverged run (NaN) counted.
+    worse = splits(np.tile(np.linspace(3.0, 1.5, 11), (3, 1)))
+    worse["train"][1, -1] = np.nan
+    never = summarize(eval_result(STEPS, worse, baselines))
+    assert never["learned_steps_to_target"] is None and never["speedup_seconds"] is None
+    assert never["learned_steps_to_adam_final"] is None and never["learned_diverged"] == 1
+    assert "never / 100" in markdown_table({"train": never}, 100, 3)
+
+
+def test_evaluation_on_the_validation_loss_tunes_for_and_targets_the_best_val_loss():
+    # Adam overfits: the lowest validation loss (0.4 at step 50), but RMSProp the lowest final
+    # training and validation losses.
+    adam = splits(
+        np.tile(np.linspace(2.0, 0.5, 11), (3, 1)),
+        val=three_seeds([2.0, 1.5, 1.0, 0.8, 0.6, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]),
+    )
+    rmsprop = splits(
+        np.tile(np.linspace(2.0, 0.3, 11), (3, 1)),
+        val=three_seeds(np.linspace(2.0, 0.5, 11)),
+        test=three_seeds(np.linspace(2.0, 0.6, 11)),
+    )
+    sgd = splits(np.tile(np.linspace(2.0, 1.0, 11), (3, 1)))
+    learned = splits(
+        np.tile(np.linspace(2.0, 0.1, 11), (3, 1)),
+        val=three_seeds([2.0, 1.0, 0.5, 0.35, 0.3, 0.3, 0.3, 0.3, 0.3, 0.3, 0.3]),
+    )
+    baselines = {"adam": (1e-3, 1e-3, adam), "rmsprop": (3e-3, 1e-3, rmsprop),
+                 "sgd_momentum": (0.1, 1e-3, sgd)}  # fmt: skip
+    row = summarize(eval_result(STEPS, learned, baselines, objective="val_loss"))
+    assert row["best_baseline"] == "adam" and row["best_baseline_lr"] == 1e-3
+    assert row["target_loss"] == pytest.approx(0.4)
+    assert row["best_baseline_best_val_loss"] == pytest.approx(0.4)
+    assert row["learned_best_val_loss"] == pytest.approx(0.3)
+    assert row["rmsprop_best_val_loss"] == pytest.approx(0.5)
+    assert row["learned_steps_to_target"] == 30 and row["baseline_steps_to_target"] == 50
+    assert row["speedup_steps"] == pytest.approx(50 / 30)
+    assert row["speedup_seconds"] == pytest.approx(50 * 1e-3 / (30 * 2e-3))
+    assert row["best_baseline_test_loss"] == pytest.approx(0.5)  # Adam's training curve
+    table = markdown_table({"heldout": row}, 100, 3, "val_loss")
+    assert "| heldout | Adam (0.001) |" in table and "| 0.3 / 0.4 |" in table
+    assert "| heldout | 0.001 | 0.4 | 0.003 | 0.5 | 0.1 | 1 |" in table
+    # On the training loss, the same curves make RMSProp the best baseline.
+    assert summarize(eval_result(STEPS, learned, baselines))["best_baseline"] == "rmsprop"
+    # Tuning a baseline's rate: the tail of the training loss, or the best validation loss.
+    grid = {1e-3: adam, 1e-2: rmsprop}
+    assert tune(grid, "train_loss")[0] == 1e-2 and tune(grid, "val_loss")[0] == 1e-3
+
+
+@pytest.mark.slow  # ~20 s of compiling; summarize's numbers are tested in the default suite
+def test_lopt_eval_compares_with_three_tuned_baselines_on_the_validation_loss(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    lopt.save(run_dir / "lopt_theta.npz", lopt.init(jax.random.key(0)))
+    (run_dir / "config.yaml").write_text("env: {kwargs: {task: mlp_digits, objective: val_loss}}\n")
+    argv = [str(run_dir), "--steps", "20", "--seeds", "2", "--record-every", "10"]
+    assert lopt_eval.main([*argv, "--distributions", "heldout"]) == 0  # one: compiling is slow
+    assert "sgd_momentum: tuned lr" in capsys.readouterr().out  # progress, per baseline
+    out = run_dir / "lopt_eval"
+    results = json.loads((out / "results.json").read_text())
+    assert results["task"] == "mlp_digits" and results["objective"] == "val_loss"
+    assert list(lopt_tasks.EVAL_DISTRIBUTIONS["mlp_digits"]) == ["train", "heldout"]
+    assert "train" not in results
+    for distribution in ("heldout",):
+        row = results[distribution]
+        best = row["best_baseline"]
+        assert best in {"adam", "rmsprop", "sgd_momentum"}, distribution
+        assert row["best_baseline_lr"] == row[f"{best}_lr"]
+        assert row["best_baseline_best_val_loss"] == min(
+            row[f"{name}_best_val_loss"] for name in lopt_eval.BASELINES
+        )
+        assert row["target_loss"] == row["best_baseline_best_val_loss"]
+        for name in lopt_eval.BASELINES:
+            assert row[f"{name}_lr"] in lopt_eval.LR_GRID and row[f"{name}_ms_per_step"] > 0
+            assert np.isfinite(row[f"{name}_final_loss"])
+        for key in ("learned_test_loss", "best_baseline_test_loss", "learned_best_val_loss",
+                    "best_baseline_final_loss", "learned_ms_per_step"):  # fmt: skip
+            assert 0 < row[key] < np.inf, (distribution, key)
+        assert row["baseline_steps_to_target"] in (0, 10, 20)
+        assert "speedup_steps" in row and "speedup_seconds" in row and "adam_final_loss" in row
+    assert "| heldout |" in (out / "results.md").read_text()
+    assert (out / "curves.png").stat().st_size > 10_000
+    # The quadratic family has no validation split.
+    assert lopt_eval.main([str(run_dir), "--task", "quadratic"]) == 2
+    assert "no validation split" in capsys.readouterr().err
+    assert lopt_eval.main([*argv, "--distributions", "heldout_mlp"]) == 2
+    assert "not among mlp_digits's ['train', 'heldout']" in capsys.readouterr().err

@@ -114,12 +114,28 @@ def test_lopt_eval_draws_the_comparison_with_tuned_adam(tmp_path):
     out = run_dir / "lopt_eval"
     assert (out / "curves.png").stat().st_size > 10_000
     results = json.loads((out / "results.json").read_text())
-    assert results["task"] == "quadratic" and set(results) >= {"train", "heldout"}
+    assert results["task"] == "quadratic" and results["objective"] == "train_loss"
+    assert set(results) >= {"train", "heldout"}
+    names = ("adam", "rmsprop", "sgd_momentum")
     for row in (results["train"], results["heldout"]):
         assert 1e-4 <= row["adam_lr"] <= 10 and np.isfinite(row["adam_final_loss"])
         # Tuned Adam beats a barely trained learned optimizer on 40 steps of a quadratic.
         assert row["adam_final_loss"] < row["learned_final_loss"]
-    assert "| train |" in (out / "results.md").read_text()
+        for name in names:
+            assert 1e-4 <= row[f"{name}_lr"] <= 10 and row[f"{name}_ms_per_step"] > 0
+        # 3 points a run: the tuning score is the final loss, so the best baseline has the
+        # lowest final loss, and is the target the speed-up is measured against.
+        assert row["best_baseline"] in names
+        assert row["best_baseline_final_loss"] == min(row[f"{n}_final_loss"] for n in names)
+        assert row["target_loss"] == row["best_baseline_final_loss"] < row["learned_final_loss"]
+        assert row["baseline_steps_to_target"] in (0, 20, 40)
+        # One loss for the quadratic: the test loss is the lowest training loss of the run.
+        assert 0 < row["learned_test_loss"] <= row["learned_final_loss"]
+        assert 0 < row["best_baseline_test_loss"] <= row["best_baseline_final_loss"]
+        for key in ("speedup_steps", "speedup_seconds", "adam_speedup_steps"):
+            assert key in row
+    table = (out / "results.md").read_text()
+    assert "| train |" in table and "Tuned baselines" in table
     missing = subprocess.run(
         [sys.executable, "-m", "pes_rl.meta.lopt_eval", str(tmp_path)], cwd=REPO, env=cli_env(),
         capture_output=True, text=True, timeout=300,
@@ -130,3 +146,8 @@ def test_lopt_eval_draws_the_comparison_with_tuned_adam(tmp_path):
         cwd=REPO, env=cli_env(), capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert unknown.returncode == 2 and "--task must be one of" in unknown.stderr
+    no_val = subprocess.run(
+        [sys.executable, "-m", "pes_rl.meta.lopt_eval", str(run_dir), "--objective", "val_loss"],
+        cwd=REPO, env=cli_env(), capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert no_val.returncode == 2 and "no validation split" in no_val.stderr
