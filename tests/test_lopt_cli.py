@@ -58,11 +58,14 @@ def test_learned_optimizer_pes_runs_and_saves_a_loadable_optimizer(tmp_path):
 
 @pytest.mark.slow
 def test_every_learned_optimizer_experiment_runs_two_iterations(tmp_path):
+    cnn = [f"learned_optimizer_cnn_{objective}{size}" for objective in ("train", "val")
+           for size in ("", "_gpu")]  # fmt: skip
     assert LOPT_EXPERIMENTS == sorted(
         [f"learned_optimizer_{name}{size}" for name in ("es", "hybrid", "pes", "tes")
-         for size in ("", "_cpu")] + ["learned_optimizer_cnn_train", "learned_optimizer_cnn_val"]
+         for size in ("", "_cpu")] + cnn
     )  # fmt: skip
-    run_two_iterations(LOPT_EXPERIMENTS, tmp_path)
+    # The CNN GPU configs differ from the CPU ones in lengths only (the snapshot test pins them).
+    run_two_iterations([e for e in LOPT_EXPERIMENTS if not e.endswith("_gpu")], tmp_path)
 
 
 @pytest.mark.slow
