@@ -26,31 +26,35 @@ import jax.numpy as jnp
 import optax
 
 from pes_rl import lopt
-from pes_rl.envs import lopt_tasks, unrolled
+from pes_rl.envs import lopt_tasks
 from pes_rl.meta import data
 
 
-def lax_conv_apply(params, x):
-    """The same CNN as ``cnn_digits`` with ``lax.conv_general_dilated``."""
-    x = x.reshape(-1, 8, 8, 1)
-    for index, layer in enumerate(params[:-1]):
-        stride = 1 if index == 0 else 2
-        x = jax.lax.conv_general_dilated(
-            x, layer["w"], (stride, stride), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
-        )
-        x = jax.nn.relu(x + layer["b"])
-    return jnp.mean(x, axis=(1, 2)) @ params[-1]["w"] + params[-1]["b"]
+def lax_conv(x: jax.Array, w: jax.Array, stride: int) -> jax.Array:
+    """``lax.conv_general_dilated`` with ``lopt_tasks.conv3x3``'s contract."""
+    return jax.lax.conv_general_dilated(
+        x, w, (stride, stride), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+    )
 
 
-def training_run(task: lopt_tasks.InnerTask, optimizer, steps: int, loss_fn=None):
+def lax_conv_task(batch_size: int = 128) -> lopt_tasks.InnerTask:
+    """The training distribution's CNN task with ``lax.conv`` in place of ``conv3x3``."""
+    channels = lopt_tasks.ARCHITECTURES["cnn_digits", "train"]
+    apply, init = lopt_tasks._cnn(channels, conv=lax_conv)
+    sample, init, batch_loss, full_loss = lopt_tasks._classifier(
+        data.load("digits"), apply, init, batch_size
+    )
+    return lopt_tasks.InnerTask(sample, init, batch_loss, full_loss, "cnn_digits/lax_conv")
+
+
+def training_run(task: lopt_tasks.InnerTask, optimizer, steps: int):
     """``run(params, key) -> params`` after ``steps`` minibatch steps of ``optimizer``."""
-    loss_fn = loss_fn or (lambda params, key: task.batch_loss(params, variant, key, "train"))
     variant = jnp.arange(10)
 
     def run(params, key):
         def step(carry, step_key):
             params, state = carry
-            grads = jax.grad(loss_fn)(params, step_key)
+            grads = jax.grad(task.batch_loss)(params, variant, step_key, "train")
             updates, state = optimizer.update(grads, state, params)
             return (optax.apply_updates(params, updates), state), None
 
@@ -90,14 +94,8 @@ def main() -> None:
     key = jax.random.key(0)
     params = task.init(key)
     sgd = optax.sgd(0.1)
-    digits = data.load("digits")
-
-    def lax_conv_loss(params, step_key):
-        x, y = unrolled.minibatch(step_key, digits.train_x, digits.train_y, 128)
-        return unrolled.cross_entropy(lax_conv_apply(params, x), y)
-
     patch_run = training_run(task, sgd, args.steps)
-    lax_run = training_run(task, sgd, args.steps, lax_conv_loss)
+    lax_run = training_run(lax_conv_task(), sgd, args.steps)
     size = sum(p.size for p in jax.tree.leaves(params))
     print(f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}), {size} parameters")
     one_lax = args.steps / seconds(lax_run, params, key, repeats=args.repeats)

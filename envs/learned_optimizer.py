@@ -11,8 +11,8 @@ that is non-finite or above ``loss_cap`` ends the run as diverged, charged ``los
 every step it had left (:mod:`pes_rl.envs.unrolled`): a bad θ gets a bad, finite reward.
 
 Evaluation during training (``eval_return``, ``eval_train_loss``) runs inner runs of a fixed
-``eval_length`` steps on the same (training) distribution; ``python -m pes_rl.meta.lopt_eval``
-compares the result with tuned Adam on the held-out distribution.
+``eval_length`` steps on the same (training) distribution; ``pes-rl lopt-eval`` compares the
+result with tuned Adam, RMSProp and SGD+momentum on the training and held-out distributions.
 
 References:
   Metz et al., "Understanding and correcting pathologies in the training of learned
@@ -44,7 +44,8 @@ class LearnedOptimizer(unrolled.UnrolledOptimizationEnv):
 
     Args:
       task: ``mlp_digits``, ``cnn_digits`` or ``quadratic`` (see :mod:`pes_rl.envs.lopt_tasks`).
-      distribution: ``train`` (meta-training) or ``heldout`` (evaluation only).
+      distribution: ``train`` (meta-training), ``heldout`` or, for ``cnn_digits``,
+        ``heldout_mlp`` (evaluation only).
       min_length: shortest inner run; each episode draws its length log-uniformly.
       max_length: longest inner run (``min_length == max_length``: fixed length).
       eval_length: inner steps of the runs evaluation uses; None = ``max_length``.

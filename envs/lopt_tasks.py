@@ -9,7 +9,7 @@ depth, and variants and initializations drawn from another seed stream (``HELDOU
 
 * ``mlp_digits``: 64-32-10 ReLU MLP, minibatches of 128 (held out: 64-64-32-10).
 * ``cnn_digits``: three 3×3 convs of 8, 16 and 16 channels (the second and third with
-  stride 2), global average pool, dense 10 (held out: 16, 32, 32 and 32 channels, a fourth
+  stride 2), global average pool, dense 10 (held out: 12, 24, 24 and 24 channels, a fourth
   conv; ``heldout_mlp``: the 64-32-10 MLP). The convolutions are patch extraction plus one
   matmul (:func:`conv3x3`), so a population of CNNs (vmapped over particles) is one batched
   matmul per layer: ``benchmarks/lopt_cnn_speed.py`` measures it against ``lax.conv``.
@@ -32,7 +32,6 @@ from pes_rl.meta import data
 
 Params = Any
 TASKS = ("mlp_digits", "cnn_digits", "quadratic")
-DISTRIBUTIONS = ("train", "heldout", "heldout_mlp")
 # What ``pes-rl lopt-eval`` compares on, per task family.
 EVAL_DISTRIBUTIONS = {
     "mlp_digits": ("train", "heldout"),
@@ -72,7 +71,8 @@ def finite_gradients(grads: Any) -> Any:
 def make(
     task: str, distribution: str = "train", batch_size: int = 128, dataset: str = "digits"
 ) -> InnerTask:
-    """The task family ``task`` (one of ``TASKS``) under ``distribution`` (train | heldout)."""
+    """The task family ``task`` (one of ``TASKS``) under ``distribution`` (train, heldout, and
+    for ``cnn_digits`` heldout_mlp: the keys of ``ARCHITECTURES``)."""
     if task not in TASKS:
         raise ValueError(f"env.kwargs.task must be one of {list(TASKS)}, got {task!r}")
     if (task, distribution) not in ARCHITECTURES:
@@ -167,8 +167,11 @@ def conv3x3(x: jax.Array, w: jax.Array, stride: int) -> jax.Array:
     return patches @ w.reshape(-1, w.shape[-1])
 
 
-def _cnn(channels):
-    """3×3 convs (the second and later with stride 2), global average pool, dense 10."""
+def _cnn(channels, conv=conv3x3):
+    """3×3 convs (the second and later with stride 2), global average pool, dense 10.
+
+    ``conv(x, w, stride)``: :func:`conv3x3`, or another convolution with its contract
+    (``benchmarks/lopt_cnn_speed.py`` passes ``lax.conv``)."""
 
     def init(key):
         keys = jax.random.split(key, len(channels) + 1)
@@ -183,7 +186,7 @@ def _cnn(channels):
     def apply(params, x):
         x = x.reshape(-1, 8, 8, 1)
         for index, layer in enumerate(params[:-1]):
-            x = jax.nn.relu(conv3x3(x, layer["w"], 1 if index == 0 else 2) + layer["b"])
+            x = jax.nn.relu(conv(x, layer["w"], 1 if index == 0 else 2) + layer["b"])
         return jnp.mean(x, axis=(1, 2)) @ params[-1]["w"] + params[-1]["b"]
 
     return apply, init

@@ -104,10 +104,7 @@ def features(grad: jax.Array, param: jax.Array, momenta: jax.Array, step: jax.Ar
 
 def mlp(theta: Theta, inputs: jax.Array) -> jax.Array:
     """The per-parameter MLP: ReLU hidden layers, 2 linear outputs (o_dir, o_mag)."""
-    x = inputs
-    for layer in theta[:-1]:
-        x = jax.nn.relu(x @ layer["w"] + layer["b"])
-    return x @ theta[-1]["w"] + theta[-1]["b"]
+    return _after_first_layer(theta, inputs @ theta[0]["w"] + theta[0]["b"])
 
 
 def mlp_split_time(theta: Theta, stacked: jax.Array, times: jax.Array) -> jax.Array:
@@ -115,7 +112,12 @@ def mlp_split_time(theta: Theta, stacked: jax.Array, times: jax.Array) -> jax.Ar
     the first layer is one [11] × [11, hidden] product instead of one per parameter."""
     first = theta[0]
     bias = times @ first["w"][NUM_TENSOR_FEATURES:] + first["b"]
-    x = jax.nn.relu(stacked @ first["w"][:NUM_TENSOR_FEATURES] + bias)
+    return _after_first_layer(theta, stacked @ first["w"][:NUM_TENSOR_FEATURES] + bias)
+
+
+def _after_first_layer(theta: Theta, first: jax.Array) -> jax.Array:
+    """The MLP from the first layer's pre-activation on: ReLU, hidden layers, outputs."""
+    x = jax.nn.relu(first)
     for layer in theta[1:-1]:
         x = jax.nn.relu(x @ layer["w"] + layer["b"])
     return x @ theta[-1]["w"] + theta[-1]["b"]
