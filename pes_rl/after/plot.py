@@ -15,7 +15,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from pes_rl.cli import ArgumentParser, program
 from pes_rl.training.config import dotted
@@ -30,7 +30,11 @@ PANELS = (
 
 def label_of(run_dir: Path) -> str:
     """Agent and the settings that distinguish ES-family runs."""
-    cfg = OmegaConf.load(run_dir / "config.yaml")
+    return config_label(OmegaConf.load(run_dir / "config.yaml"))
+
+
+def config_label(cfg: DictConfig) -> str:
+    """:func:`label_of` for a loaded run config."""
     agent, env = cfg.agent, env_name(cfg.env.get("family"), cfg.env.id)
     if agent.name == "random_search":
         return f"RANDOM SEARCH {env} {agent.num_particles} points/iteration"
@@ -58,8 +62,11 @@ def group_runs(run_dirs: list[Path]) -> dict[str, list[Path]]:
     share one; where runs of one agent on one env differ in settings :func:`label_of` does
     not show (a sweep over ``optimizer.lr``), every label of them names those (``lr=0.5``)."""
     settings, kinds = {}, defaultdict(list)
+    labels = {}
     for run_dir in run_dirs:
-        config = dotted(OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml")))
+        cfg = OmegaConf.load(run_dir / "config.yaml")
+        labels[run_dir] = config_label(cfg)
+        config = dotted(OmegaConf.to_container(cfg))
         settings[run_dir] = {
             k: v for k, v in config.items()
             if k not in NOT_SETTINGS and not k.startswith(IN_LABEL)
@@ -73,7 +80,7 @@ def group_runs(run_dirs: list[Path]) -> dict[str, list[Path]]:
         differing = [k for k in keys if len({repr(settings[d].get(k)) for d in dirs}) > 1]
         for run_dir in dirs:
             named = " ".join(f"{k.split('.')[-1]}={settings[run_dir].get(k)}" for k in differing)
-            label = label_of(run_dir)
+            label = labels[run_dir]
             groups[f"{label} {named}" if named else label].append(run_dir)
     return groups
 
