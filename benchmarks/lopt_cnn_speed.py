@@ -40,16 +40,16 @@ def lax_conv(x: jax.Array, w: jax.Array, stride: int) -> jax.Array:
 def lax_conv_task(batch_size: int = 128) -> lopt_tasks.InnerTask:
     """The training distribution's CNN task with ``lax.conv`` in place of ``conv3x3``."""
     channels = lopt_tasks.ARCHITECTURES["cnn_digits", "train"]
-    apply, init = lopt_tasks._cnn(channels, conv=lax_conv)
     sample, init, batch_loss, full_loss = lopt_tasks._classifier(
-        data.load("digits"), apply, init, batch_size
+        data.load("digits"), *lopt_tasks._cnn(channels, conv=lax_conv), batch_size
     )
     return lopt_tasks.InnerTask(sample, init, batch_loss, full_loss, "cnn_digits/lax_conv")
 
 
 def training_run(task: lopt_tasks.InnerTask, optimizer, steps: int):
     """``run(params, key) -> params`` after ``steps`` minibatch steps of ``optimizer``."""
-    variant = jnp.arange(10)
+    widths = jnp.asarray(lopt_tasks.ARCHITECTURES["cnn_digits", "train"])  # all channels
+    variant = {"permutation": jnp.arange(10), "widths": widths}
 
     def run(params, key):
         def step(carry, step_key):

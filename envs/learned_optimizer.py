@@ -6,9 +6,11 @@ with the learned optimizer of :mod:`pes_rl.lopt` at weights θ (the action, from
 inner horizon, log-uniform in [``min_length``, ``max_length``] (learned_optimization's
 recipe; stagger the particles with ``agent.stagger=true`` to spread them over their runs).
 Reward = −(the inner training loss of the step's minibatch, or a validation minibatch's loss:
-``objective``), taken at the parameters the step starts from. NaN gradients become 0; a loss
-that is non-finite or above ``loss_cap`` ends the run as diverged, charged ``loss_cap`` for
-every step it had left (:mod:`pes_rl.envs.unrolled`): a bad θ gets a bad, finite reward.
+``objective``), taken at the parameters the step starts from; with ``log_loss`` −log(that loss
++ 1e-6), which rewards the tenfold drop from 1e-3 to 1e-4 as much as the one from 1 to 0.1.
+NaN gradients become 0; a loss that is non-finite or above ``loss_cap`` ends the run as
+diverged, charged ``loss_cap`` (its log) for every step it had left
+(:mod:`pes_rl.envs.unrolled`): a bad θ gets a bad, finite reward.
 
 Evaluation during training (``eval_return``, ``eval_train_loss``) runs inner runs of a fixed
 ``eval_length`` steps on the same (training) distribution; ``pes-rl lopt-eval`` compares the
@@ -55,6 +57,8 @@ class LearnedOptimizer(unrolled.UnrolledOptimizationEnv):
       loss_cap: a loss that is non-finite or above this has diverged; None = the task's
         ``LOSS_CAPS`` entry (about 4× a fresh network's loss; 50× a fresh quadratic's).
       dataset: ``digits`` or an MNIST-style ``.npz`` of 8×8 images (see :mod:`pes_rl.meta.data`).
+      log_loss: reward −log(loss + 1e-6) per step instead of −loss (meta-objective: the mean
+        log loss of the run, which keeps rewarding progress once the loss is small).
     """
 
     def __init__(
@@ -69,6 +73,7 @@ class LearnedOptimizer(unrolled.UnrolledOptimizationEnv):
         lopt_hidden_sizes: Sequence[int] = lopt.HIDDEN_SIZES,
         loss_cap: float | None = None,
         dataset: str = "digits",
+        log_loss: bool = False,
     ):
         if objective not in OBJECTIVES:
             raise ValueError(
@@ -87,7 +92,11 @@ class LearnedOptimizer(unrolled.UnrolledOptimizationEnv):
         flat, self.unravel = ravel_pytree(theta_0)
         if loss_cap is None:
             loss_cap = LOSS_CAPS[task]
-        super().__init__(flat, max_length, differentiable=True, loss_cap=loss_cap)
+        if not isinstance(log_loss, bool):
+            raise ValueError(f"env.kwargs.log_loss must be true or false, got {log_loss!r}")
+        super().__init__(
+            flat, max_length, differentiable=True, loss_cap=loss_cap, log_objective=log_loss
+        )
         # Episodes end at their own drawn horizons: resets are prepared for every window.
         self.spec = dataclasses.replace(self.spec, early_termination=True)
         self.lopt_hidden_sizes = tuple(lopt_hidden_sizes)

@@ -1,16 +1,19 @@
 """Inner tasks a learned optimizer trains: small MLP and CNN classifiers on the 8×8 digits, and
 random quadratics. No downloads: the digits ship with scikit-learn.
 
-Each task is a family: ``sample(key)`` draws a task variant (a label permutation of the
-digits, or a quadratic's target), ``init(key)`` fresh parameters, and ``batch_loss`` the loss
-of a minibatch. Every family has a **training** distribution (what the learned optimizer is
-meta-trained on) and a disjoint **held-out** one used only for evaluation: another width and
-depth, and variants and initializations drawn from another seed stream (``HELDOUT_STREAM``).
+Each task is a family: ``sample(key)`` draws a task variant (for the classifiers a label
+permutation of the digits and the layer widths, for a quadratic its target), ``init(key)``
+fresh parameters, and ``batch_loss`` the loss of a minibatch. Every family has a
+**training** distribution (what the learned optimizer is meta-trained on) and a disjoint
+**held-out** one used only for evaluation: another width and depth, and variants and
+initializations drawn from another seed stream (``HELDOUT_STREAM``).
 
 * ``mlp_digits``: 64-32-10 ReLU MLP, minibatches of 128 (held out: 64-64-32-10).
-* ``cnn_digits``: three 3×3 convs of 8, 16 and 16 channels (the second and third with
-  stride 2), global average pool, dense 10 (held out: 12, 24, 24 and 24 channels, a fourth
-  conv; ``heldout_mlp``: the 64-32-10 MLP). The convolutions are patch extraction plus one
+* ``cnn_digits``: three 3×3 convs of up to 8, 16 and 16 channels (the second and third with
+  stride 2), global average pool, dense 10. Training variants draw each conv's width
+  uniformly from half its channels to all of them (the rest are masked to 0, so a population
+  of varied widths is still one batched computation); held out: 12, 24, 24 and 24 channels, a
+  fourth conv; ``heldout_mlp``: the 64-32-10 MLP. The convolutions are patch extraction plus one
   matmul (:func:`conv3x3`), so a population of CNNs (vmapped over particles) is one batched
   matmul per layer: ``benchmarks/lopt_cnn_speed.py`` measures it against ``lax.conv``.
 * ``quadratic``: loss Σ(p − c)², c ~ N(0, I₁₀), p₀ ~ N(0, I) (held out: 20 dimensions).
@@ -48,6 +51,8 @@ ARCHITECTURES = {
     ("quadratic", "train"): (10,),
     ("quadratic", "heldout"): (20,),
 }
+# Distributions whose variants draw each conv's width in [⌈channels/2⌉, channels].
+VARIED_WIDTHS = (("cnn_digits", "train"),)
 
 
 class InnerTask(NamedTuple):
@@ -85,9 +90,11 @@ def make(
     if task == "quadratic":
         family = _quadratic(sizes[0])
     else:
-        is_cnn = task == "cnn_digits" and distribution != "heldout_mlp"
-        apply, init = _cnn(sizes) if is_cnn else _mlp(sizes)
-        family = _classifier(data.load(dataset), apply, init, batch_size)
+        if task == "cnn_digits" and distribution != "heldout_mlp":
+            network = _cnn(sizes, varied_widths=(task, distribution) in VARIED_WIDTHS)
+        else:
+            network = _mlp(sizes)
+        family = _classifier(data.load(dataset), *network, batch_size)
     sample, init, batch_loss, full_loss = family
     return InnerTask(  # jitted: eager, a CNN's initialization takes seconds of op dispatch
         sample=jax.jit(lambda key: sample(jax.random.fold_in(key, stream))),
@@ -112,31 +119,47 @@ def _quadratic(dim: int):
     return sample, init, loss, lambda params, target, split: loss(params, target)
 
 
-def _classifier(dataset: data.Dataset, apply, init, batch_size: int):
-    """Cross-entropy of ``apply`` on the digits, labels permuted by the task variant."""
+def _classifier(dataset: data.Dataset, apply, init, sample_widths, batch_size: int):
+    """Cross-entropy of ``apply(params, x, widths)`` on the digits; a task variant is a label
+    permutation and the layer widths ``sample_widths`` draws."""
     unrolled.check_count("batch_size", batch_size)
     num_classes = dataset.num_classes
 
     def sample(key):
-        return jax.random.permutation(key, num_classes)
+        return {
+            "permutation": jax.random.permutation(key, num_classes),
+            "widths": sample_widths(jax.random.fold_in(key, 1)),
+        }
 
     def split_arrays(split):
         return getattr(dataset, f"{split}_x"), getattr(dataset, f"{split}_y")
 
-    def batch_loss(params, permutation, key, split="train"):
-        x, y = unrolled.minibatch(key, *split_arrays(split), batch_size)
-        return unrolled.cross_entropy(apply(params, x), permutation[y])
+    def loss(params, variant, x, y):
+        logits = apply(params, x, variant["widths"])
+        return unrolled.cross_entropy(logits, variant["permutation"][y])
 
-    def full_loss(params, permutation, split="train"):
-        x, y = split_arrays(split)
-        return unrolled.cross_entropy(apply(params, x), permutation[y])
+    def batch_loss(params, variant, key, split="train"):
+        return loss(params, variant, *unrolled.minibatch(key, *split_arrays(split), batch_size))
+
+    def full_loss(params, variant, split="train"):
+        return loss(params, variant, *split_arrays(split))
 
     return sample, init, batch_loss, full_loss
 
 
 def _mlp(hidden_sizes):
+    """A ReLU MLP of fixed ``hidden_sizes`` (its widths in the variant are those sizes)."""
     sizes = (64, *hidden_sizes, 10)
-    return unrolled.mlp_logits, lambda key: unrolled.init_mlp(key, sizes)
+
+    def apply(params, x, widths):
+        del widths  # fixed
+        return unrolled.mlp_logits(params, x)
+
+    def sample_widths(key):
+        del key
+        return jnp.asarray(hidden_sizes, jnp.int32)
+
+    return apply, lambda key: unrolled.init_mlp(key, sizes), sample_widths
 
 
 def conv3x3(x: jax.Array, w: jax.Array, stride: int) -> jax.Array:
@@ -167,11 +190,19 @@ def conv3x3(x: jax.Array, w: jax.Array, stride: int) -> jax.Array:
     return patches @ w.reshape(-1, w.shape[-1])
 
 
-def _cnn(channels, conv=conv3x3):
+def _cnn(channels, conv=conv3x3, varied_widths: bool = False):
     """3×3 convs (the second and later with stride 2), global average pool, dense 10.
 
+    A variant's ``widths`` mask each conv's channels past its width to 0: all of them, or
+    (``varied_widths``) a width drawn uniformly in [⌈channels/2⌉, channels] per conv.
     ``conv(x, w, stride)``: :func:`conv3x3`, or another convolution with its contract
     (``benchmarks/lopt_cnn_speed.py`` passes ``lax.conv``)."""
+    full = jnp.asarray(channels, jnp.int32)
+
+    def sample_widths(key):
+        if not varied_widths:
+            return full
+        return jax.random.randint(key, full.shape, (full + 1) // 2, full + 1)
 
     def init(key):
         keys = jax.random.split(key, len(channels) + 1)
@@ -183,10 +214,11 @@ def _cnn(channels, conv=conv3x3):
         dense = jax.random.normal(keys[-1], (fan_in, 10)) * np.sqrt(1.0 / fan_in)
         return layers + [{"w": dense, "b": jnp.zeros(10)}]
 
-    def apply(params, x):
+    def apply(params, x, widths):
         x = x.reshape(-1, 8, 8, 1)
-        for index, layer in enumerate(params[:-1]):
+        for index, (layer, width) in enumerate(zip(params[:-1], channels, strict=True)):
             x = jax.nn.relu(conv(x, layer["w"], 1 if index == 0 else 2) + layer["b"])
+            x = x * (jnp.arange(width) < widths[index])
         return jnp.mean(x, axis=(1, 2)) @ params[-1]["w"] + params[-1]["b"]
 
-    return apply, init
+    return apply, init, sample_widths

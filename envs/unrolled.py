@@ -17,6 +17,10 @@ ends its episode (terminated, not truncated) with the objective ``loss_cap`` cha
 step and every step it had left, so a bad θ gives a bad reward, never a NaN, and the same
 return whether the run is stopped (training) or carried on to T (:func:`inner_run`).
 
+With ``log_objective`` the reward is −log(objective + ``LOG_FLOOR``) (positive objectives,
+e.g. losses): every decade of progress counts the same, where −objective stops rewarding a
+loss once it is small next to the early steps' losses.
+
 References:
   Vicol, Metz, Sohl-Dickstein, "Unbiased Gradient Estimation in Unrolled Computation Graphs
   with Persistent Evolution Strategies", ICML 2021. https://arxiv.org/abs/2112.13835
@@ -37,6 +41,7 @@ from pes_rl.checks import is_positive_int
 from pes_rl.envs.base import Env, EnvSpec, State
 
 Params = Any
+LOG_FLOOR = 1e-6  # log_objective: the float32 floor of a memorized training loss
 
 
 class UnrolledOptimizationEnv(Env):
@@ -53,13 +58,16 @@ class UnrolledOptimizationEnv(Env):
         horizon: int,
         differentiable: bool,
         loss_cap: float = 1e6,
+        log_objective: bool = False,
     ):
         check_count("horizon", horizon)
         if isinstance(loss_cap, bool) or not isinstance(loss_cap, int | float) or not loss_cap > 0:
             raise ValueError(f"loss_cap must be a number > 0, got {loss_cap!r}")
         theta_init = np.asarray(theta_init, np.float32)
         self.loss_cap = float(loss_cap)
-        self.diverged_objective = self.loss_cap  # per step of a diverged run (tasks may lower it)
+        self.log_objective = bool(log_objective)
+        # per step of a diverged run (tasks may lower it): the worst objective a run may reach
+        self.diverged_objective = float(self._transform(self.loss_cap))
         self.spec = EnvSpec(
             observation_space=spaces.Box(0.0, 1.0, (1,), np.float32),  # t / T
             action_space=spaces.Box(-np.inf, np.inf, theta_init.shape, np.float32),
@@ -136,6 +144,7 @@ class UnrolledOptimizationEnv(Env):
         # A diverged run ends now, charged the diverged objective for this step and every
         # step it would have had left: its return is that of the run carried on to T.
         remaining = (inner["horizon"] - inner["t"]).astype(jnp.float32)
+        objective = self._transform(objective)
         objective = jnp.where(diverged, self.diverged_objective * remaining, objective)
         truncated = t >= inner["horizon"]  # the inner run's time is up (diverged: terminated)
         done = (diverged | truncated).astype(jnp.float32)
@@ -153,6 +162,12 @@ class UnrolledOptimizationEnv(Env):
             done=done,
             info={"truncation": (truncated & ~diverged).astype(jnp.float32)},
         )
+
+    def _transform(self, objective):
+        """The per-step objective the reward negates: the objective, or its log."""
+        if not self.log_objective:
+            return objective
+        return jnp.log(jnp.maximum(objective, 0.0) + LOG_FLOOR)
 
     def _obs(self, t: jax.Array) -> jax.Array:
         return jnp.reshape(t / self.spec.horizon, (1,)).astype(jnp.float32)

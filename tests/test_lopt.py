@@ -11,7 +11,7 @@ import optax
 import pytest
 
 from pes_rl import agents, envs, lopt, policies
-from pes_rl.envs import lopt_tasks
+from pes_rl.envs import lopt_tasks, unrolled
 from pes_rl.meta import lopt_eval
 from pes_rl.meta.lopt_eval import markdown_table, summarize, tune
 from pes_rl.stepping import engine
@@ -163,6 +163,51 @@ def test_a_diverging_learned_optimizer_gives_finite_rewards_and_gradients():
         assert float(metrics["window_reward"]) < -env.loss_cap * 10, name
 
 
+def test_log_loss_rewards_minus_the_log_loss_and_charges_the_log_cap_on_divergence():
+    kwargs = dict(task="quadratic", min_length=5, max_length=5)
+    plain, logged = envs.make("learned_optimizer", **kwargs), envs.make(
+        "learned_optimizer", log_loss=True, **kwargs
+    )
+    theta = jnp.asarray(plain.spec.default_action)
+    key = jax.random.key(3)
+    _, plain_rewards = unrolled.inner_run(plain, lambda obs: theta, key)
+    _, log_rewards = unrolled.inner_run(logged, lambda obs: theta, key)
+    np.testing.assert_allclose(log_rewards, -np.log(-np.asarray(plain_rewards) + 1e-6), rtol=1e-5)
+    huge = theta.at[-2:].set(jnp.array([1e4, 1e4]))  # the second step's loss is past the cap
+    _, rewards = unrolled.inner_run(logged, lambda obs: huge, key)
+    assert float(rewards[0]) == pytest.approx(float(log_rewards[0]))  # the same start
+    charged = -4 * np.log(logged.loss_cap + 1e-6)  # the log cap for the step and the 3 left
+    assert float(rewards[1:].sum()) == pytest.approx(charged, rel=1e-5)
+    with pytest.raises(ValueError, match="log_loss must be true or false"):
+        envs.make("learned_optimizer", log_loss="yes", **kwargs)
+
+
+def test_cnn_training_variants_draw_widths_and_masked_channels_are_inert():
+    """Training CNNs draw each conv's width in [half, all] of its channels; channels past the
+    width change nothing: their weights get 0 gradient and perturbing them keeps the loss."""
+    task = lopt_tasks.make("cnn_digits", "train")
+    channels = np.asarray(lopt_tasks.ARCHITECTURES["cnn_digits", "train"])
+    widths = np.stack([task.sample(k)["widths"] for k in jax.random.split(jax.random.key(0), 64)])
+    assert np.all(widths >= (channels + 1) // 2) and np.all(widths <= channels)
+    assert np.all(widths.min(0) == (channels + 1) // 2) and np.all(widths.max(0) == channels)
+    heldout = lopt_tasks.make("cnn_digits", "heldout")
+    held_widths = heldout.sample(jax.random.key(0))["widths"]
+    np.testing.assert_array_equal(held_widths, lopt_tasks.ARCHITECTURES["cnn_digits", "heldout"])
+
+    key = jax.random.key(1)
+    params = task.init(key)
+    variant = {"permutation": jnp.arange(10), "widths": jnp.asarray([5, 9, 12])}
+    loss_and_grad = jax.jit(jax.value_and_grad(task.full_loss), static_argnums=2)
+    loss, grads = loss_and_grad(params, variant, "train")
+    for layer, width in zip(grads[:-1], variant["widths"], strict=True):
+        assert np.all(np.asarray(layer["w"])[..., width:] == 0)
+        assert np.any(np.asarray(layer["w"])[..., :width] != 0)
+    perturbed = [dict(layer) for layer in params]
+    for layer, width in zip(perturbed[:-1], variant["widths"], strict=True):
+        layer["b"] = layer["b"].at[width:].add(3.0)
+    assert float(loss_and_grad(perturbed, variant, "train")[0]) == pytest.approx(float(loss))
+
+
 def test_train_and_heldout_distributions_differ():
     key = jax.random.key(5)
     for task in lopt_tasks.TASKS:
@@ -172,7 +217,8 @@ def test_train_and_heldout_distributions_differ():
         heldout_shapes = [p.shape for p in jax.tree.leaves(jax.eval_shape(heldout.init, key))]
         assert train_shapes != heldout_shapes, task  # another width / depth
         if task != "quadratic":  # label permutations from disjoint seed streams
-            assert not np.array_equal(train.sample(key), heldout.sample(key))
+            permutations = train.sample(key)["permutation"], heldout.sample(key)["permutation"]
+            assert not np.array_equal(*permutations)
     with pytest.raises(ValueError, match="env.kwargs.task must be one of"):
         lopt_tasks.make("resnet")
     with pytest.raises(ValueError, match="min_length"):
