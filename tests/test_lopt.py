@@ -289,7 +289,7 @@ def test_evaluation_measures_speedup_against_the_best_baseline_on_the_training_l
     table = markdown_table({"train": row}, 100, 3)
     assert "| train | RMSProp (0.003) | 0.3 |" in table
     assert "| 90 / 100 | 1.11× | 0.83× |" in table
-    assert "| train | 0.001 | 0.5 | 0.003 | 0.3 | 0.1 | 1 |" in table  # each tuned baseline
+    assert "| train | 0.001 | 0.5 | 0.5 | 0.003 | 0.3 | 0.4 | 0.1 | 1 | 1 |" in table  # each tuned baseline
 
     # A baseline at its final loss from step 50 on: its own steps count, not the run's length.
     early = splits(np.tile(np.concatenate([np.linspace(2.0, 0.3, 6), np.full(5, 0.3)]), (3, 1)))
@@ -335,7 +335,8 @@ def test_evaluation_on_the_validation_loss_tunes_for_and_targets_the_best_val_lo
     assert row["best_baseline_test_loss"] == pytest.approx(0.5)  # Adam's training curve
     table = markdown_table({"heldout": row}, 100, 3, "val_loss")
     assert "| heldout | Adam (0.001) |" in table and "| 0.3 / 0.4 |" in table
-    assert "| heldout | 0.001 | 0.4 | 0.003 | 0.5 | 0.1 | 1 |" in table
+    assert row["rmsprop_test_loss"] == pytest.approx(0.6)  # every baseline's, not only the best's
+    assert "| heldout | 0.001 | 0.4 | 0.5 | 0.003 | 0.5 | 0.6 | 0.1 | 1 | 1 |" in table
     # On the training loss, the same curves make RMSProp the best baseline.
     assert summarize(eval_result(STEPS, learned, baselines))["best_baseline"] == "rmsprop"
     # Tuning a baseline's rate: the tail of the training loss, or the best validation loss.

@@ -296,6 +296,7 @@ def summarize(result: dict) -> dict:
         row[f"{name}_final_loss"] = float(geometric_mean(curves["train"][:, -1]))
         if objective == "val_loss":
             row[f"{name}_best_val_loss"] = best_val_loss(curves["val"])
+        row[f"{name}_test_loss"] = best_val_loss(curves["test"])
         row[f"{name}_tuning_score"] = scores[name]
         row[f"{name}_ms_per_step"] = 1e3 * curves["seconds_per_step"]
 
@@ -369,15 +370,22 @@ def markdown_table(
     loss_label = "best val loss" if validation else "final loss"
     lines += [
         "",
-        f"Tuned baselines: learning rate and {loss_label}.",
+        f"Tuned baselines: learning rate, {loss_label} and test loss (the lowest of the run).",
         "",
         "| distribution | "
-        + " | ".join(f"{BASELINE_LABELS[n]} lr | {BASELINE_LABELS[n]} {loss_label}" for n in names)
+        + " | ".join(
+            f"{BASELINE_LABELS[n]} lr | {BASELINE_LABELS[n]} {loss_label} | "
+            f"{BASELINE_LABELS[n]} test loss"
+            for n in names
+        )
         + " |",
-        "|---|" + "---|---|" * len(names),
+        "|---|" + "---|---|---|" * len(names),
     ]
     for name, row in rows.items():
-        cells = [f"{row[f'{n}_lr']:.3g} | {row[f'{n}_{loss_key}']:.3g}" for n in names]
+        cells = [
+            f"{row[f'{n}_lr']:.3g} | {row[f'{n}_{loss_key}']:.3g} | {row[f'{n}_test_loss']:.3g}"
+            for n in names
+        ]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
