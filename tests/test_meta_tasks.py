@@ -398,22 +398,39 @@ def test_conv3x3_matches_lax_conv(stride, size):
 
 
 def test_cnn_family_distributions():
-    """Train: 3 convs (8, 16, 16); held out: 4 convs (12, 24, 24, 24) and the 64-32-10 MLP,
-    from another seed stream; losses start near log 10 and gradients are finite."""
+    """Train: 3 convs of up to (8, 16, 16) channels; held out: 4 convs (12, 24, 24, 24) and the
+    64-32-10 MLP, from another seed stream; losses start near log 10 and gradients are finite.
+    Training variants draw each conv's width in [half, all] of its channels, and the channels
+    past it change nothing: their weights get 0 gradient and their biases do not move the loss."""
     from pes_rl.envs import lopt_tasks
 
     key = jax.random.key(0)
-    kernels = {}
+    kernels, widths = {}, {}
+    draws = jax.random.split(key, 64)  # task variants
     for distribution in lopt_tasks.EVAL_DISTRIBUTIONS["cnn_digits"]:
         task = lopt_tasks.make("cnn_digits", distribution)
         params, variant = task.init(key), task.sample(key)
         kernels[distribution] = [p["w"].shape for p in params]
+        widths[distribution] = np.stack([task.sample(k)["widths"] for k in draws])
         loss_and_grad = jax.jit(jax.value_and_grad(task.batch_loss), static_argnums=3)
         loss, grads = loss_and_grad(params, variant, key, "train")  # jitted: eager is slower
         assert 1.5 < float(loss) < 4.0, distribution
         assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads)), distribution
+        if distribution == "train":  # the same compiled loss, at chosen widths
+            variant = {"permutation": jnp.arange(10), "widths": jnp.asarray([5, 9, 12])}
+            loss, grads = loss_and_grad(params, variant, key, "train")
+            moved = [dict(layer) for layer in params]
+            for layer, grad, width in zip(moved[:-1], grads[:-1], [5, 9, 12], strict=True):
+                assert np.all(np.asarray(grad["w"])[..., width:] == 0)
+                assert np.any(np.asarray(grad["w"])[..., :width] != 0)
+                layer["b"] = layer["b"].at[width:].add(3.0)
+            moved_loss = loss_and_grad(moved, variant, key, "train")[0]
+            assert float(moved_loss) == pytest.approx(float(loss))
     assert [s[-1] for s in kernels["train"]] == [8, 16, 16, 10]
     assert [s[-1] for s in kernels["heldout"]] == [12, 24, 24, 24, 10]
     assert kernels["heldout_mlp"] == [(64, 32), (32, 10)]
+    most = np.asarray([8, 16, 16])
+    assert np.all(widths["train"].min(0) == most // 2) and np.all(widths["train"].max(0) == most)
+    assert np.all(widths["heldout"] == [12, 24, 24, 24])  # fixed
     with pytest.raises(ValueError, match="distribution must be one of"):
         lopt_tasks.make("mlp_digits", "heldout_mlp")
