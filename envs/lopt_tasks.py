@@ -193,8 +193,8 @@ def conv3x3(x: jax.Array, w: jax.Array, stride: int) -> jax.Array:
 def _cnn(channels, conv=conv3x3, varied_widths: bool = False):
     """3×3 convs (the second and later with stride 2), global average pool, dense 10.
 
-    A variant's ``widths`` mask each conv's channels past its width to 0: all of them, or
-    (``varied_widths``) a width drawn uniformly in [⌈channels/2⌉, channels] per conv.
+    Its widths are all the channels, or (``varied_widths``) drawn uniformly in
+    [⌈channels/2⌉, channels] per conv, the channels past a variant's width masked to 0.
     ``conv(x, w, stride)``: :func:`conv3x3`, or another convolution with its contract
     (``benchmarks/lopt_cnn_speed.py`` passes ``lax.conv``)."""
     full = jnp.asarray(channels, jnp.int32)
@@ -218,7 +218,8 @@ def _cnn(channels, conv=conv3x3, varied_widths: bool = False):
         x = x.reshape(-1, 8, 8, 1)
         for index, (layer, width) in enumerate(zip(params[:-1], channels, strict=True)):
             x = jax.nn.relu(conv(x, layer["w"], 1 if index == 0 else 2) + layer["b"])
-            x = x * (jnp.arange(width) < widths[index])
+            if varied_widths:  # fixed widths are all the channels: nothing to mask
+                x = x * (jnp.arange(width) < widths[index])
         return jnp.mean(x, axis=(1, 2)) @ params[-1]["w"] + params[-1]["b"]
 
     return apply, init, sample_widths
