@@ -55,7 +55,7 @@ from omegaconf import OmegaConf
 
 from pes_rl import lopt
 from pes_rl.cli import ArgumentParser, program
-from pes_rl.envs import lopt_tasks
+from pes_rl.envs import lopt_tasks, unrolled
 
 LR_GRID = tuple(float(lr) for lr in np.logspace(-4, 1, 11))  # 1e-4 … 10, half-decade steps
 BASELINES = {  # name -> learning rate -> optimizer; the rate may be traced (one compilation)
@@ -70,7 +70,7 @@ SEED_OFFSET = 10_000  # evaluation seeds never coincide with training's reset ke
 DIVERGED_LOSS = 1e3  # a final loss above this (or non-finite) counts as diverged
 # Training losses below this are float32 rounding (a cross-entropy of memorized data reads 0 or
 # 1e-9 at random): curves are clipped here, and reaching it counts as solving the task.
-LOSS_FLOOR = 1e-6
+LOSS_FLOOR = unrolled.LOG_FLOOR  # the same floor offsets the log_loss meta-objective
 
 
 def make_curve(
