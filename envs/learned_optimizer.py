@@ -59,6 +59,9 @@ class LearnedOptimizer(unrolled.UnrolledOptimizationEnv):
       dataset: ``digits`` or an MNIST-style ``.npz`` of 8×8 images (see :mod:`pes_rl.meta.data`).
       log_loss: reward −log(loss + 1e-6) per step instead of −loss (meta-objective: the mean
         log loss of the run, which keeps rewarding progress once the loss is small).
+      step_mult: λ of the step o_dir·exp(λ·o_mag)·λ as meta-training sees it (the paper's 1e-3
+        by default). A larger one makes large steps reachable in fewer outer iterations; the
+        saved θ (:meth:`lopt_theta`) is rescaled to the standard λ = 1e-3, so it loads alone.
     """
 
     def __init__(
@@ -74,6 +77,7 @@ class LearnedOptimizer(unrolled.UnrolledOptimizationEnv):
         loss_cap: float | None = None,
         dataset: str = "digits",
         log_loss: bool = False,
+        step_mult: float = lopt.STEP_MULT,
     ):
         if objective not in OBJECTIVES:
             raise ValueError(
@@ -92,6 +96,9 @@ class LearnedOptimizer(unrolled.UnrolledOptimizationEnv):
         flat, self.unravel = ravel_pytree(theta_0)
         if loss_cap is None:
             loss_cap = LOSS_CAPS[task]
+        if isinstance(step_mult, bool) or not isinstance(step_mult, int | float) or step_mult <= 0:
+            raise ValueError(f"env.kwargs.step_mult must be a number > 0, got {step_mult!r}")
+        self.step_scale = float(step_mult) / lopt.STEP_MULT
         if not isinstance(log_loss, bool):
             raise ValueError(f"env.kwargs.log_loss must be true or false, got {log_loss!r}")
         super().__init__(
@@ -107,6 +114,10 @@ class LearnedOptimizer(unrolled.UnrolledOptimizationEnv):
         if self.eval_length > max_length:
             raise ValueError(f"env.kwargs.eval_length must be <= max_length ({max_length})")
         self.objective = objective
+
+    def lopt_theta(self, theta: jax.Array) -> lopt.Theta:
+        """The flat θ meta-training perturbs as :mod:`pes_rl.lopt` layers at λ = 1e-3."""
+        return lopt.scale_steps(self.unravel(theta), self.step_scale)
 
     def sample_horizon(self, key):
         """log-uniform in [min_length, max_length], rounded to whole steps."""
@@ -131,7 +142,7 @@ class LearnedOptimizer(unrolled.UnrolledOptimizationEnv):
         loss, grads = jax.value_and_grad(self.task.batch_loss)(params, variant, batch_key, "train")
         grads = lopt_tasks.finite_gradients(grads)
         params_after, lopt_state = lopt.update(
-            self.unravel(theta), grads, params, opt_state["lopt"]
+            self.lopt_theta(theta), grads, params, opt_state["lopt"]
         )
         if self.objective == "val_loss":
             loss = self.task.batch_loss(params, variant, val_key, "val")

@@ -128,6 +128,14 @@ def step_size(outputs: jax.Array) -> jax.Array:
     return outputs[..., 0] * jnp.exp(EXP_MULT * outputs[..., 1]) * STEP_MULT
 
 
+def scale_steps(theta: Theta, factor: float) -> Theta:
+    """θ of the same optimizer with every step ``factor``× as large: o_dir's output weights and
+    bias scaled (exact, since the step is linear in o_dir)."""
+    last = theta[-1]
+    column = jnp.asarray([factor, 1.0], jnp.float32)  # (o_dir, o_mag)
+    return [*theta[:-1], {"w": last["w"] * column, "b": last["b"] * column}]
+
+
 def update(
     theta: Theta, grads: Params, params: Params, state: LOptState
 ) -> tuple[Params, LOptState]:

@@ -11,6 +11,7 @@ import optax
 import pytest
 
 from pes_rl import agents, envs, lopt, policies
+from pes_rl.envs import learned_optimizer as lopt_env
 from pes_rl.envs import lopt_tasks, unrolled
 from pes_rl.meta import lopt_eval
 from pes_rl.meta.lopt_eval import markdown_table, summarize, tune
@@ -180,6 +181,29 @@ def test_log_loss_rewards_minus_the_log_loss_and_charges_the_log_cap_on_divergen
     assert float(rewards[1:].sum()) == pytest.approx(charged, rel=1e-5)
     with pytest.raises(ValueError, match="log_loss must be true or false"):
         envs.make("learned_optimizer", log_loss="yes", **kwargs)
+
+
+def test_step_mult_scales_the_steps_and_the_saved_theta_is_at_the_standard_scale():
+    kwargs = dict(task="quadratic", min_length=3, max_length=3)
+    standard = envs.make("learned_optimizer", **kwargs)
+    tenfold = envs.make("learned_optimizer", step_mult=1e-2, **kwargs)
+    theta = jnp.asarray(standard.spec.default_action)
+    params = {"w": jax.random.normal(jax.random.key(0), (5, 4))}
+    grads = {"w": jax.random.normal(jax.random.key(1), (5, 4))}
+
+    def step(layers):
+        return lopt.update(layers, grads, params, lopt.init_state(params))[0]["w"] - params["w"]
+
+    # The same flat θ moves the parameters 10× as far, and its saved layers reproduce that step
+    # (to float32 rounding of p − step at |p| ~ 1).
+    tenfold_step = step(tenfold.lopt_theta(theta))
+    assert np.abs(tenfold_step).mean() > 1e-3  # far above the tolerance below
+    np.testing.assert_allclose(tenfold_step, 10 * step(standard.lopt_theta(theta)), atol=3e-6)
+    saved = lopt.scale_steps(lopt.init(jax.random.key(lopt_env.THETA_SEED)), 10)
+    np.testing.assert_allclose(tenfold_step, step(saved), atol=3e-6)
+    for bad in (0, -1e-3, "big", True):
+        with pytest.raises(ValueError, match="step_mult must be a number > 0"):
+            envs.make("learned_optimizer", step_mult=bad, **kwargs)
 
 
 def test_train_and_heldout_distributions_differ():

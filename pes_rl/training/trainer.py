@@ -457,7 +457,7 @@ def train_in_run_dir(cfg: DictConfig, run_dir: Path) -> TrainResult:
                     )  # fmt: skip
                 if save_lopt and primary:  # θ that loads without this config (pes_rl.lopt.load)
                     lopt.save(
-                        run_dir / "lopt_theta.npz", env.unravel(ravel_pytree(state.params)[0])
+                        run_dir / "lopt_theta.npz", env.lopt_theta(ravel_pytree(state.params)[0])
                     )
             if stop["requested"]:
                 raise TrainingInterrupted(iteration, run_dir)
