@@ -60,8 +60,10 @@ class LearnedOptimizer(unrolled.UnrolledOptimizationEnv):
       log_loss: reward −log(loss + 1e-6) per step instead of −loss (meta-objective: the mean
         log loss of the run, which keeps rewarding progress once the loss is small).
       step_mult: λ of the step o_dir·exp(λ·o_mag)·λ as meta-training sees it (the paper's 1e-3
-        by default). A larger one makes large steps reachable in fewer outer iterations; the
-        saved θ (:meth:`lopt_theta`) is rescaled to the standard λ = 1e-3, so it loads alone.
+        by default). θ_0 is the same optimizer for any value (o_dir's weights start divided by
+        step_mult / 1e-3), but σ and the outer optimizer's steps move o_dir that many times
+        more: large inner steps are reachable in fewer outer iterations. The saved θ
+        (:meth:`lopt_theta`) is rescaled to the standard λ = 1e-3, so it loads alone.
     """
 
     def __init__(
@@ -92,13 +94,13 @@ class LearnedOptimizer(unrolled.UnrolledOptimizationEnv):
         if task == "quadratic" and objective == "val_loss":
             raise ValueError("the quadratic task has no validation split: use objective=train_loss")
         self.task = lopt_tasks.make(task, distribution, batch_size, dataset)
-        theta_0 = lopt.init(jax.random.key(THETA_SEED), tuple(lopt_hidden_sizes))
-        flat, self.unravel = ravel_pytree(theta_0)
-        if loss_cap is None:
-            loss_cap = LOSS_CAPS[task]
         if isinstance(step_mult, bool) or not isinstance(step_mult, int | float) or step_mult <= 0:
             raise ValueError(f"env.kwargs.step_mult must be a number > 0, got {step_mult!r}")
         self.step_scale = float(step_mult) / lopt.STEP_MULT
+        self.lopt_hidden_sizes = tuple(lopt_hidden_sizes)
+        flat, self.unravel = ravel_pytree(self.as_meta_theta(jax.random.key(THETA_SEED)))
+        if loss_cap is None:
+            loss_cap = LOSS_CAPS[task]
         if not isinstance(log_loss, bool):
             raise ValueError(f"env.kwargs.log_loss must be true or false, got {log_loss!r}")
         super().__init__(
@@ -106,7 +108,6 @@ class LearnedOptimizer(unrolled.UnrolledOptimizationEnv):
         )
         # Episodes end at their own drawn horizons: resets are prepared for every window.
         self.spec = dataclasses.replace(self.spec, early_termination=True)
-        self.lopt_hidden_sizes = tuple(lopt_hidden_sizes)
         self.min_length, self.max_length = min_length, max_length
         self.eval_length = unrolled.check_count(
             "eval_length", max_length if eval_length is None else eval_length
@@ -114,6 +115,11 @@ class LearnedOptimizer(unrolled.UnrolledOptimizationEnv):
         if self.eval_length > max_length:
             raise ValueError(f"env.kwargs.eval_length must be <= max_length ({max_length})")
         self.objective = objective
+
+    def as_meta_theta(self, key: jax.Array) -> lopt.Theta:
+        """``lopt.init(key)`` in meta-training's units: o_dir's weights divided by the step scale,
+        so that every ``step_mult`` starts from the same optimizer."""
+        return lopt.scale_steps(lopt.init(key, self.lopt_hidden_sizes), 1.0 / self.step_scale)
 
     def lopt_theta(self, theta: jax.Array) -> lopt.Theta:
         """The flat θ meta-training perturbs as :mod:`pes_rl.lopt` layers at λ = 1e-3."""
@@ -157,4 +163,4 @@ class LearnedOptimizer(unrolled.UnrolledOptimizationEnv):
         return metrics
 
     def sample_theta(self, key):
-        return ravel_pytree(lopt.init(key, self.lopt_hidden_sizes))[0]
+        return ravel_pytree(self.as_meta_theta(key))[0]

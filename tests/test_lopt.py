@@ -11,7 +11,6 @@ import optax
 import pytest
 
 from pes_rl import agents, envs, lopt, policies
-from pes_rl.envs import learned_optimizer as lopt_env
 from pes_rl.envs import lopt_tasks, unrolled
 from pes_rl.meta import lopt_eval
 from pes_rl.meta.lopt_eval import markdown_table, summarize, tune
@@ -183,7 +182,7 @@ def test_log_loss_rewards_minus_the_log_loss_and_charges_the_log_cap_on_divergen
         envs.make("learned_optimizer", log_loss="yes", **kwargs)
 
 
-def test_step_mult_scales_the_steps_and_the_saved_theta_is_at_the_standard_scale():
+def test_step_mult_scales_meta_trainings_steps_from_the_same_initial_optimizer():
     kwargs = dict(task="quadratic", min_length=3, max_length=3)
     standard = envs.make("learned_optimizer", **kwargs)
     tenfold = envs.make("learned_optimizer", step_mult=1e-2, **kwargs)
@@ -194,13 +193,17 @@ def test_step_mult_scales_the_steps_and_the_saved_theta_is_at_the_standard_scale
     def step(layers):
         return lopt.update(layers, grads, params, lopt.init_state(params))[0]["w"] - params["w"]
 
-    # The same flat θ moves the parameters 10× as far, and its saved layers reproduce that step
-    # (to float32 rounding of p − step at |p| ~ 1).
+    # The same flat θ moves the parameters 10× as far (to float32 rounding of p − step, |p| ~ 1).
     tenfold_step = step(tenfold.lopt_theta(theta))
     assert np.abs(tenfold_step).mean() > 1e-3  # far above the tolerance below
     np.testing.assert_allclose(tenfold_step, 10 * step(standard.lopt_theta(theta)), atol=3e-6)
-    saved = lopt.scale_steps(lopt.init(jax.random.key(lopt_env.THETA_SEED)), 10)
-    np.testing.assert_allclose(tenfold_step, step(saved), atol=3e-6)
+    # Both start from lopt.init's optimizer: θ_0's o_dir weights are a tenth in the tenfold env.
+    theta_0 = tenfold.lopt_theta(jnp.asarray(tenfold.spec.default_action))
+    initial = standard.lopt_theta(theta)
+    for a, b in zip(jax.tree.leaves(theta_0), jax.tree.leaves(initial), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6)
+    sampled = tenfold.lopt_theta(tenfold.sample_theta(jax.random.key(3)))
+    np.testing.assert_allclose(sampled[-1]["w"], lopt.init(jax.random.key(3))[-1]["w"], rtol=1e-6)
     for bad in (0, -1e-3, "big", True):
         with pytest.raises(ValueError, match="step_mult must be a number > 0"):
             envs.make("learned_optimizer", step_mult=bad, **kwargs)
