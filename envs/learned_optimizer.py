@@ -94,9 +94,7 @@ class LearnedOptimizer(unrolled.UnrolledOptimizationEnv):
         if task == "quadratic" and objective == "val_loss":
             raise ValueError("the quadratic task has no validation split: use objective=train_loss")
         self.task = lopt_tasks.make(task, distribution, batch_size, dataset)
-        if isinstance(step_mult, bool) or not isinstance(step_mult, int | float) or step_mult <= 0:
-            raise ValueError(f"env.kwargs.step_mult must be a number > 0, got {step_mult!r}")
-        self.step_scale = float(step_mult) / lopt.STEP_MULT
+        self.step_scale = unrolled.check_positive("step_mult", step_mult) / lopt.STEP_MULT
         self.lopt_hidden_sizes = tuple(lopt_hidden_sizes)
         flat, self.unravel = ravel_pytree(self.as_meta_theta(jax.random.key(THETA_SEED)))
         if loss_cap is None:

@@ -61,10 +61,8 @@ class UnrolledOptimizationEnv(Env):
         log_objective: bool = False,
     ):
         check_count("horizon", horizon)
-        if isinstance(loss_cap, bool) or not isinstance(loss_cap, int | float) or not loss_cap > 0:
-            raise ValueError(f"loss_cap must be a number > 0, got {loss_cap!r}")
+        self.loss_cap = check_positive("loss_cap", loss_cap)
         theta_init = np.asarray(theta_init, np.float32)
-        self.loss_cap = float(loss_cap)
         self.log_objective = bool(log_objective)
         # per step of a diverged run (tasks may lower it): the worst objective a run may reach
         self.diverged_objective = float(self._transform(self.loss_cap))
@@ -198,6 +196,13 @@ def check_count(name: str, value: Any) -> int:
     if not is_positive_int(value):
         raise ValueError(f"env.kwargs.{name} must be an int >= 1, got {value!r}")
     return value
+
+
+def check_positive(name: str, value: Any) -> float:
+    """A number > 0 (a cap, a scale), as a float: else a ValueError naming ``env.kwargs.<name>``."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise ValueError(f"env.kwargs.{name} must be a number > 0, got {value!r}")
+    return float(value)
 
 
 # Inner models shared by the tasks -------------------------------------------------------------
