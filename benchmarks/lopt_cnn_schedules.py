@@ -59,13 +59,6 @@ OPTIMIZERS: dict[str, tuple[Optimizer, tuple[float, ...]]] = {  # name -> (make(
 }
 
 
-def steps_to_floor(curves: np.ndarray, steps: np.ndarray) -> int | None:
-    """The first recorded step at which the seeds' geometric mean is at the floor."""
-    mean = lopt_eval.geometric_mean(np.maximum(curves, lopt_eval.LOSS_FLOOR), axis=0)
-    reached = np.flatnonzero(mean <= lopt_eval.LOSS_FLOOR * (1 + 1e-6))
-    return int(steps[reached[0]]) if reached.size else None
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, help="write the results here as JSON")
@@ -74,7 +67,8 @@ def main() -> None:
     curve_fn = lopt_eval.make_curve(task, STEPS, RECORD_EVERY)
     tasks = lopt_eval.draw_tasks(task, SEEDS)
     steps = np.arange(0, STEPS + 1, RECORD_EVERY)
-    results = {"steps": STEPS, "seeds": SEEDS, "floor": lopt_eval.LOSS_FLOOR, "optimizers": {}}
+    floor = lopt_eval.LOSS_FLOOR
+    results = {"steps": STEPS, "seeds": SEEDS, "floor": floor, "optimizers": {}}
     for name, (make, rates) in OPTIMIZERS.items():
         start = time.perf_counter()
         grid_fn = jax.jit(
@@ -88,9 +82,9 @@ def main() -> None:
         curves = np.asarray(grid_fn(jnp.asarray(rates), *tasks))[..., 0]  # [rates, seeds, points]
         rows = {}
         for lr, rate_curves in zip(rates, curves, strict=True):
-            mean = lopt_eval.geometric_mean(np.maximum(rate_curves, lopt_eval.LOSS_FLOOR), axis=0)
-            rows[f"{lr:.4g}"] = {
-                "steps_to_floor": steps_to_floor(rate_curves, steps),
+            mean = lopt_eval.geometric_mean(np.maximum(rate_curves, floor), axis=0)
+            rows[f"{lr:.4g}"] = {  # at the floor: within float rounding of it, as lopt-eval
+                "steps_to_floor": lopt_eval._steps_to(mean, floor * (1 + 1e-6), steps),
                 "loss_at_300": float(mean[300 // RECORD_EVERY]),
                 "final_loss": float(mean[-1]),
             }

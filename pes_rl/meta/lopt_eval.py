@@ -256,6 +256,7 @@ def summarize(result: dict) -> dict:
     learned, baselines = result["learned"], result["baselines"]
     learned_sps = result["learned_seconds_per_step"]
     scores = {name: tuning_score(curves, objective) for name, curves in baselines.items()}
+    test_losses = {name: best_val_loss(curves["test"]) for name, curves in baselines.items()}
     best_name = min(scores, key=lambda name: scores[name])
     best = baselines[best_name]
 
@@ -286,7 +287,7 @@ def summarize(result: dict) -> dict:
         "learned_ms_per_step": 1e3 * learned_sps,
         "best_baseline_ms_per_step": 1e3 * best["seconds_per_step"],
         "learned_test_loss": best_val_loss(learned["test"]),
-        "best_baseline_test_loss": best_val_loss(best["test"]),
+        "best_baseline_test_loss": test_losses[best_name],
     }
     if objective == "val_loss":
         row["learned_best_val_loss"] = best_val_loss(learned["val"])
@@ -296,7 +297,7 @@ def summarize(result: dict) -> dict:
         row[f"{name}_final_loss"] = float(geometric_mean(curves["train"][:, -1]))
         if objective == "val_loss":
             row[f"{name}_best_val_loss"] = best_val_loss(curves["val"])
-        row[f"{name}_test_loss"] = best_val_loss(curves["test"])
+        row[f"{name}_test_loss"] = test_losses[name]
         row[f"{name}_tuning_score"] = scores[name]
         row[f"{name}_ms_per_step"] = 1e3 * curves["seconds_per_step"]
 
