@@ -10,9 +10,13 @@ losses, the first step at which each optimizer's geometric-mean curve reaches th
 * RMSProp with cosine decay (to 1% over 400 and 1000 steps) and with linear growth;
 * RMSProp plus multiplicative weight growth p ← p + γ·p per step: once the split is classified
   correctly, growing every weight raises every margin, so the cross-entropy falls far faster
-  than any step along the gradient makes it fall.
+  than any step along the gradient makes it fall;
+* the learned optimizer's nominal θ_0 (``env.kwargs.lopt_nominal_rate``: RMSProp's direction
+  normalized per tensor at the rate, the random units scaled down), before any meta-training.
 
     python benchmarks/lopt_cnn_schedules.py --out benchmarks/results/lopt_cnn_schedules_cpu.json
+    python benchmarks/lopt_cnn_schedules.py --optimizers lopt_nominal_theta_0 \
+        --out benchmarks/results/lopt_cnn_nominal_cpu.json
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from pes_rl import lopt
 from pes_rl.envs import lopt_tasks
 from pes_rl.meta import lopt_eval
 
@@ -40,6 +45,13 @@ def weight_growth(learning_rate: float, gamma: float) -> optax.GradientTransform
     """RMSProp at ``learning_rate`` plus ``gamma``·p: every weight grows by γ per step."""
     # RMSProp's updates are already −lr·(scaled gradient): adding +γ·p grows the weights.
     return optax.chain(optax.rmsprop(learning_rate), optax.add_decayed_weights(gamma))
+
+
+def nominal_theta_0(learning_rate: jax.Array) -> optax.GradientTransformation:
+    """The CNN train config's θ_0 (rms features, one hidden layer of 32, the env's θ seed 0)
+    with its nominal RMSProp rate set to ``learning_rate``."""
+    theta = lopt.init(jax.random.key(0), (32,), "rms")
+    return lopt.as_optax(lopt.with_nominal_rmsprop(theta, learning_rate))
 
 
 Optimizer = Callable[[jax.Array], optax.GradientTransformation]
@@ -56,12 +68,14 @@ OPTIMIZERS: dict[str, tuple[Optimizer, tuple[float, ...]]] = {  # name -> (make(
     "rmsprop_linear_growth": (lambda lr: optax.rmsprop(lambda t: lr * (1 + t / 300)), RATES),
     "rmsprop_weight_growth_0.003": (lambda lr: weight_growth(lr, 0.003), RATES),
     "rmsprop_weight_growth_0.01": (lambda lr: weight_growth(lr, 0.01), RATES),
+    "lopt_nominal_theta_0": (nominal_theta_0, RATES),
 }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, help="write the results here as JSON")
+    parser.add_argument("--optimizers", nargs="+", choices=OPTIMIZERS, default=list(OPTIMIZERS))
     args = parser.parse_args()
     task = lopt_tasks.make("cnn_digits", "train", 128, "digits")
     curve_fn = lopt_eval.make_curve(task, STEPS, RECORD_EVERY)
@@ -69,7 +83,8 @@ def main() -> None:
     steps = np.arange(0, STEPS + 1, RECORD_EVERY)
     floor = lopt_eval.LOSS_FLOOR
     results = {"steps": STEPS, "seeds": SEEDS, "floor": floor, "optimizers": {}}
-    for name, (make, rates) in OPTIMIZERS.items():
+    for name in args.optimizers:
+        make, rates = OPTIMIZERS[name]
         start = time.perf_counter()
         grid_fn = jax.jit(
             jax.vmap(

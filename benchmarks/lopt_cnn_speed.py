@@ -9,7 +9,9 @@ Two questions, each answered by jitted ``lax.scan`` loops of ``--steps`` inner s
    should not fall below) and vs a vmapped ``lax.conv`` (what the family used before).
 2. **The learned optimizer's overhead**: ms per inner step of one CNN trained by the learned
    optimizer (:func:`pes_rl.lopt.update`, all parameters through one fused MLP batch) vs by
-   Adam, jitted the same way (Metz et al. 2019, appendix F: 16% overhead on CPU).
+   Adam and RMSProp, jitted the same way (Metz et al. 2019, appendix F: 16% overhead on CPU):
+   the MLP of the CNN experiments (one hidden layer of 32, base or ``rms`` features) and the
+   default one (two layers of 32).
 
     python benchmarks/lopt_cnn_speed.py --out benchmarks/results/lopt_cnn_speed_cpu.json
 """
@@ -120,22 +122,32 @@ def main() -> None:
         )
         print(f"| {n} | {one_lax:,.0f} | {lax_sps:,.0f} | {patch_sps:,.0f} |")
 
-    optimizers = {"adam": optax.adam(1e-3), "learned": lopt.as_optax(lopt.init(key))}
+    optimizers = {
+        "adam": optax.adam(1e-3),
+        "rmsprop": optax.rmsprop(1e-3),
+        "learned": lopt.as_optax(lopt.init(key, (32,))),  # the CNN experiments' MLP
+        "learned_rms": lopt.as_optax(lopt.init(key, (32,), features="rms")),
+        "learned_two_layers": lopt.as_optax(lopt.init(key)),  # the default MLP: 32, 32
+    }
     ms_per_step = {}
     for name, optimizer in optimizers.items():
         run = training_run(task, optimizer, args.steps)
         ms_per_step[name] = 1e3 * seconds(run, params, key, repeats=args.repeats) / args.steps
-    overhead = ms_per_step["learned"] / ms_per_step["adam"] - 1
-    print(
-        f"one CNN, ms per inner step: learned {ms_per_step['learned']:.3f}, "
-        f"Adam {ms_per_step['adam']:.3f} (overhead {100 * overhead:.0f}%); with SGD: "
-        f"lax.conv {1e3 / one_lax:.3f}, conv3x3 {1e3 / one_patch:.3f}"
-    )
+    overheads = {
+        name: ms / ms_per_step["adam"] - 1
+        for name, ms in ms_per_step.items()
+        if name.startswith("learned")
+    }
+    print(f"one CNN, ms per inner step (with SGD: lax.conv {1e3 / one_lax:.3f}, conv3x3 "
+          f"{1e3 / one_patch:.3f}):")  # fmt: skip
+    for name, ms in ms_per_step.items():
+        over = f" ({100 * overheads[name]:+.0f}% over Adam)" if name in overheads else ""
+        print(f"  {name}: {ms:.3f}{over}")
     if args.out:
         args.out.write_text(json.dumps({
             "device": jax.devices()[0].device_kind, "steps": args.steps, "population": rows,
             "one_cnn_sgd_ms_per_step": {"lax_conv": 1e3 / one_lax, "conv3x3": 1e3 / one_patch},
-            "one_cnn_ms_per_step": ms_per_step, "learned_overhead": overhead,
+            "one_cnn_ms_per_step": ms_per_step, "learned_overhead_over_adam": overheads,
         }, indent=2))  # fmt: skip
         print(f"wrote {args.out}")
 

@@ -59,11 +59,17 @@ class LearnedOptimizer(unrolled.UnrolledOptimizationEnv):
       dataset: ``digits`` or an MNIST-style ``.npz`` of 8×8 images (see :mod:`pes_rl.meta.data`).
       log_loss: reward −log(loss + 1e-6) per step instead of −loss (meta-objective: the mean
         log loss of the run, which keeps rewarding progress once the loss is small).
-      step_mult: λ of the step o_dir·exp(λ·o_mag)·λ as meta-training sees it (the paper's 1e-3
-        by default). θ_0 is the same optimizer for any value (o_dir's weights start divided by
+      step_mult: λ of the step o_dir·exp(λ·o_mag)·λ as meta-training sees it (None: the
+        paper's 1e-3). θ_0 is the same optimizer for any value (o_dir's weights start divided by
         step_mult / 1e-3), but σ and the outer optimizer's steps move o_dir that many times
         more: large inner steps are reachable in fewer outer iterations. The saved θ
         (:meth:`lopt_theta`) is rescaled to the standard λ = 1e-3, so it loads alone.
+      lopt_features: the MLP's inputs: ``base`` (None; learned_optimization's MLPLOpt: g, p,
+        momenta, time) or ``rms`` (also RMSProp's and Adam's per-parameter directions, as
+        Metz et al. 2019's RMS terms; see :mod:`pes_rl.lopt`).
+      lopt_nominal_rate: θ_0 steps this rate along RMSProp's direction (normalized per
+        tensor) and the random units add little (``lopt.with_nominal_rmsprop``); needs
+        ``lopt_features: rms``. None: the paper's random θ_0.
     """
 
     def __init__(
@@ -79,7 +85,9 @@ class LearnedOptimizer(unrolled.UnrolledOptimizationEnv):
         loss_cap: float | None = None,
         dataset: str = "digits",
         log_loss: bool = False,
-        step_mult: float = lopt.STEP_MULT,
+        step_mult: float | None = None,
+        lopt_features: str | None = None,
+        lopt_nominal_rate: float | None = None,
     ):
         if objective not in OBJECTIVES:
             raise ValueError(
@@ -94,8 +102,18 @@ class LearnedOptimizer(unrolled.UnrolledOptimizationEnv):
         if task == "quadratic" and objective == "val_loss":
             raise ValueError("the quadratic task has no validation split: use objective=train_loss")
         self.task = lopt_tasks.make(task, distribution, batch_size, dataset)
+        step_mult = lopt.STEP_MULT if step_mult is None else step_mult
         self.step_scale = unrolled.check_positive("step_mult", step_mult) / lopt.STEP_MULT
         self.lopt_hidden_sizes = tuple(lopt_hidden_sizes)
+        try:
+            self.lopt_features = lopt.check_features(lopt_features or "base")
+        except ValueError as error:
+            raise ValueError(f"env.kwargs.lopt_features: {error}") from None
+        if lopt_nominal_rate is not None:
+            unrolled.check_positive("lopt_nominal_rate", lopt_nominal_rate)
+            if self.lopt_features != "rms":
+                raise ValueError("env.kwargs.lopt_nominal_rate needs env.kwargs.lopt_features: rms")
+        self.lopt_nominal_rate = lopt_nominal_rate
         flat, self.unravel = ravel_pytree(self.as_meta_theta(jax.random.key(THETA_SEED)))
         if loss_cap is None:
             loss_cap = LOSS_CAPS[task]
@@ -117,7 +135,10 @@ class LearnedOptimizer(unrolled.UnrolledOptimizationEnv):
     def as_meta_theta(self, key: jax.Array) -> lopt.Theta:
         """``lopt.init(key)`` in meta-training's units: o_dir's weights divided by the step scale,
         so that every ``step_mult`` starts from the same optimizer."""
-        return lopt.scale_steps(lopt.init(key, self.lopt_hidden_sizes), 1.0 / self.step_scale)
+        theta = lopt.init(key, self.lopt_hidden_sizes, self.lopt_features)
+        if self.lopt_nominal_rate is not None:
+            theta = lopt.with_nominal_rmsprop(theta, self.lopt_nominal_rate)
+        return lopt.scale_steps(theta, 1.0 / self.step_scale)
 
     def lopt_theta(self, theta: jax.Array) -> lopt.Theta:
         """The flat θ meta-training perturbs as :mod:`pes_rl.lopt` layers at λ = 1e-3."""
@@ -138,7 +159,8 @@ class LearnedOptimizer(unrolled.UnrolledOptimizationEnv):
     def init_inner(self, key):
         variant_key, init_key = jax.random.split(key)
         params = self.task.init(init_key)
-        return params, {"lopt": lopt.init_state(params), "variant": self.task.sample(variant_key)}
+        lopt_state = lopt.init_state(params, self.lopt_features)
+        return params, {"lopt": lopt_state, "variant": self.task.sample(variant_key)}
 
     def inner_step(self, theta, params, opt_state, t, key):
         batch_key, val_key = jax.random.split(key)

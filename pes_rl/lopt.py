@@ -6,6 +6,11 @@ Every scalar parameter p of an inner model gets the same small MLP applied to 19
   normalized per tensor by x·rsqrt(1e-5 + mean(x²)) (the mean over the tensor's elements);
 * 11 time features tanh(t/τ − 1), τ ∈ ``TIMESCALES`` (t = the inner step).
 
+With ``features="rms"`` (Metz et al. 2019's RMS terms) it also gets, for each d ∈
+``RMS_DECAYS``, g·r and m_d·r with r = 1/√v_d, v_d ← d·v_d + (1−d)·g² (RMSProp's and Adam's
+per-parameter directions; also normalized per tensor): 25 features. The per-tensor
+normalization of the base features cannot give one parameter a step of its own scale; these can.
+
 The MLP outputs (o_dir, o_mag) and the update is p ← p − o_dir·exp(λ·o_mag)·λ with λ = 1e-3.
 θ, the MLP's weights (~1.8k numbers with two hidden layers of 32), is what ES/PES meta-train;
 at its initialization (small random weights, as learned_optimization's haiku MLP) an update
@@ -47,6 +52,11 @@ DECAYS = (0.1, 0.5, 0.9, 0.99, 0.999, 0.9999)
 TIMESCALES = (1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1e3, 3e3, 1e4, 3e4, 1e5)
 NUM_TENSOR_FEATURES = 2 + len(DECAYS)  # g, p and the momenta: normalized per tensor
 NUM_FEATURES = NUM_TENSOR_FEATURES + len(TIMESCALES)  # 19
+RMS_DECAYS = (0.9, 0.99, 0.999)  # each is also in DECAYS: m_d·r pairs momentum and RMS
+NUM_RMS_FEATURES = 2 * len(RMS_DECAYS)  # g·r and m_d·r per decay
+RMS_EPSILON = 1e-8  # r = 1/√(v + ε²): a gradient that stays 0 gives features of 0
+NOMINAL_OTHERS_SCALE = 0.1  # with_nominal_rmsprop: the other units' share of o_dir at θ_0
+FEATURE_SETS = {"base": NUM_FEATURES, "rms": NUM_FEATURES + NUM_RMS_FEATURES}  # name -> inputs
 STEP_MULT = 1e-3  # λ in p ← p − o_dir·exp(λ·o_mag)·λ
 EXP_MULT = 1e-3
 HIDDEN_SIZES = (32, 32)
@@ -58,11 +68,33 @@ class LOptState(NamedTuple):
 
     momenta: Params  # like the inner params, each leaf with a trailing axis of len(DECAYS)
     step: jax.Array  # shape=(), int32: inner steps taken
+    second_moments: Params = None  # "rms" features only: trailing axis of len(RMS_DECAYS)
 
 
-def init(key: jax.Array, hidden_sizes: Sequence[int] = HIDDEN_SIZES) -> Theta:
+def check_features(features: str) -> str:
+    """``features`` if it names a feature set, else a ValueError listing them."""
+    if features not in FEATURE_SETS:
+        raise ValueError(
+            f"unknown learned-optimizer features {features!r}: choose one of "
+            f"{', '.join(FEATURE_SETS)}"
+        )
+    return features
+
+
+def features_of(theta: Theta) -> str:
+    """The feature set θ was built for, read from its first layer's fan-in."""
+    fan_in = int(jnp.shape(theta[0]["w"])[0])
+    for name, size in FEATURE_SETS.items():
+        if size == fan_in:
+            return name
+    raise ValueError(f"θ's first layer takes {fan_in} inputs, no feature set has that many")
+
+
+def init(
+    key: jax.Array, hidden_sizes: Sequence[int] = HIDDEN_SIZES, features: str = "base"
+) -> Theta:
     """θ: truncated-normal weights with std 1/√fan_in (haiku's default), zero biases."""
-    sizes = (NUM_FEATURES, *hidden_sizes, 2)
+    sizes = (FEATURE_SETS[check_features(features)], *hidden_sizes, 2)
     layers = []
     for layer_key, fan_in, fan_out in zip(
         jax.random.split(key, len(sizes) - 1), sizes[:-1], sizes[1:], strict=True
@@ -74,10 +106,41 @@ def init(key: jax.Array, hidden_sizes: Sequence[int] = HIDDEN_SIZES) -> Theta:
     return layers
 
 
-def init_state(params: Params) -> LOptState:
-    """Zero momenta for inner params ``params``, step 0."""
-    momenta = jax.tree.map(lambda p: jnp.zeros((*jnp.shape(p), len(DECAYS)), jnp.float32), params)
-    return LOptState(momenta, jnp.zeros((), jnp.int32))
+def with_nominal_rmsprop(theta: Theta, rate: float) -> Theta:
+    """θ that steps ``rate``·normalized(g·r), RMSProp's direction (v at ``RMS_DECAYS[0]``),
+    plus what its other units add: two units of every hidden layer carry relu(±g·r) through,
+    and o_dir reads them with weights ±rate/λ. The other units' o_dir weights are scaled by
+    ``NOMINAL_OTHERS_SCALE`` (at full scale their random steps drift the inner parameters and
+    double the steps a CNN needs to memorize the digits). An "rms" θ only.
+
+    A learned optimizer that starts as a hand-designed one and learns from there: the
+    nominal descent term of Harrison, Metz and Sohl-Dickstein (NeurIPS 2022), as an
+    initialization.
+    """
+    if features_of(theta) != "rms":
+        raise ValueError("a nominal RMSProp direction needs the 'rms' features")
+    feature = NUM_TENSOR_FEATURES  # g·r at RMS_DECAYS[0]
+    layers = [dict(layer) for layer in theta]
+    carried = jnp.zeros_like(layers[0]["w"][:, :2]).at[feature].set(jnp.array([1.0, -1.0]))
+    for layer in layers[:-1]:  # units 0 and 1: relu(g·r) and relu(−g·r), then passed on
+        layer["w"] = layer["w"].at[:, :2].set(carried)
+        layer["b"] = layer["b"].at[:2].set(0.0)
+        carried = jnp.zeros((layer["w"].shape[1], 2)).at[0, 0].set(1.0).at[1, 1].set(1.0)
+    out = layers[-1]
+    direction = jnp.array([[rate / STEP_MULT, 0.0], [-rate / STEP_MULT, 0.0]])
+    others = out["w"].at[2:, 0].multiply(NOMINAL_OTHERS_SCALE)
+    layers[-1] = {"w": others.at[:2].set(direction), "b": out["b"]}
+    return layers
+
+
+def init_state(params: Params, features: str = "base") -> LOptState:
+    """Zero momenta (and second moments for ``features="rms"``) for ``params``, step 0."""
+
+    def zeros(decays):
+        return jax.tree.map(lambda p: jnp.zeros((*jnp.shape(p), len(decays)), jnp.float32), params)
+
+    second_moments = zeros(RMS_DECAYS) if check_features(features) == "rms" else None
+    return LOptState(zeros(DECAYS), jnp.zeros((), jnp.int32), second_moments)
 
 
 def time_features(step: jax.Array) -> jax.Array:
@@ -96,8 +159,16 @@ def tensor_features(grad: jax.Array, param: jax.Array, momenta: jax.Array) -> ja
     return normalize(stacked, range(param.ndim))
 
 
+def rms_features(grad: jax.Array, momenta: jax.Array, second_moments: jax.Array) -> jax.Array:
+    """[*grad.shape, 6] g·r and m_d·r (r = 1/√v_d, d ∈ ``RMS_DECAYS``), normalized per tensor."""
+    inverse_rms = jax.lax.rsqrt(second_moments + RMS_EPSILON**2)
+    paired = momenta[..., [DECAYS.index(d) for d in RMS_DECAYS]]
+    stacked = jnp.concatenate([grad[..., None] * inverse_rms, paired * inverse_rms], axis=-1)
+    return normalize(stacked, range(grad.ndim))
+
+
 def features(grad: jax.Array, param: jax.Array, momenta: jax.Array, step: jax.Array) -> jax.Array:
-    """[*param.shape, 19] inputs of the per-parameter MLP for one tensor."""
+    """[*param.shape, 19] inputs of the per-parameter MLP for one tensor (base features)."""
     times = jnp.broadcast_to(time_features(step), (*param.shape, len(TIMESCALES)))
     return jnp.concatenate([tensor_features(grad, param, momenta), times], axis=-1)
 
@@ -110,9 +181,9 @@ def mlp(theta: Theta, inputs: jax.Array) -> jax.Array:
 def mlp_split_time(theta: Theta, stacked: jax.Array, times: jax.Array) -> jax.Array:
     """``mlp(θ, [stacked, times])`` with the time features shared by every row: their part of
     the first layer is one [11] × [11, hidden] product instead of one per parameter."""
-    first = theta[0]
-    bias = times @ first["w"][NUM_TENSOR_FEATURES:] + first["b"]
-    return _after_first_layer(theta, stacked @ first["w"][:NUM_TENSOR_FEATURES] + bias)
+    first, per_parameter = theta[0], stacked.shape[-1]
+    bias = times @ first["w"][per_parameter:] + first["b"]
+    return _after_first_layer(theta, stacked @ first["w"][:per_parameter] + bias)
 
 
 def _after_first_layer(theta: Theta, first: jax.Array) -> jax.Array:
@@ -142,24 +213,44 @@ def update(
     """One learned-optimizer step: (new params, new state). Pure; jit and vmap freely.
 
     Fused: every tensor's features are normalized on their own, then all parameters go
-    through the MLP as one [num_params, 19] batch (one matmul per layer, not one per tensor).
+    through the MLP as one [num_params, 19 or 25] batch (one matmul per layer, not one per
+    tensor).
     """
-    decays = jnp.asarray(DECAYS, jnp.float32)
-    momenta = jax.tree.map(
-        lambda m, g: decays * m + (1.0 - decays) * g[..., None], state.momenta, grads
+    rms = features_of(theta) == "rms"
+    if rms != (state.second_moments is not None):
+        raise ValueError(
+            f"θ takes {features_of(theta)!r} features but the state was made for the other set: "
+            f"use init_state(params, {features_of(theta)!r})"
+        )
+    momenta = _moving_averages(DECAYS, state.momenta, grads)
+    second_moments = (
+        _moving_averages(RMS_DECAYS, state.second_moments, jax.tree.map(jnp.square, grads))
+        if rms
+        else None
     )
     leaves, treedef = jax.tree.flatten(params)
-    tensors = zip(leaves, treedef.flatten_up_to(grads), treedef.flatten_up_to(momenta), strict=True)
-    stacked = jnp.concatenate(
-        [tensor_features(g, p, m).reshape(-1, NUM_TENSOR_FEATURES) for p, g, m in tensors]
-    )
-    steps = step_size(mlp_split_time(theta, stacked, time_features(state.step)))
+    flat = [treedef.flatten_up_to(tree) for tree in (grads, momenta)]
+    flat.append(treedef.flatten_up_to(second_moments) if rms else [None] * len(leaves))
+    rows = []
+    for p, g, m, v in zip(leaves, *flat, strict=True):
+        row = tensor_features(g, p, m)
+        if v is not None:
+            row = jnp.concatenate([row, rms_features(g, m, v)], axis=-1)
+        rows.append(row.reshape(p.size, -1))
+    steps = step_size(mlp_split_time(theta, jnp.concatenate(rows), time_features(state.step)))
     offsets = np.cumsum([0] + [p.size for p in leaves])
     new_leaves = [
         p - steps[start:end].reshape(p.shape)
         for p, start, end in zip(leaves, offsets[:-1], offsets[1:], strict=True)
     ]
-    return jax.tree.unflatten(treedef, new_leaves), LOptState(momenta, state.step + 1)
+    new_state = LOptState(momenta, state.step + 1, second_moments)
+    return jax.tree.unflatten(treedef, new_leaves), new_state
+
+
+def _moving_averages(decays: Sequence[float], averages: Params, values: Params) -> Params:
+    """a ← d·a + (1−d)·x for every decay d (``averages``' trailing axis)."""
+    decays = jnp.asarray(decays, jnp.float32)
+    return jax.tree.map(lambda a, x: decays * a + (1.0 - decays) * x[..., None], averages, values)
 
 
 def as_optax(theta: Theta) -> optax.GradientTransformation:
@@ -169,9 +260,10 @@ def as_optax(theta: Theta) -> optax.GradientTransformation:
     then ``optax.apply_updates(params, updates)``. ``params`` must be passed to ``update``.
     """
     theta = jax.tree.map(jnp.asarray, theta)
+    features = features_of(theta)
 
     def init_fn(params: Params) -> LOptState:
-        return init_state(params)
+        return init_state(params, features)
 
     def update_fn(grads: Params, state: LOptState, params: Params | None = None):
         if params is None:
@@ -193,7 +285,9 @@ def save(path: str | Path, theta: Theta) -> None:
     header = {
         "format": FORMAT,
         "num_layers": len(theta),
+        "features": features_of(theta),
         "decays": DECAYS,
+        "rms_decays": RMS_DECAYS,
         "timescales": TIMESCALES,
     }
     arrays["header"] = np.asarray(json.dumps(header))

@@ -108,6 +108,91 @@ def test_as_optax_trains_a_regression_in_an_ordinary_optax_loop():
         optimizer.update(jax.grad(loss)(params), state)
 
 
+def rms_direction_theta(feature: int) -> lopt.Theta:
+    """A hand-built "rms" θ: o_dir = the normalized feature ``feature``, step λ·o_dir."""
+    first = jnp.zeros((lopt.FEATURE_SETS["rms"], 2)).at[feature, 0].set(1.0)
+    hidden = [{"w": first.at[feature, 1].set(-1.0), "b": jnp.zeros(2)}]
+    return hidden + [{"w": jnp.array([[1.0, 0.0], [-1.0, 0.0]]), "b": jnp.zeros(2)}]
+
+
+def test_rms_features_give_every_parameter_a_step_of_its_own_scale():
+    # Gradients 6 decades apart: base features (normalized per tensor) step in proportion to g,
+    # the rms features' g·r (RMSProp's direction, v at decay 0.9) by ~λ·sign(g) for each.
+    grads = {"w": jnp.array([1e-4, -1.0, 100.0, -3e-3])}
+    params = {"w": jnp.zeros(4)}
+    rmsprop = rms_direction_theta(lopt.NUM_TENSOR_FEATURES)  # g·r at RMS_DECAYS[0]
+    state = lopt.init_state(params, "rms")
+    new_params, new_state = lopt.update(rmsprop, grads, params, state)
+    np.testing.assert_allclose(new_params["w"], -1e-3 * np.sign(grads["w"]), rtol=1e-4)
+    decays = np.array(lopt.RMS_DECAYS)
+    np.testing.assert_allclose(
+        new_state.second_moments["w"], (1 - decays) * np.square(grads["w"])[:, None], rtol=1e-4
+    )
+    # Adam's direction m_0.9·r at decay 0.9 after a second step with the same gradient.
+    adam = rms_direction_theta(lopt.NUM_TENSOR_FEATURES + len(lopt.RMS_DECAYS))
+    second, _ = lopt.update(adam, grads, params, new_state)
+    np.testing.assert_allclose(second["w"], -1e-3 * np.sign(grads["w"]), rtol=1e-4)
+    # A gradient that stays 0 (a masked channel) gets no step, not 0/0.
+    zero, _ = lopt.update(rmsprop, {"w": grads["w"].at[0].set(0.0)}, params, state)
+    assert float(zero["w"][0]) == 0.0 and np.all(np.isfinite(zero["w"]))
+    with pytest.raises(ValueError, match="init_state"):
+        lopt.update(rmsprop, grads, params, lopt.init_state(params))
+
+
+@pytest.mark.parametrize("hidden_sizes", [(8,), (8, 6)])
+def test_nominal_rmsprop_theta_starts_as_rmsprops_direction(hidden_sizes):
+    grads = {"w": jnp.array([1e-4, -1.0, 100.0, -3e-3])}
+    params = {"w": jnp.zeros(4)}
+    state = lopt.init_state(params, "rms")
+    theta = lopt.init(jax.random.key(0), hidden_sizes, "rms")
+    silent = [*theta[:-1], {"w": jnp.zeros_like(theta[-1]["w"]), "b": theta[-1]["b"]}]
+    # The nominal path alone: every parameter steps 0.02 against its gradient's sign.
+    nominal = lopt.update(lopt.with_nominal_rmsprop(silent, 0.02), grads, params, state)[0]
+    np.testing.assert_allclose(nominal["w"], -0.02 * np.sign(grads["w"]), rtol=1e-4)
+    # With the random units (scaled by NOMINAL_OTHERS_SCALE) it stays close to that.
+    full = lopt.update(lopt.with_nominal_rmsprop(theta, 0.02), grads, params, state)[0]
+    assert 0 < float(jnp.abs(full["w"] - nominal["w"]).max()) < 0.005
+    with pytest.raises(ValueError, match="needs the 'rms' features"):
+        lopt.with_nominal_rmsprop(lopt.init(jax.random.key(0)), 0.02)
+    kwargs = dict(task="quadratic", min_length=3, max_length=3)
+    with pytest.raises(ValueError, match="lopt_nominal_rate needs env.kwargs.lopt_features: rms"):
+        envs.make("learned_optimizer", lopt_nominal_rate=0.02, **kwargs)
+    with pytest.raises(ValueError, match="lopt_nominal_rate must be a number > 0"):
+        envs.make("learned_optimizer", lopt_features="rms", lopt_nominal_rate=-1, **kwargs)
+
+
+def test_rms_theta_saves_loads_and_steps_as_optax(tmp_path):
+    theta = lopt.init(jax.random.key(0), hidden_sizes=(8,), features="rms")
+    assert theta[0]["w"].shape == (25, 8) and lopt.features_of(theta) == "rms"
+    lopt.save(tmp_path / "lopt_theta.npz", theta)
+    loaded = lopt.load(tmp_path)
+    assert lopt.features_of(loaded) == "rms"
+    optimizer = lopt.as_optax(loaded)
+    params = {"w": jnp.ones((3, 2))}
+    state = optimizer.init(params)
+    assert state.second_moments["w"].shape == (3, 2, len(lopt.RMS_DECAYS))
+    updates, _ = optimizer.update({"w": jnp.full((3, 2), 0.5)}, state, params)
+    assert 0 < float(jnp.abs(updates["w"]).max()) < 1e-2
+    with pytest.raises(ValueError, match="unknown learned-optimizer features 'adam'"):
+        lopt.init(jax.random.key(0), features="adam")
+
+
+def test_env_meta_trains_rms_features():
+    kwargs = dict(task="quadratic", min_length=3, max_length=3, lopt_hidden_sizes=(4,))
+    env = envs.make("learned_optimizer", lopt_features="rms", **kwargs)
+    assert np.size(env.spec.default_action) == 25 * 4 + 4 + 4 * 2 + 2
+    assert lopt.features_of(env.lopt_theta(jnp.asarray(env.spec.default_action))) == "rms"
+    base = envs.make("learned_optimizer", **kwargs)
+    assert np.size(base.spec.default_action) == 19 * 4 + 4 + 4 * 2 + 2
+    params, opt_state = env.init_inner(jax.random.key(0))
+    theta = jnp.asarray(env.spec.default_action)
+    after, _, loss = env.inner_step(theta, params, opt_state, 0, jax.random.key(1))
+    assert np.isfinite(float(loss))
+    assert 0 < float(jnp.abs(after["p"] - params["p"]).max()) < 0.1
+    with pytest.raises(ValueError, match="env.kwargs.lopt_features: unknown"):
+        envs.make("learned_optimizer", lopt_features="adam", **kwargs)
+
+
 def test_save_and_load_without_a_config(tmp_path):
     theta = lopt.init(jax.random.key(4), hidden_sizes=(8, 8))
     lopt.save(tmp_path / "lopt_theta.npz", theta)

@@ -11,6 +11,7 @@ with a ±1 std band; runs that differ in other settings get labels that name the
 from __future__ import annotations
 
 import sys
+import textwrap
 from collections import defaultdict
 from pathlib import Path
 
@@ -164,8 +165,9 @@ def plot_runs(
         title = f"−{title}" if negate else title
         ax.set_title(f"best {title} so far" if best else title)
         ax.grid(alpha=0.3)
-        if ax.lines:
-            ax.legend(fontsize=8)
+        if ax.lines:  # long labels (runs that differ in several settings) wrap to the panel
+            handles, labels = ax.get_legend_handles_labels()
+            ax.legend(handles, [textwrap.fill(label, 60) for label in labels], fontsize=8)
         else:
             ax.text(0.5, 0.5, f"no {key} in these runs", ha="center", transform=ax.transAxes)
     fig.tight_layout()
