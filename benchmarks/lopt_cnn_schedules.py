@@ -33,7 +33,7 @@ import numpy as np
 import optax
 
 from pes_rl import lopt
-from pes_rl.envs import lopt_tasks
+from pes_rl.envs import learned_optimizer, lopt_tasks
 from pes_rl.meta import lopt_eval
 
 STEPS, RECORD_EVERY, SEEDS = 1000, 25, 5
@@ -48,9 +48,9 @@ def weight_growth(learning_rate: float, gamma: float) -> optax.GradientTransform
 
 
 def nominal_theta_0(learning_rate: jax.Array) -> optax.GradientTransformation:
-    """The CNN train config's θ_0 (rms features, one hidden layer of 32, the env's θ seed 0)
-    with its nominal RMSProp rate set to ``learning_rate``."""
-    theta = lopt.init(jax.random.key(0), (32,), "rms")
+    """The CNN train config's θ_0 (rms features, one hidden layer of 32, the env's θ seed)
+    with its nominal RMSProp rate set to ``learning_rate`` (traced: one compilation)."""
+    theta = lopt.init(jax.random.key(learned_optimizer.THETA_SEED), (32,), "rms")
     return lopt.as_optax(lopt.with_nominal_rmsprop(theta, learning_rate))
 
 

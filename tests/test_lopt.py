@@ -76,9 +76,11 @@ def test_update_is_tiny_at_init():
     assert 0 < step.mean() < 3e-3 and step.max() < 2e-2
 
 
-def sign_descent_theta(step: float) -> lopt.Theta:
-    """A hand-built θ: o_dir = normalized gradient, exp(λ·o_mag)·λ = ``step``."""
-    hidden = [{"w": jnp.zeros((19, 2)).at[0, 0].set(1.0).at[0, 1].set(-1.0), "b": jnp.zeros(2)}]
+def sign_descent_theta(step: float, feature: int = 0, features: str = "base") -> lopt.Theta:
+    """A hand-built θ: o_dir = the normalized input ``feature`` (0: the gradient),
+    exp(λ·o_mag)·λ = ``step``."""
+    first = jnp.zeros((lopt.FEATURE_SETS[features], 2))
+    hidden = [{"w": first.at[feature, 0].set(1.0).at[feature, 1].set(-1.0), "b": jnp.zeros(2)}]
     magnitude = np.log(step / lopt.STEP_MULT) / lopt.EXP_MULT
     out = {"w": jnp.array([[1.0, 0.0], [-1.0, 0.0]]), "b": jnp.array([0.0, magnitude])}
     return hidden + [out]
@@ -108,19 +110,12 @@ def test_as_optax_trains_a_regression_in_an_ordinary_optax_loop():
         optimizer.update(jax.grad(loss)(params), state)
 
 
-def rms_direction_theta(feature: int) -> lopt.Theta:
-    """A hand-built "rms" θ: o_dir = the normalized feature ``feature``, step λ·o_dir."""
-    first = jnp.zeros((lopt.FEATURE_SETS["rms"], 2)).at[feature, 0].set(1.0)
-    hidden = [{"w": first.at[feature, 1].set(-1.0), "b": jnp.zeros(2)}]
-    return hidden + [{"w": jnp.array([[1.0, 0.0], [-1.0, 0.0]]), "b": jnp.zeros(2)}]
-
-
 def test_rms_features_give_every_parameter_a_step_of_its_own_scale():
     # Gradients 6 decades apart: base features (normalized per tensor) step in proportion to g,
     # the rms features' g·r (RMSProp's direction, v at decay 0.9) by ~λ·sign(g) for each.
     grads = {"w": jnp.array([1e-4, -1.0, 100.0, -3e-3])}
     params = {"w": jnp.zeros(4)}
-    rmsprop = rms_direction_theta(lopt.NUM_TENSOR_FEATURES)  # g·r at RMS_DECAYS[0]
+    rmsprop = sign_descent_theta(1e-3, lopt.NUM_TENSOR_FEATURES, "rms")  # g·r, RMS_DECAYS[0]
     state = lopt.init_state(params, "rms")
     new_params, new_state = lopt.update(rmsprop, grads, params, state)
     np.testing.assert_allclose(new_params["w"], -1e-3 * np.sign(grads["w"]), rtol=1e-4)
@@ -129,7 +124,7 @@ def test_rms_features_give_every_parameter_a_step_of_its_own_scale():
         new_state.second_moments["w"], (1 - decays) * np.square(grads["w"])[:, None], rtol=1e-4
     )
     # Adam's direction m_0.9·r at decay 0.9 after a second step with the same gradient.
-    adam = rms_direction_theta(lopt.NUM_TENSOR_FEATURES + len(lopt.RMS_DECAYS))
+    adam = sign_descent_theta(1e-3, lopt.NUM_TENSOR_FEATURES + len(lopt.RMS_DECAYS), "rms")
     second, _ = lopt.update(adam, grads, params, new_state)
     np.testing.assert_allclose(second["w"], -1e-3 * np.sign(grads["w"]), rtol=1e-4)
     # A gradient that stays 0 (a masked channel) gets no step, not 0/0.
