@@ -70,6 +70,9 @@ class LearnedOptimizer(unrolled.UnrolledOptimizationEnv):
       lopt_nominal_rate: θ_0 steps this rate along RMSProp's direction (normalized per
         tensor) and the random units add little (``lopt.with_nominal_rmsprop``); needs
         ``lopt_features: rms``. None: the paper's random θ_0.
+      lopt_nominal_growth: with ``lopt_nominal_rate``, θ_0 also grows every tensor by this
+        much per step along its normalized values (negative: weight decay). None = 0: the
+        growth path is open but unused, and meta-training sets it.
     """
 
     def __init__(
@@ -88,6 +91,7 @@ class LearnedOptimizer(unrolled.UnrolledOptimizationEnv):
         step_mult: float | None = None,
         lopt_features: str | None = None,
         lopt_nominal_rate: float | None = None,
+        lopt_nominal_growth: float | None = None,
     ):
         if objective not in OBJECTIVES:
             raise ValueError(
@@ -114,6 +118,17 @@ class LearnedOptimizer(unrolled.UnrolledOptimizationEnv):
             if self.lopt_features != "rms":
                 raise ValueError("env.kwargs.lopt_nominal_rate needs env.kwargs.lopt_features: rms")
         self.lopt_nominal_rate = lopt_nominal_rate
+        if lopt_nominal_growth is not None:
+            if lopt_nominal_rate is None:
+                raise ValueError(
+                    "env.kwargs.lopt_nominal_growth needs env.kwargs.lopt_nominal_rate"
+                )
+            if not isinstance(lopt_nominal_growth, int | float) or not -1 < lopt_nominal_growth < 1:
+                raise ValueError(
+                    "env.kwargs.lopt_nominal_growth must be a number in (-1, 1), "
+                    f"got {lopt_nominal_growth!r}"
+                )
+        self.lopt_nominal_growth = lopt_nominal_growth or 0.0
         flat, self.unravel = ravel_pytree(self.as_meta_theta(jax.random.key(THETA_SEED)))
         if loss_cap is None:
             loss_cap = LOSS_CAPS[task]
@@ -137,7 +152,9 @@ class LearnedOptimizer(unrolled.UnrolledOptimizationEnv):
         so that every ``step_mult`` starts from the same optimizer."""
         theta = lopt.init(key, self.lopt_hidden_sizes, self.lopt_features)
         if self.lopt_nominal_rate is not None:
-            theta = lopt.with_nominal_rmsprop(theta, self.lopt_nominal_rate)
+            theta = lopt.with_nominal_rmsprop(
+                theta, self.lopt_nominal_rate, self.lopt_nominal_growth
+            )
         return lopt.scale_steps(theta, 1.0 / self.step_scale)
 
     def lopt_theta(self, theta: jax.Array) -> lopt.Theta:

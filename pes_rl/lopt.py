@@ -56,6 +56,7 @@ RMS_DECAYS = (0.9, 0.99, 0.999)  # each is also in DECAYS: m_d·r pairs momentum
 NUM_RMS_FEATURES = 2 * len(RMS_DECAYS)  # g·r and m_d·r per decay
 RMS_EPSILON = 1e-8  # r = 1/√(v + ε²): a gradient that stays 0 gives features of 0
 NOMINAL_OTHERS_SCALE = 0.1  # with_nominal_rmsprop: the other units' share of o_dir at θ_0
+GROWTH_PATH_GAIN = 30.0  # with_nominal_rmsprop: the growth path's hidden units read 30·p
 FEATURE_SETS = {"base": NUM_FEATURES, "rms": NUM_FEATURES + NUM_RMS_FEATURES}  # name -> inputs
 STEP_MULT = 1e-3  # λ in p ← p − o_dir·exp(λ·o_mag)·λ
 EXP_MULT = 1e-3
@@ -106,30 +107,40 @@ def init(
     return layers
 
 
-def with_nominal_rmsprop(theta: Theta, rate: float) -> Theta:
+def with_nominal_rmsprop(theta: Theta, rate: float, growth: float = 0.0) -> Theta:
     """θ that steps ``rate``·normalized(g·r), RMSProp's direction (v at ``RMS_DECAYS[0]``),
-    plus what its other units add: two units of every hidden layer carry relu(±g·r) through,
-    and o_dir reads them with weights ±rate/λ. The other units' o_dir weights are scaled by
+    grows every tensor by ``growth``·normalized(p) (weight decay's path, with the opposite
+    sign), plus what its other units add. Units 0 and 1 of every hidden layer carry
+    relu(±g·r) through, units 2 and 3 relu(±``GROWTH_PATH_GAIN``·p); o_dir reads them with
+    weights ±rate/λ and ∓growth/(gain·λ). The other units' o_dir weights are scaled by
     ``NOMINAL_OTHERS_SCALE`` (at full scale their random steps drift the inner parameters and
     double the steps a CNN needs to memorize the digits). An "rms" θ only.
 
     A learned optimizer that starts as a hand-designed one and learns from there: the
     nominal descent term of Harrison, Metz and Sohl-Dickstein (NeurIPS 2022), as an
-    initialization.
+    initialization. At ``growth=0`` the growth path is open but unused: meta-training sets
+    its sign and size (the gain lets its Adam steps move the growth ~30× faster).
     """
     if features_of(theta) != "rms":
         raise ValueError("a nominal RMSProp direction needs the 'rms' features")
-    feature = NUM_TENSOR_FEATURES  # g·r at RMS_DECAYS[0]
+    if min(layer["w"].shape[1] for layer in theta[:-1]) < 4:
+        raise ValueError("a nominal θ needs hidden layers of at least 4 units")
+    descent, value = NUM_TENSOR_FEATURES, 1  # g·r at RMS_DECAYS[0]; p
+    paths = jnp.array([1.0, -1.0, GROWTH_PATH_GAIN, -GROWTH_PATH_GAIN])
     layers = [dict(layer) for layer in theta]
-    carried = jnp.zeros_like(layers[0]["w"][:, :2]).at[feature].set(jnp.array([1.0, -1.0]))
-    for layer in layers[:-1]:  # units 0 and 1: relu(g·r) and relu(−g·r), then passed on
-        layer["w"] = layer["w"].at[:, :2].set(carried)
-        layer["b"] = layer["b"].at[:2].set(0.0)
-        carried = jnp.zeros((layer["w"].shape[1], 2)).at[0, 0].set(1.0).at[1, 1].set(1.0)
+    rows = jnp.array([descent, descent, value, value])
+    carried = jnp.zeros_like(layers[0]["w"][:, :4]).at[rows, jnp.arange(4)].set(paths)
+    for layer in layers[:-1]:  # units 0–3 read the paths, then pass them on
+        layer["w"] = layer["w"].at[:, :4].set(carried)
+        layer["b"] = layer["b"].at[:4].set(0.0)
+        carried = jnp.zeros((layer["w"].shape[1], 4)).at[jnp.arange(4), jnp.arange(4)].set(1.0)
     out = layers[-1]
-    direction = jnp.array([[rate / STEP_MULT, 0.0], [-rate / STEP_MULT, 0.0]])
-    others = out["w"].at[2:, 0].multiply(NOMINAL_OTHERS_SCALE)
-    layers[-1] = {"w": others.at[:2].set(direction), "b": out["b"]}
+    descent_weight, growth_weight = rate / STEP_MULT, growth / (GROWTH_PATH_GAIN * STEP_MULT)
+    paths_out = jnp.array(
+        [[descent_weight, 0.0], [-descent_weight, 0.0], [-growth_weight, 0.0], [growth_weight, 0.0]]
+    )
+    others = out["w"].at[4:, 0].multiply(NOMINAL_OTHERS_SCALE)
+    layers[-1] = {"w": others.at[:4].set(paths_out), "b": out["b"]}
     return layers
 
 

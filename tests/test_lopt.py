@@ -147,13 +147,34 @@ def test_nominal_rmsprop_theta_starts_as_rmsprops_direction(hidden_sizes):
     # With the random units (scaled by NOMINAL_OTHERS_SCALE) it stays close to that.
     full = lopt.update(lopt.with_nominal_rmsprop(theta, 0.02), grads, params, state)[0]
     assert 0 < float(jnp.abs(full["w"] - nominal["w"]).max()) < 0.005
+    # The growth path: with no gradient, p grows by growth·p/rms(p) (0: open but unused).
+    values = {"w": jnp.array([1.0, -2.0, 3.0, 0.5])}
+    no_grads = {"w": jnp.zeros(4)}
+    for growth in (0.0, 0.01, -0.01):
+        grown = lopt.update(
+            lopt.with_nominal_rmsprop(silent, 0.02, growth), no_grads, values, state
+        )[0]
+        rms = np.sqrt(1e-5 + np.mean(np.square(values["w"])))
+        np.testing.assert_allclose(grown["w"], values["w"] * (1 + growth / rms), rtol=1e-5)
     with pytest.raises(ValueError, match="needs the 'rms' features"):
         lopt.with_nominal_rmsprop(lopt.init(jax.random.key(0)), 0.02)
+    with pytest.raises(ValueError, match="at least 4 units"):
+        lopt.with_nominal_rmsprop(lopt.init(jax.random.key(0), (3,), "rms"), 0.02)
     kwargs = dict(task="quadratic", min_length=3, max_length=3)
     with pytest.raises(ValueError, match="lopt_nominal_rate needs env.kwargs.lopt_features: rms"):
         envs.make("learned_optimizer", lopt_nominal_rate=0.02, **kwargs)
     with pytest.raises(ValueError, match="lopt_nominal_rate must be a number > 0"):
         envs.make("learned_optimizer", lopt_features="rms", lopt_nominal_rate=-1, **kwargs)
+    with pytest.raises(ValueError, match="lopt_nominal_growth needs env.kwargs.lopt_nominal_rate"):
+        envs.make("learned_optimizer", lopt_features="rms", lopt_nominal_growth=0.01, **kwargs)
+    with pytest.raises(ValueError, match=r"lopt_nominal_growth must be a number in \(-1, 1\)"):
+        envs.make(
+            "learned_optimizer",
+            lopt_features="rms",
+            lopt_nominal_rate=0.02,
+            lopt_nominal_growth=2,
+            **kwargs,
+        )
 
 
 def test_rms_theta_saves_loads_and_steps_as_optax(tmp_path):
