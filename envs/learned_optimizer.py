@@ -123,7 +123,9 @@ class LearnedOptimizer(unrolled.UnrolledOptimizationEnv):
                 raise ValueError(
                     "env.kwargs.lopt_nominal_growth needs env.kwargs.lopt_nominal_rate"
                 )
-            if not isinstance(lopt_nominal_growth, int | float) or not -1 < lopt_nominal_growth < 1:
+            growth = lopt_nominal_growth  # a number, as check_positive takes one (not a bool)
+            is_number = isinstance(growth, int | float) and not isinstance(growth, bool)
+            if not is_number or not -1 < growth < 1:
                 raise ValueError(
                     "env.kwargs.lopt_nominal_growth must be a number in (-1, 1), "
                     f"got {lopt_nominal_growth!r}"

@@ -167,14 +167,15 @@ def test_nominal_rmsprop_theta_starts_as_rmsprops_direction(hidden_sizes):
         envs.make("learned_optimizer", lopt_features="rms", lopt_nominal_rate=-1, **kwargs)
     with pytest.raises(ValueError, match="lopt_nominal_growth needs env.kwargs.lopt_nominal_rate"):
         envs.make("learned_optimizer", lopt_features="rms", lopt_nominal_growth=0.01, **kwargs)
-    with pytest.raises(ValueError, match=r"lopt_nominal_growth must be a number in \(-1, 1\)"):
-        envs.make(
-            "learned_optimizer",
-            lopt_features="rms",
-            lopt_nominal_rate=0.02,
-            lopt_nominal_growth=2,
-            **kwargs,
-        )
+    for growth in (2, False):
+        with pytest.raises(ValueError, match=r"lopt_nominal_growth must be a number in \(-1, 1\)"):
+            envs.make(
+                "learned_optimizer",
+                lopt_features="rms",
+                lopt_nominal_rate=0.02,
+                lopt_nominal_growth=growth,
+                **kwargs,
+            )
 
 
 def test_rms_theta_saves_loads_and_steps_as_optax(tmp_path):
