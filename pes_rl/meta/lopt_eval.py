@@ -79,7 +79,9 @@ def make_curve(
 ):
     """``curve(optimizer, params, variant, data_key) -> [steps // record_every + 1, len(splits)]``.
 
-    Each row holds the whole-split losses at step 0 and every ``record_every`` steps. The
+    Each row holds the whole-split losses at step 0 and every ``record_every`` steps. Step t's
+    minibatch comes from the t-th of ``steps`` keys split from ``data_key``, whatever
+    ``record_every`` is: runs recorded at two intervals train on the same minibatches. The
     task's variant and initial parameters come in as arguments: drawn once per seed, they are
     shared by every optimizer, and compiling them into each optimizer's run would double its
     compilation time.
@@ -96,12 +98,12 @@ def make_curve(
             updates, opt_state = optimizer.update(grads, opt_state, params)
             return (optax.apply_updates(params, updates), opt_state), None
 
-        def block(carry, block_key):
-            carry, _ = jax.lax.scan(step, carry, jax.random.split(block_key, record_every))
+        def block(carry, step_keys):
+            carry, _ = jax.lax.scan(step, carry, step_keys)
             return carry, losses(carry[0], variant)
 
-        blocks = jax.random.split(data_key, steps // record_every)
-        _, recorded = jax.lax.scan(block, (params, optimizer.init(params)), blocks)
+        step_keys = jax.random.split(data_key, steps).reshape(-1, record_every)
+        _, recorded = jax.lax.scan(block, (params, optimizer.init(params)), step_keys)
         return jnp.concatenate([losses(params, variant)[None], recorded])
 
     return curve
