@@ -10,10 +10,6 @@ With ``features="rms"`` (Metz et al. 2019's RMS terms) it also gets, for each d 
 ``RMS_DECAYS``, g·r and m_d·r with r = 1/√v_d, v_d ← d·v_d + (1−d)·g² (RMSProp's and Adam's
 per-parameter directions; also normalized per tensor): 25 features. The per-tensor
 normalization of the base features cannot give one parameter a step of its own scale; these can.
-With ``features="rms_raw"`` it also gets the parameter's raw value p (not normalized): 26
-features. A step proportional to p (weight decay, or its opposite, multiplicative weight
-growth) needs it: a normalized p only makes steps proportional to p/RMS(p), which grow a tensor
-by a fixed amount per step instead of a fixed fraction.
 
 The MLP outputs (o_dir, o_mag) and the update is p ← p − o_dir·exp(λ·o_mag)·λ with λ = 1e-3.
 θ, the MLP's weights (~1.8k numbers with two hidden layers of 32), is what ES/PES meta-train;
@@ -61,12 +57,7 @@ NUM_RMS_FEATURES = 2 * len(RMS_DECAYS)  # g·r and m_d·r per decay
 RMS_EPSILON = 1e-8  # r = 1/√(v + ε²): a gradient that stays 0 gives features of 0
 NOMINAL_OTHERS_SCALE = 0.1  # with_nominal_rmsprop: the other units' share of o_dir at θ_0
 GROWTH_PATH_GAIN = 30.0  # with_nominal_rmsprop: the growth path's hidden units read 30·p
-FEATURE_SETS = {  # name -> inputs
-    "base": NUM_FEATURES,
-    "rms": NUM_FEATURES + NUM_RMS_FEATURES,
-    "rms_raw": NUM_FEATURES + NUM_RMS_FEATURES + 1,  # the raw p, after the rms features
-}
-RMS_FEATURE_SETS = ("rms", "rms_raw")  # the sets that carry second moments
+FEATURE_SETS = {"base": NUM_FEATURES, "rms": NUM_FEATURES + NUM_RMS_FEATURES}  # name -> inputs
 STEP_MULT = 1e-3  # λ in p ← p − o_dir·exp(λ·o_mag)·λ
 EXP_MULT = 1e-3
 HIDDEN_SIZES = (32, 32)
@@ -78,7 +69,7 @@ class LOptState(NamedTuple):
 
     momenta: Params  # like the inner params, each leaf with a trailing axis of len(DECAYS)
     step: jax.Array  # shape=(), int32: inner steps taken
-    second_moments: Params = None  # rms feature sets only: trailing axis of len(RMS_DECAYS)
+    second_moments: Params = None  # "rms" features only: trailing axis of len(RMS_DECAYS)
 
 
 def check_features(features: str) -> str:
@@ -118,27 +109,23 @@ def init(
 
 def with_nominal_rmsprop(theta: Theta, rate: float, growth: float = 0.0) -> Theta:
     """θ that steps ``rate``·normalized(g·r), RMSProp's direction (v at ``RMS_DECAYS[0]``),
-    grows every tensor by ``growth``·p_in (weight decay's path, with the opposite sign), plus
-    what its other units add. p_in is the normalized p ("rms" θ: each tensor grows by a fixed
-    amount per step) or the raw p ("rms_raw" θ: by a fixed fraction, p ← (1 + growth)·p). Units
-    0 and 1 of every hidden layer carry relu(±g·r) through, units 2 and 3
-    relu(±``GROWTH_PATH_GAIN``·p_in); o_dir reads them with weights ±rate/λ and ∓growth/(gain·λ).
-    The other units' o_dir weights are scaled by ``NOMINAL_OTHERS_SCALE`` (at full scale their
-    random steps drift the inner parameters and double the steps a CNN needs to memorize the
-    digits). A θ of an rms feature set only.
+    grows every tensor by ``growth``·normalized(p) (weight decay's path, with the opposite
+    sign), plus what its other units add. Units 0 and 1 of every hidden layer carry
+    relu(±g·r) through, units 2 and 3 relu(±``GROWTH_PATH_GAIN``·p); o_dir reads them with
+    weights ±rate/λ and ∓growth/(gain·λ). The other units' o_dir weights are scaled by
+    ``NOMINAL_OTHERS_SCALE`` (at full scale their random steps drift the inner parameters and
+    double the steps a CNN needs to memorize the digits). An "rms" θ only.
 
     A learned optimizer that starts as a hand-designed one and learns from there: the
     nominal descent term of Harrison, Metz and Sohl-Dickstein (NeurIPS 2022), as an
     initialization. At ``growth=0`` the growth path is open but unused: meta-training sets
     its sign and size (the gain lets its Adam steps move the growth ~30× faster).
     """
-    features = features_of(theta)
-    if features not in RMS_FEATURE_SETS:
-        raise ValueError("a nominal RMSProp direction needs the 'rms' or 'rms_raw' features")
+    if features_of(theta) != "rms":
+        raise ValueError("a nominal RMSProp direction needs the 'rms' features")
     if min(layer["w"].shape[1] for layer in theta[:-1]) < 4:
         raise ValueError("a nominal θ needs hidden layers of at least 4 units")
-    descent = NUM_TENSOR_FEATURES  # g·r at RMS_DECAYS[0]
-    value = NUM_TENSOR_FEATURES + NUM_RMS_FEATURES if features == "rms_raw" else 1  # p_in
+    descent, value = NUM_TENSOR_FEATURES, 1  # g·r at RMS_DECAYS[0]; p
     paths = jnp.array([1.0, -1.0, GROWTH_PATH_GAIN, -GROWTH_PATH_GAIN])
     layers = [dict(layer) for layer in theta]
     rows = jnp.array([descent, descent, value, value])
@@ -158,13 +145,12 @@ def with_nominal_rmsprop(theta: Theta, rate: float, growth: float = 0.0) -> Thet
 
 
 def init_state(params: Params, features: str = "base") -> LOptState:
-    """Zero momenta (and second moments for an rms feature set) for ``params``, step 0."""
+    """Zero momenta (and second moments for ``features="rms"``) for ``params``, step 0."""
 
     def zeros(decays):
         return jax.tree.map(lambda p: jnp.zeros((*jnp.shape(p), len(decays)), jnp.float32), params)
 
-    has_rms = check_features(features) in RMS_FEATURE_SETS
-    second_moments = zeros(RMS_DECAYS) if has_rms else None
+    second_moments = zeros(RMS_DECAYS) if check_features(features) == "rms" else None
     return LOptState(zeros(DECAYS), jnp.zeros((), jnp.int32), second_moments)
 
 
@@ -238,15 +224,14 @@ def update(
     """One learned-optimizer step: (new params, new state). Pure; jit and vmap freely.
 
     Fused: every tensor's features are normalized on their own, then all parameters go
-    through the MLP as one [num_params, 19, 25 or 26] batch (one matmul per layer, not one per
+    through the MLP as one [num_params, 19 or 25] batch (one matmul per layer, not one per
     tensor).
     """
-    features = features_of(theta)
-    rms, raw = features in RMS_FEATURE_SETS, features == "rms_raw"
+    rms = features_of(theta) == "rms"
     if rms != (state.second_moments is not None):
         raise ValueError(
-            f"θ takes {features!r} features but the state was made for another set: "
-            f"use init_state(params, {features!r})"
+            f"θ takes {features_of(theta)!r} features but the state was made for the other set: "
+            f"use init_state(params, {features_of(theta)!r})"
         )
     momenta = _moving_averages(DECAYS, state.momenta, grads)
     second_moments = (
@@ -262,8 +247,6 @@ def update(
         row = tensor_features(g, p, m)
         if v is not None:
             row = jnp.concatenate([row, rms_features(g, m, v)], axis=-1)
-        if raw:
-            row = jnp.concatenate([row, p[..., None]], axis=-1)
         rows.append(row.reshape(p.size, -1))
     steps = step_size(mlp_split_time(theta, jnp.concatenate(rows), time_features(state.step)))
     offsets = np.cumsum([0] + [p.size for p in leaves])

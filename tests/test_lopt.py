@@ -134,13 +134,12 @@ def test_rms_features_give_every_parameter_a_step_of_its_own_scale():
         lopt.update(rmsprop, grads, params, lopt.init_state(params))
 
 
-@pytest.mark.parametrize("features", ["rms", "rms_raw"])
 @pytest.mark.parametrize("hidden_sizes", [(8,), (8, 6)])
-def test_nominal_rmsprop_theta_starts_as_rmsprops_direction(hidden_sizes, features):
+def test_nominal_rmsprop_theta_starts_as_rmsprops_direction(hidden_sizes):
     grads = {"w": jnp.array([1e-4, -1.0, 100.0, -3e-3])}
     params = {"w": jnp.zeros(4)}
-    state = lopt.init_state(params, features)
-    theta = lopt.init(jax.random.key(0), hidden_sizes, features)
+    state = lopt.init_state(params, "rms")
+    theta = lopt.init(jax.random.key(0), hidden_sizes, "rms")
     silent = [*theta[:-1], {"w": jnp.zeros_like(theta[-1]["w"]), "b": theta[-1]["b"]}]
     # The nominal path alone: every parameter steps 0.02 against its gradient's sign.
     nominal = lopt.update(lopt.with_nominal_rmsprop(silent, 0.02), grads, params, state)[0]
@@ -148,22 +147,21 @@ def test_nominal_rmsprop_theta_starts_as_rmsprops_direction(hidden_sizes, featur
     # With the random units (scaled by NOMINAL_OTHERS_SCALE) it stays close to that.
     full = lopt.update(lopt.with_nominal_rmsprop(theta, 0.02), grads, params, state)[0]
     assert 0 < float(jnp.abs(full["w"] - nominal["w"]).max()) < 0.005
-    # The growth path: with no gradient, p grows by growth·p/rms(p) (rms) or growth·p
-    # (rms_raw: a fixed fraction); 0: open but unused.
+    # The growth path: with no gradient, p grows by growth·p/rms(p) (0: open but unused).
     values = {"w": jnp.array([1.0, -2.0, 3.0, 0.5])}
     no_grads = {"w": jnp.zeros(4)}
-    rms = np.sqrt(1e-5 + np.mean(np.square(values["w"]))) if features == "rms" else 1.0
     for growth in (0.0, 0.01, -0.01):
         grown = lopt.update(
             lopt.with_nominal_rmsprop(silent, 0.02, growth), no_grads, values, state
         )[0]
+        rms = np.sqrt(1e-5 + np.mean(np.square(values["w"])))
         np.testing.assert_allclose(grown["w"], values["w"] * (1 + growth / rms), rtol=1e-5)
-    with pytest.raises(ValueError, match="needs the 'rms' or 'rms_raw' features"):
+    with pytest.raises(ValueError, match="needs the 'rms' features"):
         lopt.with_nominal_rmsprop(lopt.init(jax.random.key(0)), 0.02)
     with pytest.raises(ValueError, match="at least 4 units"):
         lopt.with_nominal_rmsprop(lopt.init(jax.random.key(0), (3,), "rms"), 0.02)
     kwargs = dict(task="quadratic", min_length=3, max_length=3)
-    with pytest.raises(ValueError, match="lopt_nominal_rate needs env.kwargs.lopt_features rms"):
+    with pytest.raises(ValueError, match="lopt_nominal_rate needs env.kwargs.lopt_features: rms"):
         envs.make("learned_optimizer", lopt_nominal_rate=0.02, **kwargs)
     with pytest.raises(ValueError, match="lopt_nominal_rate must be a number > 0"):
         envs.make("learned_optimizer", lopt_features="rms", lopt_nominal_rate=-1, **kwargs)
