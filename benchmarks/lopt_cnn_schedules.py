@@ -17,9 +17,7 @@ losses, the first step at which each optimizer's geometric-mean curve reaches th
   per step that meta-training learns.
 
     python benchmarks/lopt_cnn_schedules.py --out benchmarks/results/lopt_cnn_schedules_cpu.json
-    python benchmarks/lopt_cnn_schedules.py \
-        --optimizers lopt_nominal_theta_0 lopt_nominal_theta_0_growth_0.004 \
-        --out benchmarks/results/lopt_cnn_nominal_cpu.json
+    python benchmarks/lopt_cnn_schedules.py --optimizers rmsprop lopt_nominal_theta_0
 """
 
 from __future__ import annotations
