@@ -460,6 +460,7 @@ def test_lopt_eval_compares_with_three_tuned_baselines_on_the_validation_loss(tm
     out = run_dir / "lopt_eval"
     results = json.loads((out / "results.json").read_text())
     assert results["task"] == "mlp_digits" and results["objective"] == "val_loss"
+    assert results["first_seed"] == lopt_eval.SEED_OFFSET
     assert list(lopt_tasks.EVAL_DISTRIBUTIONS["mlp_digits"]) == ["train", "heldout"]
     assert "train" not in results
     for distribution in ("heldout",):
@@ -497,3 +498,14 @@ def test_lopt_eval_curves_see_the_same_minibatches_at_any_recording_interval():
     # Steps 0, 6 and 12 are in both: the same minibatches give the same losses.
     np.testing.assert_allclose(coarse, fine[::2], rtol=1e-5)
     assert float(fine[-1, 0]) < float(fine[0, 0])
+
+
+def test_lopt_eval_first_seed_draws_other_tasks_and_refuses_low_seeds(tmp_path, capsys):
+    task = lopt_tasks.make("quadratic")
+    targets = [lopt_eval.draw_tasks(task, 2, first)[1] for first in (10_000, 10_001, 20_000)]
+    np.testing.assert_array_equal(lopt_eval.draw_tasks(task, 2)[1], targets[0])
+    np.testing.assert_array_equal(targets[0][1], targets[1][0])  # seed 10,001 in both
+    assert not np.allclose(targets[0], targets[2])
+    lopt.save(tmp_path / "lopt_theta.npz", lopt.init(jax.random.key(0)))
+    assert lopt_eval.main([str(tmp_path), "--first-seed", "5"]) == 2
+    assert "--first-seed must be >= 10000, got 5" in capsys.readouterr().err

@@ -1,17 +1,17 @@
 """Evaluates a meta-trained learned optimizer against tuned Adam, RMSProp and SGD+momentum.
 
-    python -m pes_rl.meta.lopt_eval RUN_DIR [--steps 1000] [--seeds 5] [--record-every 10]
-        [--task mlp_digits] [--objective {train_loss,val_loss}] [--distributions train ...]
-        [--out DIR]
+    python -m pes_rl.meta.lopt_eval RUN_DIR [--steps 1000] [--seeds 5] [--first-seed 10000]
+        [--record-every 10] [--task mlp_digits] [--objective {train_loss,val_loss}]
+        [--distributions train ...] [--out DIR]
 
-Evaluates as Metz et al. (2019). For the task family of the run (or ``--task``), on each of
-its evaluation distributions (``lopt_tasks.EVAL_DISTRIBUTIONS``: the training distribution's
-unseen seeds and the held-out one(s), another architecture and seed stream), trains
-``--seeds`` fresh tasks for ``--steps`` inner steps with the learned optimizer of
-``RUN_DIR/lopt_theta.npz`` and with each baseline (``optax.adam``, ``optax.rmsprop``,
-``optax.sgd`` with momentum 0.9) at every learning rate of a log grid (11 values, 1e-4 … 10).
-Each baseline's rate is tuned per distribution on the objective the optimizer was meta-trained
-for (the run's ``env.kwargs.objective``, or ``--objective``):
+Evaluates as Metz et al. (2019). For the task family of the run (or ``--task``), on each of its
+evaluation distributions (``lopt_tasks.EVAL_DISTRIBUTIONS``: the training distribution's unseen
+seeds and the held-out one(s), another architecture and seed stream), trains ``--seeds`` fresh
+tasks (seeds ``--first-seed``, ``--first-seed`` + 1, …) for ``--steps`` inner steps with the
+learned optimizer of ``RUN_DIR/lopt_theta.npz`` and with each baseline (``optax.adam``,
+``optax.rmsprop``, ``optax.sgd`` with momentum 0.9) at every learning rate of a log grid (11
+values, 1e-4 … 10). Each baseline's rate is tuned per distribution on the objective the
+optimizer was meta-trained for (the run's ``env.kwargs.objective``, or ``--objective``):
 
 * ``train_loss``: the lowest training loss over the last tenth of the run (geometric mean over
   seeds and points; the last point alone rewards a rate that is chaotic all run and lucky at
@@ -109,12 +109,13 @@ def make_curve(
     return curve
 
 
-def draw_tasks(task: lopt_tasks.InnerTask, seeds: int) -> tuple:
-    """(params, variants, data keys), stacked over ``seeds`` evaluation seeds."""
+def draw_tasks(task: lopt_tasks.InnerTask, seeds: int, first_seed: int = SEED_OFFSET) -> tuple:
+    """(params, variants, data keys), stacked over the evaluation seeds ``first_seed``,
+    ``first_seed`` + 1, … (``seeds`` of them)."""
     # One seed at a time: task.init and task.sample are jitted, and compile faster unbatched.
     drawn = []
     for seed in range(seeds):
-        variant_key, init_key, data_key = jax.random.split(jax.random.key(SEED_OFFSET + seed), 3)
+        variant_key, init_key, data_key = jax.random.split(jax.random.key(first_seed + seed), 3)
         drawn.append((task.init(init_key), task.sample(variant_key), data_key))
     return jax.tree.map(lambda *leaves: jnp.stack(leaves), *drawn)
 
@@ -171,6 +172,7 @@ def evaluate_distribution(
     record_every: int,
     objective: str = "train_loss",
     has_splits: bool = True,
+    first_seed: int = SEED_OFFSET,
 ) -> dict:
     """Curves of the learned optimizer and of each baseline at its tuned rate.
 
@@ -181,7 +183,7 @@ def evaluate_distribution(
     """
     splits = SPLITS if has_splits else ("train",)
     curve_fn = make_curve(task, steps, record_every, splits)
-    tasks = draw_tasks(task, seeds)
+    tasks = draw_tasks(task, seeds, first_seed)
     first = jax.tree.map(lambda x: x[0], tasks)  # the run that is timed
 
     def over_seeds(optimizer, params, variants, data_keys):
@@ -445,6 +447,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("run_dir", type=Path, help="a learned_optimizer run (has lopt_theta.npz)")
     parser.add_argument("--steps", type=int, default=1000, help="inner steps per run")
     parser.add_argument("--seeds", type=int, default=5, help="tasks per distribution")
+    parser.add_argument(
+        "--first-seed",
+        type=int,
+        default=SEED_OFFSET,
+        help=f"the tasks are seeds FIRST_SEED, FIRST_SEED + 1, ... (default {SEED_OFFSET}; "
+        f"at least {SEED_OFFSET}, so that no task is one meta-training drew)",
+    )
     parser.add_argument("--record-every", type=int, default=10, help="steps between loss points")
     parser.add_argument("--task", default=None, help="task family (default: the run's)")
     parser.add_argument(
@@ -471,6 +480,10 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, name) < 1:
             print(f"error: --{name.replace('_', '-')} must be >= 1", file=sys.stderr)
             return 2
+    if args.first_seed < SEED_OFFSET:
+        print(f"error: --first-seed must be >= {SEED_OFFSET}, got {args.first_seed}",
+              file=sys.stderr)  # fmt: skip
+        return 2
     if args.steps % args.record_every:
         print("error: --steps must be a multiple of --record-every", file=sys.stderr)
         return 2
@@ -513,12 +526,19 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
         results[distribution] = evaluate_distribution(
-            task, theta, args.steps, args.seeds, args.record_every, objective, has_splits
+            task, theta, args.steps, args.seeds, args.record_every, objective, has_splits,
+            args.first_seed,
         )
         rows[distribution] = summarize(results[distribution])
     table = markdown_table(rows, args.steps, args.seeds, objective)
     (out / "results.md").write_text(table)
-    header = {"task": task_name, "objective": objective, "steps": args.steps, "seeds": args.seeds}
+    header = {
+        "task": task_name,
+        "objective": objective,
+        "steps": args.steps,
+        "seeds": args.seeds,
+        "first_seed": args.first_seed,
+    }
     (out / "results.json").write_text(json.dumps(header | rows, indent=2))
     plot(
         results,
