@@ -22,7 +22,7 @@ from jax.sharding import Mesh
 
 from pes_rl import normalization
 from pes_rl.agents import shaping
-from pes_rl.checks import is_positive_int
+from pes_rl.checks import is_number, is_positive_int
 from pes_rl.envs.base import Env
 from pes_rl.policies import Policy
 from pes_rl.stepping import engine, memory
@@ -120,11 +120,7 @@ class Estimator:
         self.fitness_shaping = fitness_shaping
         self.obs_normalization = obs_normalization
         reward_shift = 0.0 if reward_shift is None else reward_shift
-        if (
-            isinstance(reward_shift, bool)
-            or not isinstance(reward_shift, int | float)
-            or (not math.isfinite(reward_shift))
-        ):
+        if not is_number(reward_shift) or not math.isfinite(reward_shift):
             raise ValueError(f"agent.reward_shift must be a finite number, got {reward_shift!r}")
         self.reward_shift = float(reward_shift)
         self.top_directions = self._check_top_directions(top_directions)

@@ -34,6 +34,7 @@ import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
 from pes_rl import lopt
+from pes_rl.checks import is_number
 from pes_rl.envs import lopt_tasks, unrolled
 
 OBJECTIVES = ("train_loss", "val_loss")
@@ -123,9 +124,7 @@ class LearnedOptimizer(unrolled.UnrolledOptimizationEnv):
                 raise ValueError(
                     "env.kwargs.lopt_nominal_growth needs env.kwargs.lopt_nominal_rate"
                 )
-            growth = lopt_nominal_growth  # a number, as check_positive takes one (not a bool)
-            is_number = isinstance(growth, int | float) and not isinstance(growth, bool)
-            if not is_number or not -1 < growth < 1:
+            if not is_number(lopt_nominal_growth) or not -1 < lopt_nominal_growth < 1:
                 raise ValueError(
                     "env.kwargs.lopt_nominal_growth must be a number in (-1, 1), "
                     f"got {lopt_nominal_growth!r}"

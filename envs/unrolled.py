@@ -37,7 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 from gymnasium import spaces
 
-from pes_rl.checks import is_positive_int
+from pes_rl.checks import is_number, is_positive_int
 from pes_rl.envs.base import Env, EnvSpec, State
 
 Params = Any
@@ -200,7 +200,7 @@ def check_count(name: str, value: Any) -> int:
 
 def check_positive(name: str, value: Any) -> float:
     """A number > 0 (a cap, a scale), as a float: else a ValueError naming ``env.kwargs.<name>``."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+    if not is_number(value) or not value > 0:
         raise ValueError(f"env.kwargs.{name} must be a number > 0, got {value!r}")
     return float(value)
 

@@ -14,6 +14,12 @@ def is_positive_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
+def is_number(value: Any) -> bool:
+    """An int or a float that is not a bool (YAML's ``false`` is not 0): the check behind
+    every number-valued argument."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 def check_kwargs(
     kwargs: Mapping[str, Any],
     takers: Sequence[Callable],

@@ -9,7 +9,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from pes_rl.checks import is_positive_int
+from pes_rl.checks import is_number, is_positive_int
 
 CONFIG_DIR = Path(str(importlib.resources.files("pes_rl.configs")))  # package data
 # Keys that may change between a run and its resumption without changing its results.
@@ -133,7 +133,7 @@ def validate(cfg: DictConfig) -> None:
         if not ok(value):
             raise ValueError(f"{name} must be {allowed}, got {value!r}")
     lr = cfg.optimizer.lr
-    if isinstance(lr, bool) or not isinstance(lr, int | float) or not math.isfinite(lr) or lr <= 0:
+    if not is_number(lr) or not math.isfinite(lr) or lr <= 0:
         raise ValueError(f"optimizer.lr must be a finite number > 0, got {lr!r}")
 
 

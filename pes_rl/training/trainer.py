@@ -29,6 +29,7 @@ from pes_rl import agents, lopt
 from pes_rl.after.trained import POLICY_FILE, save_policy
 from pes_rl.agents import curriculum
 from pes_rl.agents.base import WindowLength
+from pes_rl.checks import is_number
 from pes_rl.envs.gymnax_env import twin_hint
 from pes_rl.envs.learned_optimizer import LearnedOptimizer
 from pes_rl.meta.random_search import RandomSearch
@@ -165,7 +166,7 @@ def make_optimizer(cfg: DictConfig) -> optax.GradientTransformation:
             )
         if key == "nesterov" or key.endswith("dtype"):
             continue  # a flag or a dtype name; optax checks those
-        if isinstance(value, bool) or not isinstance(value, int | float):
+        if not is_number(value):
             raise ValueError(f"optimizer.kwargs.{key} must be a number, got {value!r}")
     return factory(cfg.lr, **kwargs)
 
