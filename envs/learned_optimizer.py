@@ -74,6 +74,9 @@ class LearnedOptimizer(unrolled.UnrolledOptimizationEnv):
       lopt_nominal_growth: with ``lopt_nominal_rate``, θ_0 also grows every tensor by this
         much per step along its normalized values (negative: weight decay). None = 0: the
         growth path is open but unused, and meta-training sets it.
+      lopt_init: θ_0 = a saved learned optimizer (a ``lopt_theta.npz`` or a run dir holding
+        one): meta-training goes on from it, e.g. with longer inner runs. Its feature set and
+        hidden sizes must match ``lopt_features`` and ``lopt_hidden_sizes``. None: θ_0 as above.
     """
 
     def __init__(
@@ -93,6 +96,7 @@ class LearnedOptimizer(unrolled.UnrolledOptimizationEnv):
         lopt_features: str | None = None,
         lopt_nominal_rate: float | None = None,
         lopt_nominal_growth: float | None = None,
+        lopt_init: str | None = None,
     ):
         if objective not in OBJECTIVES:
             raise ValueError(
@@ -130,6 +134,7 @@ class LearnedOptimizer(unrolled.UnrolledOptimizationEnv):
                     f"got {lopt_nominal_growth!r}"
                 )
         self.lopt_nominal_growth = lopt_nominal_growth or 0.0
+        self.lopt_init = None if lopt_init is None else self._load_init(lopt_init)
         flat, self.unravel = ravel_pytree(self.as_meta_theta(jax.random.key(THETA_SEED)))
         if loss_cap is None:
             loss_cap = LOSS_CAPS[task]
@@ -148,9 +153,30 @@ class LearnedOptimizer(unrolled.UnrolledOptimizationEnv):
             raise ValueError(f"env.kwargs.eval_length must be <= max_length ({max_length})")
         self.objective = objective
 
+    def _load_init(self, path: str) -> lopt.Theta:
+        """``lopt_init``'s θ, checked against the feature set and hidden sizes."""
+        if self.lopt_nominal_rate is not None:
+            raise ValueError(
+                "env.kwargs.lopt_init and env.kwargs.lopt_nominal_rate exclude each other"
+            )
+        try:
+            theta = lopt.load(path)
+        except (OSError, ValueError) as error:
+            raise ValueError(f"env.kwargs.lopt_init: {error}") from None
+        hidden_sizes = tuple(int(layer["w"].shape[1]) for layer in theta[:-1])
+        if lopt.features_of(theta) != self.lopt_features or hidden_sizes != self.lopt_hidden_sizes:
+            raise ValueError(
+                f"env.kwargs.lopt_init: {path} holds a θ with {lopt.features_of(theta)!r} "
+                f"features and hidden sizes {list(hidden_sizes)}; this run has "
+                f"{self.lopt_features!r} and {list(self.lopt_hidden_sizes)}"
+            )
+        return theta
+
     def as_meta_theta(self, key: jax.Array) -> lopt.Theta:
-        """``lopt.init(key)`` in meta-training's units: o_dir's weights divided by the step scale,
-        so that every ``step_mult`` starts from the same optimizer."""
+        """``lopt.init(key)`` (or ``lopt_init``'s θ) in meta-training's units: o_dir's weights
+        divided by the step scale, so that every ``step_mult`` starts from the same optimizer."""
+        if self.lopt_init is not None:
+            return lopt.scale_steps(self.lopt_init, 1.0 / self.step_scale)
         theta = lopt.init(key, self.lopt_hidden_sizes, self.lopt_features)
         if self.lopt_nominal_rate is not None:
             theta = lopt.with_nominal_rmsprop(

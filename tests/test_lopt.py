@@ -178,6 +178,39 @@ def test_nominal_rmsprop_theta_starts_as_rmsprops_direction(hidden_sizes):
             )
 
 
+def test_env_starts_from_a_saved_theta(tmp_path):
+    theta = lopt.init(jax.random.key(3), hidden_sizes=(4,), features="rms")
+    lopt.save(tmp_path / "lopt_theta.npz", theta)
+    kwargs = dict(task="quadratic", min_length=3, max_length=3, lopt_hidden_sizes=(4,))
+    env = envs.make(
+        "learned_optimizer", lopt_features="rms", lopt_init=str(tmp_path), step_mult=0.003, **kwargs
+    )
+    # θ_0 is the saved optimizer: in meta-training's units (o_dir / 3), back to it when saved.
+    started = env.lopt_theta(jnp.asarray(env.spec.default_action))
+    for layer, saved in zip(started, theta, strict=True):
+        np.testing.assert_allclose(layer["w"], saved["w"], rtol=1e-6)
+        np.testing.assert_allclose(layer["b"], saved["b"], rtol=1e-6)
+    with pytest.raises(
+        ValueError, match=r"'rms' features and hidden sizes \[4\]; this run has 'rms' and \[8\]"
+    ):
+        envs.make(
+            "learned_optimizer",
+            lopt_features="rms",
+            lopt_init=str(tmp_path),
+            **{**kwargs, "lopt_hidden_sizes": (8,)},
+        )
+    with pytest.raises(ValueError, match="lopt_init: no learned optimizer at"):
+        envs.make("learned_optimizer", lopt_features="rms", lopt_init=str(tmp_path / "x"), **kwargs)
+    with pytest.raises(ValueError, match="lopt_init and env.kwargs.lopt_nominal_rate exclude"):
+        envs.make(
+            "learned_optimizer",
+            lopt_features="rms",
+            lopt_nominal_rate=0.02,
+            lopt_init=str(tmp_path),
+            **kwargs,
+        )
+
+
 def test_rms_theta_saves_loads_and_steps_as_optax(tmp_path):
     theta = lopt.init(jax.random.key(0), hidden_sizes=(8,), features="rms")
     assert theta[0]["w"].shape == (25, 8) and lopt.features_of(theta) == "rms"
@@ -267,8 +300,9 @@ def test_a_diverging_learned_optimizer_gives_finite_rewards_and_gradients():
 
 def test_log_loss_rewards_minus_the_log_loss_and_charges_the_log_cap_on_divergence():
     kwargs = dict(task="quadratic", min_length=5, max_length=5)
-    plain, logged = envs.make("learned_optimizer", **kwargs), envs.make(
-        "learned_optimizer", log_loss=True, **kwargs
+    plain, logged = (
+        envs.make("learned_optimizer", **kwargs),
+        envs.make("learned_optimizer", log_loss=True, **kwargs),
     )
     theta = jnp.asarray(plain.spec.default_action)
     key = jax.random.key(3)
