@@ -495,6 +495,7 @@ def test_lopt_eval_compares_with_three_tuned_baselines_on_the_validation_loss(tm
     results = json.loads((out / "results.json").read_text())
     assert results["task"] == "mlp_digits" and results["objective"] == "val_loss"
     assert results["first_seed"] == lopt_eval.SEED_OFFSET
+    assert results["machine"] == lopt_eval.machine()
     assert list(lopt_tasks.EVAL_DISTRIBUTIONS["mlp_digits"]) == ["train", "heldout"]
     assert "train" not in results
     for distribution in ("heldout",):
@@ -543,3 +544,9 @@ def test_lopt_eval_first_seed_draws_other_tasks_and_refuses_low_seeds(tmp_path, 
     lopt.save(tmp_path / "lopt_theta.npz", lopt.init(jax.random.key(0)))
     assert lopt_eval.main([str(tmp_path), "--first-seed", "5"]) == 2
     assert "--first-seed must be >= 10000, got 5" in capsys.readouterr().err
+
+
+def test_lopt_eval_records_the_machine():
+    machine = lopt_eval.machine()
+    assert machine["jax"] == jax.__version__ and machine["device"] == jax.devices()[0].device_kind
+    assert isinstance(machine["cpu"], str) and machine["cpu"]

@@ -36,13 +36,15 @@ training set). Prints a line per distribution and per optimizer as it goes, and 
   tuned baseline;
 * ``results.json`` and ``results.md``: per distribution, the best baseline and its rate, final
   losses, steps and seconds to the target, speed-ups, test losses (the minimum over the run),
-  diverged runs, and each baseline's tuned rate and loss. The ``adam_*`` keys compare with
-  tuned Adam on the training loss alone, as earlier versions did.
+  diverged runs, and each baseline's tuned rate and loss; ``results.json`` also records the
+  ``machine`` (CPU, device, JAX version). The ``adam_*`` keys compare with tuned Adam on the
+  training loss alone, as earlier versions did.
 """
 
 from __future__ import annotations
 
 import json
+import platform
 import sys
 import time
 from pathlib import Path
@@ -72,6 +74,24 @@ TIMING_REPEATS = 5  # seconds_per_step: the fastest of this many whole runs
 # Training losses below this are float32 rounding (a cross-entropy of memorized data reads 0 or
 # 1e-9 at random): curves are clipped here, and reaching it counts as solving the task.
 LOSS_FLOOR = unrolled.LOG_FLOOR  # the same floor offsets the log_loss meta-objective
+
+
+def machine() -> dict[str, str]:
+    """Where the numbers were measured: the CPU, the first JAX device and JAX's version.
+
+    After a task is memorized a learned optimizer's run can be chaotic, and another CPU rounds
+    differently: the same command gives other steps to the target there (results-meta.md).
+    """
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            models = [
+                line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")
+            ]
+        cpu = models[0] if models else cpu
+    except OSError:
+        pass
+    return {"cpu": cpu, "device": jax.devices()[0].device_kind, "jax": jax.__version__}
 
 
 def make_curve(
@@ -526,7 +546,13 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
         results[distribution] = evaluate_distribution(
-            task, theta, args.steps, args.seeds, args.record_every, objective, has_splits,
+            task,
+            theta,
+            args.steps,
+            args.seeds,
+            args.record_every,
+            objective,
+            has_splits,
             args.first_seed,
         )
         rows[distribution] = summarize(results[distribution])
@@ -538,6 +564,7 @@ def main(argv: list[str] | None = None) -> int:
         "steps": args.steps,
         "seeds": args.seeds,
         "first_seed": args.first_seed,
+        "machine": machine(),
     }
     (out / "results.json").write_text(json.dumps(header | rows, indent=2))
     plot(

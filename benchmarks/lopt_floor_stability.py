@@ -1,0 +1,154 @@
+"""Does a train-loss learned optimizer stay at the floor, and how much does float rounding move
+its steps to the floor?
+
+The CNN train-loss goal is met when the seeds' geometric-mean training loss reaches tuned
+RMSProp's final loss, float32's floor (1e-6, ``lopt_eval.LOSS_FLOOR``): every seed at the floor
+at once. For RUN_DIR's learned optimizer and RMSProp at ``--rmsprop-lr`` (``lopt-eval``'s tuned
+rate) on ``--seeds`` unseen training-distribution tasks per set (``--first-seeds``), with
+``lopt-eval``'s whole-split losses, minibatches and recording every 25 steps, it measures:
+
+* the first step at which the mean is at the floor, the first at which it is below 1e-5, and
+  the recorded (seed, step) points after step 300 that are above the floor;
+* each twice: all seeds in one vmapped batch (as ``lopt-eval`` runs them) and in two halves.
+  The math is the same, XLA's vectorization is not, so float rounding differs: a run that is
+  chaotic after the floor shows it, and so does another CPU;
+* the learned optimizer with every step skipped whose minibatch gradient is exactly 0
+  (``still``: a hand-made rule tried here, not part of ``pes_rl.lopt``);
+* for the first task: the weights' norm, and the update's norm on steps with a zero gradient
+  (a memorized minibatch). RMSProp stands still there; the learned optimizer does not.
+
+    python benchmarks/lopt_floor_stability.py benchmarks/results/lopt_cnn_train \\
+        --out benchmarks/results/lopt_cnn_floor_stability_cpu.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from pes_rl import lopt
+from pes_rl.envs import lopt_tasks
+from pes_rl.meta import lopt_eval
+
+STEPS, RECORD_EVERY = 1000, 25
+NEAR_FLOOR = 1e-5
+SETTLED_FROM = 300  # off-floor points are counted from this step on
+
+
+def still_at_zero_gradient(optimizer: optax.GradientTransformation) -> optax.GradientTransformation:
+    """``optimizer`` with no step where every gradient is exactly 0 (its state still updates)."""
+
+    def update(grads, state, params=None):
+        updates, state = optimizer.update(grads, state, params)
+        moving = sum(jnp.sum(jnp.abs(g)) for g in jax.tree.leaves(grads)) > 0
+        return jax.tree.map(lambda u: jnp.where(moving, u, 0.0), updates), state
+
+    return optax.GradientTransformation(optimizer.init, update)
+
+
+def stability(curves: np.ndarray, steps: np.ndarray) -> dict:
+    """Steps to the floor and near it, and off-floor points, of [seeds, points] curves."""
+    floor = lopt_eval.LOSS_FLOOR
+    curves = np.maximum(curves, floor)
+    mean = lopt_eval.geometric_mean(curves, axis=0)
+    return {
+        "steps_to_floor": lopt_eval._steps_to(mean, floor * (1 + 1e-6), steps),
+        "steps_to_1e-5": lopt_eval._steps_to(mean, NEAR_FLOOR, steps),
+        "off_floor_points_after_300": int(
+            np.sum(curves[:, steps >= SETTLED_FROM] > floor * 1.0001)
+        ),
+        "seeds_off_floor_at_end": int(np.sum(curves[:, -1] > floor * 1.0001)),
+    }
+
+
+def norms(task: lopt_tasks.InnerTask, optimizer: optax.GradientTransformation, inputs) -> dict:
+    """The weights' norm at a few steps, and the mean update norm on zero-gradient steps."""
+    params, variant, data_key = inputs
+
+    def step(carry, key):
+        params, state = carry
+        grads = jax.grad(task.batch_loss)(params, variant, key, "train")
+        grads = lopt_tasks.finite_gradients(grads)
+        updates, state = optimizer.update(grads, state, params)
+        zero = sum(jnp.sum(jnp.abs(g)) for g in jax.tree.leaves(grads)) == 0
+        return (optax.apply_updates(params, updates), state), (
+            optax.global_norm(params),
+            optax.global_norm(updates),
+            zero,
+        )
+
+    keys = jax.random.split(data_key, STEPS)
+    run = jax.jit(lambda: jax.lax.scan(step, (params, optimizer.init(params)), keys)[1])
+    weight_norm, update_norm, zero = (np.asarray(x) for x in run())
+    return {
+        "weight_norm": {str(t): float(weight_norm[t]) for t in (0, 250, 500, 999)},
+        "zero_gradient_steps": int(zero.sum()),
+        "update_norm_at_zero_gradient": float(update_norm[zero].mean()) if zero.any() else None,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("run_dir", type=Path, help="a learned_optimizer run (has lopt_theta.npz)")
+    parser.add_argument("--first-seeds", type=int, nargs="+", default=[10_000, 20_000])
+    parser.add_argument("--seeds", type=int, default=10, help="tasks per set (even)")
+    parser.add_argument("--rmsprop-lr", type=float, default=10**-1.5)  # lopt-eval tuned it so
+    parser.add_argument("--out", type=Path, help="write the results here as JSON")
+    args = parser.parse_args()
+    theta = lopt.load(args.run_dir)
+    optimizers = {
+        "learned": lopt.as_optax(theta),
+        "learned_still": still_at_zero_gradient(lopt.as_optax(theta)),
+        "rmsprop": optax.rmsprop(args.rmsprop_lr),
+    }
+    task = lopt_tasks.make("cnn_digits", "train", 128, "digits")
+    curve_fn = lopt_eval.make_curve(task, STEPS, RECORD_EVERY, lopt_eval.SPLITS)
+    steps = np.arange(0, STEPS + 1, RECORD_EVERY)
+    half = args.seeds // 2
+    results = {"run_dir": str(args.run_dir), "seeds": args.seeds, "rmsprop_lr": args.rmsprop_lr}
+    results["sets"] = {}
+    for first_seed in args.first_seeds:
+        tasks = lopt_eval.draw_tasks(task, args.seeds, first_seed)
+        rows = {}
+        for name, optimizer in optimizers.items():
+            start = time.perf_counter()
+            run = jax.jit(
+                lambda *tasks, optimizer=optimizer: jax.vmap(
+                    lambda *inputs: curve_fn(optimizer, *inputs)
+                )(*tasks)
+            )
+            whole = np.asarray(run(*tasks))[..., 0]
+            halves = np.concatenate(
+                [
+                    np.asarray(run(*jax.tree.map(lambda x, a=a: x[a : a + half], tasks)))[..., 0]
+                    for a in (0, half)
+                ]
+            )
+            first = jax.tree.map(lambda x: x[0], tasks)
+            rows[name] = {
+                "one_batch": stability(whole, steps),
+                "two_halves": stability(halves, steps),
+                f"seed_{first_seed}": norms(task, optimizer, first),
+            }
+            one, halves_row = rows[name]["one_batch"], rows[name]["two_halves"]
+            print(
+                f"seeds {first_seed}+: {name:14s} to the floor {one['steps_to_floor']} "
+                f"(in halves {halves_row['steps_to_floor']}), to 1e-5 {one['steps_to_1e-5']}, "
+                f"off-floor points after 300: {one['off_floor_points_after_300']} "
+                f"({time.perf_counter() - start:.0f} s)",
+                flush=True,
+            )
+        results["sets"][str(first_seed)] = rows
+    if args.out:
+        args.out.write_text(json.dumps(results, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
