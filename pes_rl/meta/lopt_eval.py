@@ -546,13 +546,7 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
         results[distribution] = evaluate_distribution(
-            task,
-            theta,
-            args.steps,
-            args.seeds,
-            args.record_every,
-            objective,
-            has_splits,
+            task, theta, args.steps, args.seeds, args.record_every, objective, has_splits,
             args.first_seed,
         )
         rows[distribution] = summarize(results[distribution])
