@@ -19,6 +19,12 @@ rate) on ``--seeds`` unseen training-distribution tasks per set (``--first-seeds
 
     python benchmarks/lopt_floor_stability.py benchmarks/results/lopt_cnn_train \\
         --out benchmarks/results/lopt_cnn_floor_stability_cpu.json
+    python benchmarks/lopt_floor_stability.py --nominal-growth 0.004 \\
+        --out benchmarks/results/lopt_cnn_floor_stability_nominal_cpu.json
+
+``--nominal-growth G`` evaluates, instead of a run's θ, the CNN train config's θ_0 before any
+meta-training (``lopt.with_nominal_rmsprop`` at rate 0.02) with its growth path set by hand to
+G: the hand-designed optimizer that meta-training starts from.
 """
 
 from __future__ import annotations
@@ -34,7 +40,7 @@ import numpy as np
 import optax
 
 from pes_rl import lopt
-from pes_rl.envs import lopt_tasks
+from pes_rl.envs import learned_optimizer, lopt_tasks
 from pes_rl.meta import lopt_eval
 
 STEPS, RECORD_EVERY = 1000, 25
@@ -96,13 +102,22 @@ def norms(task: lopt_tasks.InnerTask, optimizer: optax.GradientTransformation, i
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("run_dir", type=Path, help="a learned_optimizer run (has lopt_theta.npz)")
+    parser.add_argument(
+        "run_dir", type=Path, nargs="?", help="a learned_optimizer run (has lopt_theta.npz)"
+    )
+    parser.add_argument("--nominal-growth", type=float, help="evaluate the nominal θ_0 instead")
     parser.add_argument("--first-seeds", type=int, nargs="+", default=[10_000, 20_000])
     parser.add_argument("--seeds", type=int, default=10, help="tasks per set (even)")
     parser.add_argument("--rmsprop-lr", type=float, default=10**-1.5)  # lopt-eval tuned it so
     parser.add_argument("--out", type=Path, help="write the results here as JSON")
     args = parser.parse_args()
-    theta = lopt.load(args.run_dir)
+    if (args.run_dir is None) == (args.nominal_growth is None):
+        parser.error("give one of RUN_DIR and --nominal-growth")
+    if args.run_dir is None:
+        initial = lopt.init(jax.random.key(learned_optimizer.THETA_SEED), (32,), "rms")
+        theta = lopt.with_nominal_rmsprop(initial, 0.02, args.nominal_growth)
+    else:
+        theta = lopt.load(args.run_dir)
     optimizers = {
         "learned": lopt.as_optax(theta),
         "learned_still": still_at_zero_gradient(lopt.as_optax(theta)),
@@ -112,7 +127,8 @@ def main() -> None:
     curve_fn = lopt_eval.make_curve(task, STEPS, RECORD_EVERY, lopt_eval.SPLITS)
     steps = np.arange(0, STEPS + 1, RECORD_EVERY)
     half = args.seeds // 2
-    results = {"run_dir": str(args.run_dir), "seeds": args.seeds, "rmsprop_lr": args.rmsprop_lr}
+    results = {"run_dir": args.run_dir and str(args.run_dir), "nominal_growth": args.nominal_growth}
+    results |= {"seeds": args.seeds, "rmsprop_lr": args.rmsprop_lr}
     results["sets"] = {}
     for first_seed in args.first_seeds:
         tasks = lopt_eval.draw_tasks(task, args.seeds, first_seed)
