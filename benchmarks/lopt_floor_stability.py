@@ -48,13 +48,18 @@ NEAR_FLOOR = 1e-5
 SETTLED_FROM = 300  # off-floor points are counted from this step on
 
 
+def all_zero(grads) -> jax.Array:
+    """True where every gradient is exactly 0: a memorized minibatch."""
+    return sum(jnp.sum(jnp.abs(g)) for g in jax.tree.leaves(grads)) == 0
+
+
 def still_at_zero_gradient(optimizer: optax.GradientTransformation) -> optax.GradientTransformation:
     """``optimizer`` with no step where every gradient is exactly 0 (its state still updates)."""
 
     def update(grads, state, params=None):
         updates, state = optimizer.update(grads, state, params)
-        moving = sum(jnp.sum(jnp.abs(g)) for g in jax.tree.leaves(grads)) > 0
-        return jax.tree.map(lambda u: jnp.where(moving, u, 0.0), updates), state
+        still = all_zero(grads)  # gradients reach it finite (lopt_tasks.finite_gradients)
+        return jax.tree.map(lambda u: jnp.where(still, 0.0, u), updates), state
 
     return optax.GradientTransformation(optimizer.init, update)
 
@@ -83,7 +88,7 @@ def norms(task: lopt_tasks.InnerTask, optimizer: optax.GradientTransformation, i
         grads = jax.grad(task.batch_loss)(params, variant, key, "train")
         grads = lopt_tasks.finite_gradients(grads)
         updates, state = optimizer.update(grads, state, params)
-        zero = sum(jnp.sum(jnp.abs(g)) for g in jax.tree.leaves(grads)) == 0
+        zero = all_zero(grads)
         return (optax.apply_updates(params, updates), state), (
             optax.global_norm(params),
             optax.global_norm(updates),
