@@ -438,7 +438,7 @@ def test_evaluation_measures_speedup_against_the_best_baseline_on_the_training_l
     never = summarize(eval_result(STEPS, worse, baselines))
     assert never["learned_steps_to_target"] is None and never["speedup_seconds"] is None
     assert never["learned_steps_to_adam_final"] is None and never["learned_diverged"] == 1
-    assert "never / 100" in markdown_table({"train": never}, 100, 3)
+    assert "| never / 100 | — | — |" in markdown_table({"train": never}, 100, 3)
 
 
 def test_evaluation_on_the_validation_loss_tunes_for_and_targets_the_best_val_loss():

@@ -354,6 +354,9 @@ def markdown_table(
     def fmt(value, spec):
         return "never" if value is None else format(value, spec)
 
+    def speedup(value):
+        return "—" if value is None else f"{value:.2f}×"
+
     def learned_loss(row):
         low, high = row["learned_final_loss_range"]
         return f"{row['learned_final_loss']:.3g} [{low:.3g}, {high:.3g}]"
@@ -389,7 +392,7 @@ def markdown_table(
             f"| {row['learned_diverged']}/{seeds} {val}"
             f"| {fmt(row['learned_steps_to_target'], 'd')} / "
             f"{fmt(row['baseline_steps_to_target'], 'd')} "
-            f"| {fmt(row['speedup_steps'], '.2f')}× | {fmt(row['speedup_seconds'], '.2f')}× "
+            f"| {speedup(row['speedup_steps'])} | {speedup(row['speedup_seconds'])} "
             f"| {row['learned_ms_per_step']:.3f} / {row['best_baseline_ms_per_step']:.3f} "
             f"| {row['learned_test_loss']:.3g} / {row['best_baseline_test_loss']:.3g} |"
         )

@@ -1,0 +1,103 @@
+"""How many steps do train-loss optimizers take to put every seed at the float32 floor, on several
+sets of unseen tasks and two batchings? A cheap screen before a full ``lopt-eval``.
+
+Each OPTIMIZER is a learned_optimizer run dir (or a ``lopt_theta.npz``), ``growth=G`` (the CNN
+train config's θ_0 before meta-training, its growth path set by hand to G, as
+``lopt_floor_stability.py --nominal-growth``) or ``rmsprop=LR``. For every set ``FIRSTxN`` (N
+unseen training-distribution tasks from seed FIRST) it records, with ``lopt-eval``'s whole-split
+training losses and minibatches every 25 steps: the first step at which the seeds' geometric
+mean is at the floor in one vmapped batch (as ``lopt-eval`` runs them) and in two halves, the
+off-floor points after step 300, and each seed's own first step at the floor (None: never).
+
+    python benchmarks/lopt_cnn_floor_screen.py benchmarks/results/lopt_cnn_train \\
+        benchmarks/results/lopt_cnn_train_variants/* growth=0.004 rmsprop=0.0316 \\
+        --out benchmarks/results/lopt_cnn_train_variants/floor_screen_cpu.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import optax
+from lopt_floor_stability import RECORD_EVERY, STEPS, stability
+
+from pes_rl import lopt
+from pes_rl.envs import learned_optimizer, lopt_tasks
+from pes_rl.meta import lopt_eval
+
+DEFAULT_SETS = ("10000x5", "10000x10", "20000x10", "30000x10")
+
+
+def make_optimizer(spec: str) -> optax.GradientTransformation:
+    """An optimizer from its command-line spec (see the module docstring)."""
+    name, _, value = spec.partition("=")
+    if name == "rmsprop" and value:
+        return optax.rmsprop(float(value))
+    if name == "growth" and value:
+        initial = lopt.init(jax.random.key(learned_optimizer.THETA_SEED), (32,), "rms")
+        return lopt.as_optax(lopt.with_nominal_rmsprop(initial, 0.02, float(value)))
+    return lopt.as_optax(lopt.load(spec))
+
+
+def parse_set(text: str) -> tuple[int, int]:
+    """``"20000x10"`` -> (20000, 10): the first seed and an even number of tasks."""
+    first, _, count = text.partition("x")
+    if not (first.isdigit() and count.isdigit() and int(count) >= 2 and int(count) % 2 == 0):
+        raise argparse.ArgumentTypeError(f"a set is FIRSTxN with N even, got {text!r}")
+    return int(first), int(count)
+
+
+def halved(tasks: tuple) -> list[tuple]:
+    """The tasks (arrays with a leading seed axis) as two halves."""
+    half = len(jax.tree.leaves(tasks)[0]) // 2
+    return [jax.tree.map(lambda x, a=a: x[a : a + half], tasks) for a in (0, half)]
+
+
+def first_at_floor(curves: np.ndarray, steps: np.ndarray) -> list[int | None]:
+    """Each seed's first recorded step at the floor ([seeds, points] curves)."""
+    at_floor = curves <= lopt_eval.LOSS_FLOOR * 1.0001
+    return [int(steps[np.argmax(row)]) if row.any() else None for row in at_floor]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("optimizers", nargs="+", help="run dirs, growth=G or rmsprop=LR")
+    parser.add_argument("--sets", type=parse_set, nargs="+", default=DEFAULT_SETS)
+    parser.add_argument("--out", type=Path, help="write the results here as JSON")
+    args = parser.parse_args()
+    task = lopt_tasks.make("cnn_digits", "train", 128, "digits")
+    curve_fn = lopt_eval.make_curve(task, STEPS, RECORD_EVERY, lopt_eval.SPLITS)
+    steps = np.arange(0, STEPS + 1, RECORD_EVERY)
+    results = {}
+    for spec in args.optimizers:
+        optimizer = make_optimizer(spec)
+        run = jax.jit(lambda *tasks, o=optimizer: jax.vmap(lambda *i: curve_fn(o, *i))(*tasks))
+        start, rows = time.perf_counter(), {}
+        for first_seed, count in args.sets:
+            tasks = lopt_eval.draw_tasks(task, count, first_seed)
+            whole = np.asarray(run(*tasks))[..., 0]
+            halves = np.concatenate([np.asarray(run(*part))[..., 0] for part in halved(tasks)])
+            one, two = stability(whole, steps), stability(halves, steps)
+            rows[f"{first_seed}x{count}"] = {
+                "steps_to_floor": one["steps_to_floor"],
+                "steps_to_floor_in_halves": two["steps_to_floor"],
+                "off_floor_points_after_300": one["off_floor_points_after_300"],
+                "seeds_first_at_floor": first_at_floor(whole, steps),
+            }
+        results[spec] = rows
+        summary = ", ".join(
+            f"{name}: {row['steps_to_floor']} ({row['steps_to_floor_in_halves']})"
+            for name, row in rows.items()
+        )
+        print(f"{spec}: to the floor {summary} ({time.perf_counter() - start:.0f} s)", flush=True)
+    if args.out:
+        args.out.write_text(json.dumps(results, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
