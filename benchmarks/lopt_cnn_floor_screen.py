@@ -30,7 +30,7 @@ from pes_rl import lopt
 from pes_rl.envs import learned_optimizer, lopt_tasks
 from pes_rl.meta import lopt_eval
 
-DEFAULT_SETS = ("10000x5", "10000x10", "20000x10", "30000x10")
+DEFAULT_SETS = [(10_000, 5), (10_000, 10), (20_000, 10), (30_000, 10)]  # (first seed, tasks)
 
 
 def make_optimizer(spec: str) -> optax.GradientTransformation:

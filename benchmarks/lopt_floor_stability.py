@@ -18,7 +18,7 @@ rate) on ``--seeds`` unseen training-distribution tasks per set (``--first-seeds
   (a memorized minibatch). RMSProp stands still there; the learned optimizer does not.
 
     python benchmarks/lopt_floor_stability.py benchmarks/results/lopt_cnn_train \\
-        --out benchmarks/results/lopt_cnn_floor_stability_cpu.json
+        --out benchmarks/results/lopt_cnn_train/floor_stability_cpu.json
     python benchmarks/lopt_floor_stability.py --nominal-growth 0.004 \\
         --out benchmarks/results/lopt_cnn_floor_stability_nominal_cpu.json
 
