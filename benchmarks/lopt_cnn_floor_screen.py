@@ -10,8 +10,9 @@ mean is at the floor in one vmapped batch (as ``lopt-eval`` runs them) and in tw
 off-floor points after step 300, and each seed's own first step at the floor (None: never).
 
     python benchmarks/lopt_cnn_floor_screen.py benchmarks/results/lopt_cnn_train \\
-        benchmarks/results/lopt_cnn_train_variants/* growth=0.004 rmsprop=0.0316 \\
-        --out benchmarks/results/lopt_cnn_train_variants/floor_screen_cpu.json
+        benchmarks/results/lopt_cnn_train_variants/particles* \\
+        benchmarks/results/lopt_cnn_train_growth_from_zero growth=0.004 growth=0.008 \\
+        rmsprop=0.0316227766 --out benchmarks/results/lopt_cnn_train_variants/floor_screen_cpu.json
 """
 
 from __future__ import annotations
@@ -24,10 +25,10 @@ from pathlib import Path
 import jax
 import numpy as np
 import optax
-from lopt_floor_stability import RECORD_EVERY, STEPS, stability
+from lopt_floor_stability import RECORD_EVERY, STEPS, nominal_theta, stability
 
 from pes_rl import lopt
-from pes_rl.envs import learned_optimizer, lopt_tasks
+from pes_rl.envs import lopt_tasks
 from pes_rl.meta import lopt_eval
 
 DEFAULT_SETS = [(10_000, 5), (10_000, 10), (20_000, 10), (30_000, 10)]  # (first seed, tasks)
@@ -39,8 +40,7 @@ def make_optimizer(spec: str) -> optax.GradientTransformation:
     if name == "rmsprop" and value:
         return optax.rmsprop(float(value))
     if name == "growth" and value:
-        initial = lopt.init(jax.random.key(learned_optimizer.THETA_SEED), (32,), "rms")
-        return lopt.as_optax(lopt.with_nominal_rmsprop(initial, 0.02, float(value)))
+        return lopt.as_optax(nominal_theta(float(value)))
     return lopt.as_optax(lopt.load(spec))
 
 

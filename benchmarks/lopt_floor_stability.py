@@ -48,6 +48,12 @@ NEAR_FLOOR = 1e-5
 SETTLED_FROM = 300  # off-floor points are counted from this step on
 
 
+def nominal_theta(growth: float) -> lopt.Theta:
+    """The CNN train config's θ_0 (RMSProp's direction at 0.02), its growth set to ``growth``."""
+    initial = lopt.init(jax.random.key(learned_optimizer.THETA_SEED), (32,), "rms")
+    return lopt.with_nominal_rmsprop(initial, 0.02, growth)
+
+
 def all_zero(grads) -> jax.Array:
     """True where every gradient is exactly 0: a memorized minibatch."""
     return sum(jnp.sum(jnp.abs(g)) for g in jax.tree.leaves(grads)) == 0
@@ -118,11 +124,7 @@ def main() -> None:
     args = parser.parse_args()
     if (args.run_dir is None) == (args.nominal_growth is None):
         parser.error("give one of RUN_DIR and --nominal-growth")
-    if args.run_dir is None:
-        initial = lopt.init(jax.random.key(learned_optimizer.THETA_SEED), (32,), "rms")
-        theta = lopt.with_nominal_rmsprop(initial, 0.02, args.nominal_growth)
-    else:
-        theta = lopt.load(args.run_dir)
+    theta = nominal_theta(args.nominal_growth) if args.run_dir is None else lopt.load(args.run_dir)
     optimizers = {
         "learned": lopt.as_optax(theta),
         "learned_still": still_at_zero_gradient(lopt.as_optax(theta)),
