@@ -300,8 +300,9 @@ def test_a_diverging_learned_optimizer_gives_finite_rewards_and_gradients():
 
 def test_log_loss_rewards_minus_the_log_loss_and_charges_the_log_cap_on_divergence():
     kwargs = dict(task="quadratic", min_length=5, max_length=5)
-    plain, logged = envs.make("learned_optimizer", **kwargs), envs.make(
-        "learned_optimizer", log_loss=True, **kwargs
+    plain, logged = (
+        envs.make("learned_optimizer", **kwargs),
+        envs.make("learned_optimizer", log_loss=True, **kwargs),
     )
     theta = jnp.asarray(plain.spec.default_action)
     key = jax.random.key(3)
