@@ -22,10 +22,17 @@ import json
 import time
 from pathlib import Path
 
-import jax
 import numpy as np
 import optax
-from lopt_floor_stability import RECORD_EVERY, STEPS, nominal_theta, stability
+from lopt_floor_stability import (
+    ABOVE_FLOOR,
+    RECORD_EVERY,
+    STEPS,
+    batched_curves,
+    nominal_theta,
+    one_batch_and_halves,
+    stability,
+)
 
 from pes_rl import lopt
 from pes_rl.envs import lopt_tasks
@@ -45,22 +52,16 @@ def make_optimizer(spec: str) -> optax.GradientTransformation:
 
 
 def parse_set(text: str) -> tuple[int, int]:
-    """``"20000x10"`` -> (20000, 10): the first seed and an even number of tasks."""
+    """``"20000x10"`` -> (20000, 10): the first seed and the number of tasks (at least 2)."""
     first, _, count = text.partition("x")
-    if not (first.isdigit() and count.isdigit() and int(count) >= 2 and int(count) % 2 == 0):
-        raise argparse.ArgumentTypeError(f"a set is FIRSTxN with N even, got {text!r}")
+    if not (first.isdigit() and count.isdigit() and int(count) >= 2):
+        raise argparse.ArgumentTypeError(f"a set is FIRSTxN with N ≥ 2, got {text!r}")
     return int(first), int(count)
-
-
-def halved(tasks: tuple) -> list[tuple]:
-    """The tasks (arrays with a leading seed axis) as two halves."""
-    half = len(jax.tree.leaves(tasks)[0]) // 2
-    return [jax.tree.map(lambda x, a=a: x[a : a + half], tasks) for a in (0, half)]
 
 
 def first_at_floor(curves: np.ndarray, steps: np.ndarray) -> list[int | None]:
     """Each seed's first recorded step at the floor ([seeds, points] curves)."""
-    at_floor = curves <= lopt_eval.LOSS_FLOOR * 1.0001
+    at_floor = curves <= ABOVE_FLOOR
     return [int(steps[np.argmax(row)]) if row.any() else None for row in at_floor]
 
 
@@ -70,18 +71,20 @@ def main() -> None:
     parser.add_argument("--sets", type=parse_set, nargs="+", default=DEFAULT_SETS)
     parser.add_argument("--out", type=Path, help="write the results here as JSON")
     args = parser.parse_args()
+    try:  # every spec checked before the first (minutes-long) run
+        optimizers = {spec: make_optimizer(spec) for spec in args.optimizers}
+    except (FileNotFoundError, ValueError) as error:
+        parser.error(str(error))
     task = lopt_tasks.make("cnn_digits", "train", 128, "digits")
     curve_fn = lopt_eval.make_curve(task, STEPS, RECORD_EVERY, lopt_eval.SPLITS)
     steps = np.arange(0, STEPS + 1, RECORD_EVERY)
     results = {}
-    for spec in args.optimizers:
-        optimizer = make_optimizer(spec)
-        run = jax.jit(lambda *tasks, o=optimizer: jax.vmap(lambda *i: curve_fn(o, *i))(*tasks))
+    for spec, optimizer in optimizers.items():
+        run = batched_curves(curve_fn, optimizer)
         start, rows = time.perf_counter(), {}
         for first_seed, count in args.sets:
             tasks = lopt_eval.draw_tasks(task, count, first_seed)
-            whole = np.asarray(run(*tasks))[..., 0]
-            halves = np.concatenate([np.asarray(run(*part))[..., 0] for part in halved(tasks)])
+            whole, halves = one_batch_and_halves(run, tasks)
             one, two = stability(whole, steps), stability(halves, steps)
             rows[f"{first_seed}x{count}"] = {
                 "steps_to_floor": one["steps_to_floor"],
