@@ -65,11 +65,16 @@ FORMAT = "pes_rl.lopt/1"  # written into saved files, checked when loading
 
 
 class LOptState(NamedTuple):
-    """What the learned optimizer carries between inner steps."""
+    """What the learned optimizer carries between inner steps.
 
-    momenta: Params  # like the inner params, each leaf with a trailing axis of len(DECAYS)
+    Decay-major and flat: a parameter p has momenta of shape [len(DECAYS), p.size], so that
+    its features are rows [num_features, p.size], each one contiguous vector (with a trailing
+    decay axis, building the rows cost more than the MLP; see :func:`update`).
+    """
+
+    momenta: Params  # like the inner params, each leaf [len(DECAYS), size]
     step: jax.Array  # shape=(), int32: inner steps taken
-    second_moments: Params = None  # "rms" features only: trailing axis of len(RMS_DECAYS)
+    second_moments: Params = None  # "rms" features only: each leaf [len(RMS_DECAYS), size]
 
 
 def check_features(features: str) -> str:
@@ -148,7 +153,7 @@ def init_state(params: Params, features: str = "base") -> LOptState:
     """Zero momenta (and second moments for ``features="rms"``) for ``params``, step 0."""
 
     def zeros(decays):
-        return jax.tree.map(lambda p: jnp.zeros((*jnp.shape(p), len(decays)), jnp.float32), params)
+        return jax.tree.map(lambda p: jnp.zeros((len(decays), jnp.size(p)), jnp.float32), params)
 
     second_moments = zeros(RMS_DECAYS) if check_features(features) == "rms" else None
     return LOptState(zeros(DECAYS), jnp.zeros((), jnp.int32), second_moments)
@@ -159,55 +164,61 @@ def time_features(step: jax.Array) -> jax.Array:
     return jnp.tanh(jnp.asarray(step, jnp.float32) / jnp.asarray(TIMESCALES) - 1.0)
 
 
-def normalize(x: jax.Array, axis: Sequence[int]) -> jax.Array:
-    """x·rsqrt(1e-5 + mean(x²)) over ``axis`` (a tensor's own axes): per-tensor normalization."""
-    return x * jax.lax.rsqrt(1e-5 + jnp.mean(jnp.square(x), axis=tuple(axis), keepdims=True))
+def normalize(rows: jax.Array) -> jax.Array:
+    """rows·rsqrt(1e-5 + mean(rows²)) along each row (one feature of one tensor): per-tensor
+    normalization."""
+    return rows * jax.lax.rsqrt(1e-5 + jnp.mean(jnp.square(rows), axis=-1, keepdims=True))
 
 
-def tensor_features(grad: jax.Array, param: jax.Array, momenta: jax.Array) -> jax.Array:
-    """[*param.shape, 8] per-parameter inputs of one tensor: g, p, momenta, normalized."""
-    stacked = jnp.concatenate([grad[..., None], param[..., None], momenta], axis=-1)
-    return normalize(stacked, range(param.ndim))
-
-
-def rms_features(grad: jax.Array, momenta: jax.Array, second_moments: jax.Array) -> jax.Array:
-    """[*grad.shape, 6] g·r and m_d·r (r = 1/√v_d, d ∈ ``RMS_DECAYS``), normalized per tensor."""
+def tensor_features(
+    grad: jax.Array, param: jax.Array, momenta: jax.Array, second_moments: jax.Array | None = None
+) -> jax.Array:
+    """[8, param.size] per-parameter inputs of one tensor, one row per feature: g, p and the
+    momenta, normalized per tensor; with ``second_moments`` (the "rms" features) 6 more rows,
+    g·r and m_d·r (r = 1/√v_d, d ∈ ``RMS_DECAYS``): [14, param.size]."""
+    grad = grad.reshape(1, -1)
+    rows = normalize(jnp.concatenate([grad, param.reshape(1, -1), momenta]))
+    if second_moments is None:
+        return rows
+    # Normalized apart from the base rows (the same numbers): XLA fuses it ~2× faster on a CPU.
     inverse_rms = jax.lax.rsqrt(second_moments + RMS_EPSILON**2)
-    paired = momenta[..., [DECAYS.index(d) for d in RMS_DECAYS]]
-    stacked = jnp.concatenate([grad[..., None] * inverse_rms, paired * inverse_rms], axis=-1)
-    return normalize(stacked, range(grad.ndim))
+    paired = momenta[np.array([DECAYS.index(d) for d in RMS_DECAYS])]
+    return jnp.concatenate([rows, normalize(jnp.concatenate([grad * inverse_rms, paired * inverse_rms]))])
 
 
 def features(grad: jax.Array, param: jax.Array, momenta: jax.Array, step: jax.Array) -> jax.Array:
-    """[*param.shape, 19] inputs of the per-parameter MLP for one tensor (base features)."""
-    times = jnp.broadcast_to(time_features(step), (*param.shape, len(TIMESCALES)))
-    return jnp.concatenate([tensor_features(grad, param, momenta), times], axis=-1)
+    """[19, param.size] inputs of the per-parameter MLP for one tensor (base features)."""
+    times = jnp.broadcast_to(time_features(step)[:, None], (len(TIMESCALES), param.size))
+    return jnp.concatenate([tensor_features(grad, param, momenta), times])
 
 
 def mlp(theta: Theta, inputs: jax.Array) -> jax.Array:
-    """The per-parameter MLP: ReLU hidden layers, 2 linear outputs (o_dir, o_mag)."""
-    return _after_first_layer(theta, inputs @ theta[0]["w"] + theta[0]["b"])
+    """The per-parameter MLP on [num_features, n] columns: ReLU hidden layers, 2 linear
+    outputs, [2, n] (o_dir, o_mag)."""
+    return _after_first_layer(theta, theta[0]["w"].T @ inputs + theta[0]["b"][:, None])
 
 
 def mlp_split_time(theta: Theta, stacked: jax.Array, times: jax.Array) -> jax.Array:
-    """``mlp(θ, [stacked, times])`` with the time features shared by every row: their part of
-    the first layer is one [11] × [11, hidden] product instead of one per parameter."""
-    first, per_parameter = theta[0], stacked.shape[-1]
+    """``mlp(θ, [stacked; times])`` with the time features shared by every column: their part
+    of the first layer is one [11] × [11, hidden] product instead of one per parameter."""
+    first, per_parameter = theta[0], stacked.shape[0]
     bias = times @ first["w"][per_parameter:] + first["b"]
-    return _after_first_layer(theta, stacked @ first["w"][:per_parameter] + bias)
+    return _after_first_layer(theta, first["w"][:per_parameter].T @ stacked + bias[:, None])
 
 
 def _after_first_layer(theta: Theta, first: jax.Array) -> jax.Array:
     """The MLP from the first layer's pre-activation on: ReLU, hidden layers, outputs."""
     x = jax.nn.relu(first)
     for layer in theta[1:-1]:
-        x = jax.nn.relu(x @ layer["w"] + layer["b"])
-    return x @ theta[-1]["w"] + theta[-1]["b"]
+        x = jax.nn.relu(layer["w"].T @ x + layer["b"][:, None])
+    out = theta[-1]
+    # One matrix-vector product per output: on a CPU ~2× faster than one [2, hidden] product.
+    return jnp.stack([column @ x for column in out["w"].T]) + out["b"][:, None]
 
 
 def step_size(outputs: jax.Array) -> jax.Array:
     """o_dir·exp(λ·o_mag)·λ: what is subtracted from each parameter."""
-    return outputs[..., 0] * jnp.exp(EXP_MULT * outputs[..., 1]) * STEP_MULT
+    return outputs[0] * jnp.exp(EXP_MULT * outputs[1]) * STEP_MULT
 
 
 def scale_steps(theta: Theta, factor: float) -> Theta:
@@ -224,8 +235,10 @@ def update(
     """One learned-optimizer step: (new params, new state). Pure; jit and vmap freely.
 
     Fused: every tensor's features are normalized on their own, then all parameters go
-    through the MLP as one [num_params, 19 or 25] batch (one matmul per layer, not one per
-    tensor).
+    through the MLP as one batch of columns, [8 or 14, num_params] (one matmul per layer, not
+    one per tensor; the time features are the same for every column and enter as a bias).
+    Feature-major rows and decay-major state make this ~45% cheaper than [num_params,
+    features] rows on a CPU (``benchmarks/lopt_cnn_speed.py``).
     """
     rms = features_of(theta) == "rms"
     if rms != (state.second_moments is not None):
@@ -242,13 +255,9 @@ def update(
     leaves, treedef = jax.tree.flatten(params)
     flat = [treedef.flatten_up_to(tree) for tree in (grads, momenta)]
     flat.append(treedef.flatten_up_to(second_moments) if rms else [None] * len(leaves))
-    rows = []
-    for p, g, m, v in zip(leaves, *flat, strict=True):
-        row = tensor_features(g, p, m)
-        if v is not None:
-            row = jnp.concatenate([row, rms_features(g, m, v)], axis=-1)
-        rows.append(row.reshape(p.size, -1))
-    steps = step_size(mlp_split_time(theta, jnp.concatenate(rows), time_features(state.step)))
+    columns = [tensor_features(g, p, m, v) for p, g, m, v in zip(leaves, *flat, strict=True)]
+    outputs = mlp_split_time(theta, jnp.concatenate(columns, axis=1), time_features(state.step))
+    steps = step_size(outputs)
     offsets = np.cumsum([0] + [p.size for p in leaves])
     new_leaves = [
         p - steps[start:end].reshape(p.shape)
@@ -259,9 +268,9 @@ def update(
 
 
 def _moving_averages(decays: Sequence[float], averages: Params, values: Params) -> Params:
-    """a ← d·a + (1−d)·x for every decay d (``averages``' trailing axis)."""
-    decays = jnp.asarray(decays, jnp.float32)
-    return jax.tree.map(lambda a, x: decays * a + (1.0 - decays) * x[..., None], averages, values)
+    """a ← d·a + (1−d)·x for every decay d: ``averages``' leaves are [len(decays), x.size]."""
+    d = jnp.asarray(decays, jnp.float32)[:, None]
+    return jax.tree.map(lambda a, x: d * a + (1.0 - d) * jnp.reshape(x, (1, -1)), averages, values)
 
 
 def as_optax(theta: Theta) -> optax.GradientTransformation:

@@ -48,23 +48,26 @@ def test_update_matches_a_hand_computation():
     )
     new_params, new_state = lopt.update(theta, grads, params, state)
     for name in ("w", "b"):
+        shape = np.shape(params[name])
+        assert state.momenta[name].shape == (6, np.size(params[name]))  # decay-major, flat
         expected, momenta = hand_update(
             theta, np.asarray(grads[name]), np.asarray(params[name]),
-            np.asarray(state.momenta[name]), 37,
+            np.asarray(state.momenta[name]).T.reshape(*shape, 6), 37,
         )  # fmt: skip
         np.testing.assert_allclose(new_params[name], expected, rtol=1e-4, atol=1e-6)
-        np.testing.assert_allclose(new_state.momenta[name], momenta, rtol=1e-5)
+        np.testing.assert_allclose(new_state.momenta[name], momenta.reshape(-1, 6).T, rtol=1e-5)
         assert np.max(np.abs(expected - params[name])) > 1e-2  # the step is not negligible
     assert int(new_state.step) == 38
 
 
 def test_features_are_normalized_per_tensor_and_time_features_are_tanh():
     grad, param = jnp.arange(6.0).reshape(2, 3), jnp.ones((2, 3))
-    features = lopt.features(grad, param, jnp.zeros((2, 3, 6)), jnp.asarray(10))
-    assert features.shape == (2, 3, lopt.NUM_FEATURES) == (2, 3, 19)
-    np.testing.assert_allclose(jnp.mean(features[..., 0] ** 2), 1.0, rtol=1e-4)  # unit RMS
+    features = lopt.features(grad, param, jnp.zeros((6, 6)), jnp.asarray(10))
+    assert features.shape == (lopt.NUM_FEATURES, 6) == (19, 6)  # one row per feature
+    np.testing.assert_allclose(jnp.mean(features[0] ** 2), 1.0, rtol=1e-4)  # unit RMS
+    np.testing.assert_allclose(features[0], np.arange(6.0) / np.sqrt(1e-5 + 55 / 6), rtol=1e-5)
     expected = np.tanh(10 / np.array(lopt.TIMESCALES) - 1)
-    np.testing.assert_allclose(features[0, 0, 8:], expected, rtol=1e-6)
+    np.testing.assert_allclose(features[8:, 0], expected, rtol=1e-6)
 
 
 def test_update_is_tiny_at_init():
@@ -121,7 +124,7 @@ def test_rms_features_give_every_parameter_a_step_of_its_own_scale():
     np.testing.assert_allclose(new_params["w"], -1e-3 * np.sign(grads["w"]), rtol=1e-4)
     decays = np.array(lopt.RMS_DECAYS)
     np.testing.assert_allclose(
-        new_state.second_moments["w"], (1 - decays) * np.square(grads["w"])[:, None], rtol=1e-4
+        new_state.second_moments["w"], (1 - decays)[:, None] * np.square(grads["w"]), rtol=1e-4
     )
     # Adam's direction m_0.9·r at decay 0.9 after a second step with the same gradient.
     adam = sign_descent_theta(1e-3, lopt.NUM_TENSOR_FEATURES + len(lopt.RMS_DECAYS), "rms")
@@ -220,7 +223,7 @@ def test_rms_theta_saves_loads_and_steps_as_optax(tmp_path):
     optimizer = lopt.as_optax(loaded)
     params = {"w": jnp.ones((3, 2))}
     state = optimizer.init(params)
-    assert state.second_moments["w"].shape == (3, 2, len(lopt.RMS_DECAYS))
+    assert state.second_moments["w"].shape == (len(lopt.RMS_DECAYS), 6)
     updates, _ = optimizer.update({"w": jnp.full((3, 2), 0.5)}, state, params)
     assert 0 < float(jnp.abs(updates["w"]).max()) < 1e-2
     with pytest.raises(ValueError, match="unknown learned-optimizer features 'adam'"):
