@@ -183,7 +183,8 @@ def tensor_features(
     # Normalized apart from the base rows (the same numbers): XLA fuses it ~2× faster on a CPU.
     inverse_rms = jax.lax.rsqrt(second_moments + RMS_EPSILON**2)
     paired = momenta[np.array([DECAYS.index(d) for d in RMS_DECAYS])]
-    return jnp.concatenate([rows, normalize(jnp.concatenate([grad * inverse_rms, paired * inverse_rms]))])
+    rms_rows = jnp.concatenate([grad * inverse_rms, paired * inverse_rms])
+    return jnp.concatenate([rows, normalize(rms_rows)])
 
 
 def features(grad: jax.Array, param: jax.Array, momenta: jax.Array, step: jax.Array) -> jax.Array:
@@ -237,8 +238,9 @@ def update(
     Fused: every tensor's features are normalized on their own, then all parameters go
     through the MLP as one batch of columns, [8 or 14, num_params] (one matmul per layer, not
     one per tensor; the time features are the same for every column and enter as a bias).
-    Feature-major rows and decay-major state make this ~45% cheaper than [num_params,
-    features] rows on a CPU (``benchmarks/lopt_cnn_speed.py``).
+    Feature-major rows and decay-major state cost ~40% less than [num_params, features] rows
+    (the layout before; on the 3.7k-parameter training CNN, a 2-core CPU: ~80 µs per update
+    against ~130 µs).
     """
     rms = features_of(theta) == "rms"
     if rms != (state.second_moments is not None):
