@@ -193,15 +193,10 @@ def features(grad: jax.Array, param: jax.Array, momenta: jax.Array, step: jax.Ar
     return jnp.concatenate([tensor_features(grad, param, momenta), times])
 
 
-def mlp(theta: Theta, inputs: jax.Array) -> jax.Array:
-    """The per-parameter MLP on [num_features, n] columns: ReLU hidden layers, 2 linear
-    outputs, [2, n] (o_dir, o_mag)."""
-    return _after_first_layer(theta, theta[0]["w"].T @ inputs + theta[0]["b"][:, None])
-
-
 def mlp_split_time(theta: Theta, stacked: jax.Array, times: jax.Array) -> jax.Array:
-    """``mlp(θ, [stacked; times])`` with the time features shared by every column: their part
-    of the first layer is one [11] × [11, hidden] product instead of one per parameter."""
+    """The per-parameter MLP on the columns [stacked; times] ([num_features, n] in, [2, n]
+    (o_dir, o_mag) out; ReLU hidden layers), with the time features shared by every column:
+    their part of the first layer is one [11] × [11, hidden] product, not one per parameter."""
     first, per_parameter = theta[0], stacked.shape[0]
     bias = times @ first["w"][per_parameter:] + first["b"]
     return _after_first_layer(theta, first["w"][:per_parameter].T @ stacked + bias[:, None])
