@@ -243,6 +243,13 @@ def update(
             f"θ takes {features_of(theta)!r} features but the state was made for the other set: "
             f"use init_state(params, {features_of(theta)!r})"
         )
+    sizes = [jnp.size(p) for p in jax.tree.leaves(params)]
+    state_sizes = [jnp.shape(m)[-1] for m in jax.tree.leaves(state.momenta)]
+    if state_sizes != sizes:
+        raise ValueError(
+            f"the learned optimizer's state was made for other parameters (its tensors' sizes "
+            f"are {state_sizes}, the parameters' {sizes}): use init_state(params) for these"
+        )
     momenta = _moving_averages(DECAYS, state.momenta, grads)
     second_moments = (
         _moving_averages(RMS_DECAYS, state.second_moments, jax.tree.map(jnp.square, grads))

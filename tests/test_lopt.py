@@ -135,6 +135,10 @@ def test_rms_features_give_every_parameter_a_step_of_its_own_scale():
     assert float(zero["w"][0]) == 0.0 and np.all(np.isfinite(zero["w"]))
     with pytest.raises(ValueError, match="init_state"):
         lopt.update(rmsprop, grads, params, lopt.init_state(params))
+    other = lopt.init_state({"w": jnp.zeros(3)}, "rms")  # a state for another network
+    expected = r"made for other parameters .* are \[3\], the parameters' \[4\]"
+    with pytest.raises(ValueError, match=expected):
+        lopt.update(rmsprop, grads, params, other)
 
 
 @pytest.mark.parametrize("hidden_sizes", [(8,), (8, 6)])
