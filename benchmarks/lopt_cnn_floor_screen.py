@@ -3,7 +3,9 @@ sets of unseen tasks and two batchings? A cheap screen before a full ``lopt-eval
 
 Each OPTIMIZER is a learned_optimizer run dir (or a ``lopt_theta.npz``), ``growth=G`` (the CNN
 train config's θ_0 before meta-training, its growth path set by hand to G, as
-``lopt_floor_stability.py --nominal-growth``) or ``rmsprop=LR``. For every set ``FIRSTxN`` (N
+``lopt_floor_stability.py --nominal-growth``; ``growth=G,rate=R`` also sets its RMSProp rate,
+0.02 in the config; ``raw_growth=G`` is the same θ_0 with the ``rms_raw`` features, growing
+every tensor by the fraction G of itself per step) or ``rmsprop=LR``. For every set ``FIRSTxN`` (N
 unseen training-distribution tasks from seed FIRST) it records, with ``lopt-eval``'s whole-split
 training losses and minibatches every 25 steps: the first step at which the seeds' geometric
 mean is at the floor in one vmapped batch (as ``lopt-eval`` runs them) and in two halves, the
@@ -46,8 +48,10 @@ def make_optimizer(spec: str) -> optax.GradientTransformation:
     name, _, value = spec.partition("=")
     if name == "rmsprop" and value:
         return optax.rmsprop(float(value))
-    if name == "growth" and value:
-        return lopt.as_optax(nominal_theta(float(value)))
+    if name in ("growth", "raw_growth") and value:
+        growth, _, rate = value.partition(",rate=")
+        features = "rms_raw" if name == "raw_growth" else "rms"
+        return lopt.as_optax(nominal_theta(float(growth), float(rate or 0.02), features))
     return lopt.as_optax(lopt.load(spec))
 
 

@@ -66,14 +66,16 @@ class LearnedOptimizer(unrolled.UnrolledOptimizationEnv):
         more: large inner steps are reachable in fewer outer iterations. The saved θ
         (:meth:`lopt_theta`) is rescaled to the standard λ = 1e-3, so it loads alone.
       lopt_features: the MLP's inputs: ``base`` (None; learned_optimization's MLPLOpt: g, p,
-        momenta, time) or ``rms`` (also RMSProp's and Adam's per-parameter directions, as
-        Metz et al. 2019's RMS terms; see :mod:`pes_rl.lopt`).
+        momenta, time), ``rms`` (also RMSProp's and Adam's per-parameter directions, as
+        Metz et al. 2019's RMS terms) or ``rms_raw`` (also the raw parameter, for steps
+        proportional to it); see :mod:`pes_rl.lopt`.
       lopt_nominal_rate: θ_0 steps this rate along RMSProp's direction (normalized per
         tensor) and the random units add little (``lopt.with_nominal_rmsprop``); needs
-        ``lopt_features: rms``. None: the paper's random θ_0.
+        ``lopt_features`` rms or rms_raw. None: the paper's random θ_0.
       lopt_nominal_growth: with ``lopt_nominal_rate``, θ_0 also grows every tensor by this
-        much per step along its normalized values (negative: weight decay). None = 0: the
-        growth path is open but unused, and meta-training sets it.
+        much per step along its normalized values (rms), or by this fraction of itself
+        (rms_raw); negative: weight decay. None = 0: the growth path is open but unused, and
+        meta-training sets it.
       lopt_init: θ_0 = a saved learned optimizer (a ``lopt_theta.npz`` or a run dir holding
         one): meta-training goes on from it, e.g. with longer inner runs. Its feature set and
         hidden sizes must match ``lopt_features`` and ``lopt_hidden_sizes``. None: θ_0 as above.
@@ -120,8 +122,10 @@ class LearnedOptimizer(unrolled.UnrolledOptimizationEnv):
             raise ValueError(f"env.kwargs.lopt_features: {error}") from None
         if lopt_nominal_rate is not None:
             unrolled.check_positive("lopt_nominal_rate", lopt_nominal_rate)
-            if self.lopt_features != "rms":
-                raise ValueError("env.kwargs.lopt_nominal_rate needs env.kwargs.lopt_features: rms")
+            if self.lopt_features not in lopt.RMS_FEATURE_SETS:
+                raise ValueError(
+                    "env.kwargs.lopt_nominal_rate needs env.kwargs.lopt_features rms or rms_raw"
+                )
         self.lopt_nominal_rate = lopt_nominal_rate
         if lopt_nominal_growth is not None:
             if lopt_nominal_rate is None:

@@ -10,6 +10,10 @@ With ``features="rms"`` (Metz et al. 2019's RMS terms) it also gets, for each d 
 ``RMS_DECAYS``, g·r and m_d·r with r = 1/√v_d, v_d ← d·v_d + (1−d)·g² (RMSProp's and Adam's
 per-parameter directions; also normalized per tensor): 25 features. The per-tensor
 normalization of the base features cannot give one parameter a step of its own scale; these can.
+With ``features="rms_raw"`` it also gets the parameter's raw value p (not normalized): 26
+features. A step proportional to p (weight decay, or its opposite, multiplicative growth)
+needs it: a normalized p only makes steps proportional to p/RMS(p), which grow a tensor by a
+fixed amount per step instead of a fixed fraction.
 
 The MLP outputs (o_dir, o_mag) and the update is p ← p − o_dir·exp(λ·o_mag)·λ with λ = 1e-3.
 θ, the MLP's weights (~1.8k numbers with two hidden layers of 32), is what ES/PES meta-train;
@@ -57,7 +61,12 @@ NUM_RMS_FEATURES = 2 * len(RMS_DECAYS)  # g·r and m_d·r per decay
 RMS_EPSILON = 1e-8  # r = 1/√(v + ε²): a gradient that stays 0 gives features of 0
 NOMINAL_OTHERS_SCALE = 0.1  # with_nominal_rmsprop: the other units' share of o_dir at θ_0
 GROWTH_PATH_GAIN = 30.0  # with_nominal_rmsprop: the growth path's hidden units read 30·p
-FEATURE_SETS = {"base": NUM_FEATURES, "rms": NUM_FEATURES + NUM_RMS_FEATURES}  # name -> inputs
+FEATURE_SETS = {  # name -> inputs
+    "base": NUM_FEATURES,
+    "rms": NUM_FEATURES + NUM_RMS_FEATURES,
+    "rms_raw": NUM_FEATURES + NUM_RMS_FEATURES + 1,  # the raw p, after the rms rows
+}
+RMS_FEATURE_SETS = ("rms", "rms_raw")  # the sets that carry second moments
 STEP_MULT = 1e-3  # λ in p ← p − o_dir·exp(λ·o_mag)·λ
 EXP_MULT = 1e-3
 HIDDEN_SIZES = (32, 32)
@@ -74,7 +83,7 @@ class LOptState(NamedTuple):
 
     momenta: Params  # like the inner params, each leaf [len(DECAYS), size]
     step: jax.Array  # shape=(), int32: inner steps taken
-    second_moments: Params = None  # "rms" features only: each leaf [len(RMS_DECAYS), size]
+    second_moments: Params = None  # rms feature sets only: each leaf [len(RMS_DECAYS), size]
 
 
 def check_features(features: str) -> str:
@@ -114,25 +123,32 @@ def init(
 
 def with_nominal_rmsprop(theta: Theta, rate: float, growth: float = 0.0) -> Theta:
     """θ that steps ``rate``·normalized(g·r), RMSProp's direction (v at ``RMS_DECAYS[0]``),
-    grows every tensor by ``growth``·normalized(p) (weight decay's path, with the opposite
-    sign), plus what its other units add. Units 0 and 1 of every hidden layer carry
-    relu(±g·r) through, units 2 and 3 relu(±``GROWTH_PATH_GAIN``·p); o_dir reads them with
-    weights ±rate/λ and ∓growth/(gain·λ). The other units' o_dir weights are scaled by
-    ``NOMINAL_OTHERS_SCALE`` (at full scale their random steps drift the inner parameters and
-    double the steps a CNN needs to memorize the digits). An "rms" θ only.
+    grows every tensor by ``growth``·p_in (weight decay's path, with the opposite sign), plus
+    what its other units add. p_in is the normalized p for an "rms" θ (each tensor grows by a
+    fixed amount per step) and the raw p for an "rms_raw" θ (by a fixed fraction:
+    p ← (1 + growth)·p). Units 0 and 1 of every hidden layer carry relu(±g·r) through, units 2
+    and 3 relu(±``GROWTH_PATH_GAIN``·p_in); o_dir reads them with weights ±rate/λ and
+    ∓growth/(gain·λ). The other units' o_dir weights are scaled by ``NOMINAL_OTHERS_SCALE`` (at
+    full scale their random steps drift the inner parameters and double the steps a CNN needs
+    to memorize the digits); with "rms_raw" they do not read the raw p, which grows without
+    bound (meta-training may open that). A θ of an rms feature set only.
 
     A learned optimizer that starts as a hand-designed one and learns from there: the
     nominal descent term of Harrison, Metz and Sohl-Dickstein (NeurIPS 2022), as an
     initialization. At ``growth=0`` the growth path is open but unused: meta-training sets
     its sign and size (the gain lets its Adam steps move the growth ~30× faster).
     """
-    if features_of(theta) != "rms":
-        raise ValueError("a nominal RMSProp direction needs the 'rms' features")
+    features = features_of(theta)
+    if features not in RMS_FEATURE_SETS:
+        raise ValueError("a nominal RMSProp direction needs the 'rms' or 'rms_raw' features")
     if min(layer["w"].shape[1] for layer in theta[:-1]) < 4:
         raise ValueError("a nominal θ needs hidden layers of at least 4 units")
-    descent, value = NUM_TENSOR_FEATURES, 1  # g·r at RMS_DECAYS[0]; p
+    descent = NUM_TENSOR_FEATURES  # g·r at RMS_DECAYS[0]
+    value = NUM_TENSOR_FEATURES + NUM_RMS_FEATURES if features == "rms_raw" else 1  # p_in
     paths = jnp.array([1.0, -1.0, GROWTH_PATH_GAIN, -GROWTH_PATH_GAIN])
     layers = [dict(layer) for layer in theta]
+    if features == "rms_raw":
+        layers[0]["w"] = layers[0]["w"].at[value].set(0.0)
     rows = jnp.array([descent, descent, value, value])
     carried = jnp.zeros_like(layers[0]["w"][:, :4]).at[rows, jnp.arange(4)].set(paths)
     for layer in layers[:-1]:  # units 0–3 read the paths, then pass them on
@@ -150,12 +166,12 @@ def with_nominal_rmsprop(theta: Theta, rate: float, growth: float = 0.0) -> Thet
 
 
 def init_state(params: Params, features: str = "base") -> LOptState:
-    """Zero momenta (and second moments for ``features="rms"``) for ``params``, step 0."""
+    """Zero momenta (and second moments for an rms feature set) for ``params``, step 0."""
 
     def zeros(decays):
         return jax.tree.map(lambda p: jnp.zeros((len(decays), jnp.size(p)), jnp.float32), params)
 
-    second_moments = zeros(RMS_DECAYS) if check_features(features) == "rms" else None
+    second_moments = zeros(RMS_DECAYS) if check_features(features) in RMS_FEATURE_SETS else None
     return LOptState(zeros(DECAYS), jnp.zeros((), jnp.int32), second_moments)
 
 
@@ -237,11 +253,12 @@ def update(
     (the layout before; on the 3.7k-parameter training CNN, a 2-core CPU: ~80 µs per update
     against ~130 µs).
     """
-    rms = features_of(theta) == "rms"
+    features = features_of(theta)
+    rms = features in RMS_FEATURE_SETS
     if rms != (state.second_moments is not None):
         raise ValueError(
-            f"θ takes {features_of(theta)!r} features but the state was made for the other set: "
-            f"use init_state(params, {features_of(theta)!r})"
+            f"θ takes {features!r} features but the state was made for another set: "
+            f"use init_state(params, {features!r})"
         )
     sizes = [jnp.size(p) for p in jax.tree.leaves(params)]
     state_sizes = [jnp.shape(m)[-1] for m in jax.tree.leaves(state.momenta)]
@@ -260,6 +277,10 @@ def update(
     flat = [treedef.flatten_up_to(tree) for tree in (grads, momenta)]
     flat.append(treedef.flatten_up_to(second_moments) if rms else [None] * len(leaves))
     columns = [tensor_features(g, p, m, v) for p, g, m, v in zip(leaves, *flat, strict=True)]
+    if features == "rms_raw":  # the raw p, one more row under each tensor's
+        columns = [
+            jnp.concatenate([c, p.reshape(1, -1)]) for c, p in zip(columns, leaves, strict=True)
+        ]
     outputs = mlp_split_time(theta, jnp.concatenate(columns, axis=1), time_features(state.step))
     steps = step_size(outputs)
     offsets = np.cumsum([0] + [p.size for p in leaves])

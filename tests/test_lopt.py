@@ -163,12 +163,12 @@ def test_nominal_rmsprop_theta_starts_as_rmsprops_direction(hidden_sizes):
         )[0]
         rms = np.sqrt(1e-5 + np.mean(np.square(values["w"])))
         np.testing.assert_allclose(grown["w"], values["w"] * (1 + growth / rms), rtol=1e-5)
-    with pytest.raises(ValueError, match="needs the 'rms' features"):
+    with pytest.raises(ValueError, match="needs the 'rms' or 'rms_raw' features"):
         lopt.with_nominal_rmsprop(lopt.init(jax.random.key(0)), 0.02)
     with pytest.raises(ValueError, match="at least 4 units"):
         lopt.with_nominal_rmsprop(lopt.init(jax.random.key(0), (3,), "rms"), 0.02)
     kwargs = dict(task="quadratic", min_length=3, max_length=3)
-    with pytest.raises(ValueError, match="lopt_nominal_rate needs env.kwargs.lopt_features: rms"):
+    with pytest.raises(ValueError, match="lopt_nominal_rate needs env.kwargs.lopt_features rms"):
         envs.make("learned_optimizer", lopt_nominal_rate=0.02, **kwargs)
     with pytest.raises(ValueError, match="lopt_nominal_rate must be a number > 0"):
         envs.make("learned_optimizer", lopt_features="rms", lopt_nominal_rate=-1, **kwargs)
@@ -216,6 +216,43 @@ def test_env_starts_from_a_saved_theta(tmp_path):
             lopt_init=str(tmp_path),
             **kwargs,
         )
+
+
+def test_rms_raw_theta_grows_every_tensor_by_a_fraction_of_itself(tmp_path):
+    # The rms_raw features add the raw p: the nominal θ_0's growth path then grows p by
+    # growth·p (multiplicative, whatever the tensor's scale), where the rms θ_0 grows it by
+    # growth·p/rms(p). The random units do not read the raw p at θ_0.
+    theta = lopt.init(jax.random.key(0), (8,), "rms_raw")
+    assert theta[0]["w"].shape == (26, 8) and lopt.features_of(theta) == "rms_raw"
+    raw_row = lopt.NUM_TENSOR_FEATURES + lopt.NUM_RMS_FEATURES
+    no_grads = {"small": jnp.zeros(3), "large": jnp.zeros((2, 2))}
+    values = {"small": jnp.array([0.01, -0.02, 0.03]), "large": jnp.array([[10.0, -20], [5, 1]])}
+    state = lopt.init_state(values, "rms_raw")
+    silent = [*theta[:-1], {"w": jnp.zeros_like(theta[-1]["w"]), "b": theta[-1]["b"]}]
+    for growth in (0.01, -0.005):
+        nominal = lopt.with_nominal_rmsprop(theta, 0.02, growth)
+        assert not np.any(np.asarray(nominal[0]["w"][raw_row, 4:]))
+        silent_nominal = lopt.with_nominal_rmsprop(silent, 0.02, growth)
+        grown = lopt.update(silent_nominal, no_grads, values, state)[0]
+        for name in values:
+            np.testing.assert_allclose(
+                grown[name], values[name] * (1 + growth), rtol=1e-5, err_msg=name
+            )
+    lopt.save(tmp_path / "lopt_theta.npz", nominal)
+    loaded = lopt.load(tmp_path)
+    assert lopt.features_of(loaded) == "rms_raw"
+    optimizer = lopt.as_optax(loaded)
+    assert optimizer.init(values).second_moments["large"].shape == (len(lopt.RMS_DECAYS), 4)
+    env = envs.make(
+        "learned_optimizer",
+        task="quadratic",
+        min_length=3,
+        max_length=3,
+        lopt_features="rms_raw",
+        lopt_nominal_rate=0.02,
+        lopt_nominal_growth=0.01,
+    )
+    assert lopt.features_of(env.lopt_theta(jnp.asarray(env.spec.default_action))) == "rms_raw"
 
 
 def test_rms_theta_saves_loads_and_steps_as_optax(tmp_path):
