@@ -247,8 +247,9 @@ def update(
     """One learned-optimizer step: (new params, new state). Pure; jit and vmap freely.
 
     Fused: every tensor's features are normalized on their own, then all parameters go
-    through the MLP as one batch of columns, [8, 14 or 15, num_params] (one matmul per layer, not
-    one per tensor; the time features are the same for every column and enter as a bias).
+    through the MLP as one batch of columns, [rows, num_params] with 8 rows (base), 14 (rms) or
+    15 (rms_raw): one matmul per layer, not one per tensor; the time features are the same for
+    every column and enter as a bias.
     Feature-major rows and decay-major state cost ~40% less than [num_params, features] rows
     (the layout before; on the 3.7k-parameter training CNN, a 2-core CPU: ~80 µs per update
     against ~130 µs).
