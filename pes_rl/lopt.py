@@ -187,11 +187,16 @@ def normalize(rows: jax.Array) -> jax.Array:
 
 
 def tensor_features(
-    grad: jax.Array, param: jax.Array, momenta: jax.Array, second_moments: jax.Array | None = None
+    grad: jax.Array,
+    param: jax.Array,
+    momenta: jax.Array,
+    second_moments: jax.Array | None = None,
+    raw: bool = False,
 ) -> jax.Array:
     """[8, param.size] per-parameter inputs of one tensor, one row per feature: g, p and the
     momenta, normalized per tensor; with ``second_moments`` (the "rms" features) 6 more rows,
-    g·r and m_d·r (r = 1/√v_d, d ∈ ``RMS_DECAYS``): [14, param.size]."""
+    g·r and m_d·r (r = 1/√v_d, d ∈ ``RMS_DECAYS``): [14, param.size]; with ``raw`` too (the
+    "rms_raw" features) the raw p under them: [15, param.size]."""
     grad = grad.reshape(1, -1)
     rows = normalize(jnp.concatenate([grad, param.reshape(1, -1), momenta]))
     if second_moments is None:
@@ -200,7 +205,8 @@ def tensor_features(
     inverse_rms = jax.lax.rsqrt(second_moments + RMS_EPSILON**2)
     paired = momenta[np.array([DECAYS.index(d) for d in RMS_DECAYS])]
     rms_rows = jnp.concatenate([grad * inverse_rms, paired * inverse_rms])
-    return jnp.concatenate([rows, normalize(rms_rows)])
+    raw_rows = [param.reshape(1, -1)] if raw else []
+    return jnp.concatenate([rows, normalize(rms_rows), *raw_rows])
 
 
 def features(grad: jax.Array, param: jax.Array, momenta: jax.Array, step: jax.Array) -> jax.Array:
@@ -277,11 +283,10 @@ def update(
     leaves, treedef = jax.tree.flatten(params)
     flat = [treedef.flatten_up_to(tree) for tree in (grads, momenta)]
     flat.append(treedef.flatten_up_to(second_moments) if rms else [None] * len(leaves))
-    columns = [tensor_features(g, p, m, v) for p, g, m, v in zip(leaves, *flat, strict=True)]
-    if features == "rms_raw":  # the raw p, one more row under each tensor's
-        columns = [
-            jnp.concatenate([c, p.reshape(1, -1)]) for c, p in zip(columns, leaves, strict=True)
-        ]
+    raw = features == "rms_raw"
+    columns = [
+        tensor_features(g, p, m, v, raw) for p, g, m, v in zip(leaves, *flat, strict=True)
+    ]
     outputs = mlp_split_time(theta, jnp.concatenate(columns, axis=1), time_features(state.step))
     steps = step_size(outputs)
     offsets = np.cumsum([0] + [p.size for p in leaves])
