@@ -75,10 +75,12 @@ def main() -> None:
     parser.add_argument("--sets", type=parse_set, nargs="+", default=DEFAULT_SETS)
     parser.add_argument("--out", type=Path, help="write the results here as JSON")
     args = parser.parse_args()
-    try:  # every spec checked before the first (minutes-long) run
-        optimizers = {spec: make_optimizer(spec) for spec in args.optimizers}
-    except (FileNotFoundError, ValueError) as error:
-        parser.error(str(error))
+    optimizers = {}
+    for spec in args.optimizers:  # every spec checked before the first (minutes-long) run
+        try:
+            optimizers[spec] = make_optimizer(spec)
+        except (FileNotFoundError, ValueError) as error:
+            parser.error(f"{spec}: {error}")
     task = lopt_tasks.make("cnn_digits", "train", 128, "digits")
     curve_fn = lopt_eval.make_curve(task, STEPS, RECORD_EVERY, lopt_eval.SPLITS)
     steps = np.arange(0, STEPS + 1, RECORD_EVERY)
