@@ -484,6 +484,29 @@ def test_evaluation_measures_speedup_against_the_best_baseline_on_the_training_l
     assert never["learned_steps_to_target"] is None and never["speedup_seconds"] is None
     assert never["learned_steps_to_adam_final"] is None and never["learned_diverged"] == 1
     assert "| never / 100 | — | — |" in markdown_table({"train": never}, 100, 3)
+    assert never["learned_seed_steps_to_target"] == [None, None, None]
+
+
+def test_evaluation_names_each_seeds_steps_to_the_target():
+    # Seeds at 0.5×, 1× and 2× the curve reach RMSProp's 0.3 at 80, 90 and 100 (their
+    # geometric mean at 90); the baseline's identical seeds all at 100.
+    learned = splits(three_seeds(np.linspace(2.0, 0.1, 11)))
+    rmsprop = splits(np.tile(np.linspace(2.0, 0.3, 11), (3, 1)))
+    adam = splits(np.tile(np.linspace(2.0, 0.5, 11), (3, 1)))
+    baselines = {"adam": (1e-3, 1e-3, adam), "rmsprop": (3e-3, 1e-3, rmsprop)}
+    row = summarize(eval_result(STEPS, learned, baselines))
+    assert row["learned_steps_to_target"] == 90
+    assert row["learned_seed_steps_to_target"] == [80, 90, 100]
+    assert row["baseline_seed_steps_to_target"] == [100, 100, 100]
+    table = markdown_table({"train": row}, 100, 3, first_seed=30_000)
+    assert "| distribution | seed 30000 | seed 30001 | seed 30002 |" in table
+    assert "| train | 80 / 100 | 90 / 100 | 100 / 100 |" in table
+    # A seed that never gets there is named as such.
+    stuck = splits(three_seeds(np.linspace(2.0, 0.1, 11)))
+    stuck["train"][2] = 1.0
+    row = summarize(eval_result(STEPS, stuck, baselines))
+    assert row["learned_seed_steps_to_target"] == [80, 90, None]
+    assert "| train | 80 / 100 | 90 / 100 | never / 100 |" in markdown_table({"train": row}, 100, 3)
 
 
 def test_evaluation_on_the_validation_loss_tunes_for_and_targets_the_best_val_loss():

@@ -36,7 +36,8 @@ training set). Prints a line per distribution and per optimizer as it goes, and 
   tuned baseline;
 * ``results.json`` and ``results.md``: per distribution, the best baseline and its rate, final
   losses, steps and seconds to the target, speed-ups, test losses (the minimum over the run),
-  diverged runs, and each baseline's tuned rate and loss; ``results.json`` also records the
+  diverged runs, each seed's first step at the target (which seeds hold the mean back), and
+  each baseline's tuned rate and loss; ``results.json`` also records the
   ``machine`` (CPU, device, JAX version). The ``adam_*`` keys compare with tuned Adam on the
   training loss alone, as earlier versions did.
 """
@@ -260,6 +261,12 @@ def _steps_to(mean_curve: np.ndarray, target: float, steps: np.ndarray) -> int |
     return int(steps[reached[0]]) if reached.size else None
 
 
+def _each_seed_steps_to(curves: np.ndarray, target: float, steps: np.ndarray) -> list[int | None]:
+    """Each seed's first recorded step at or below ``target`` (``curves``: [seeds, points]): which
+    seeds hold the seeds' mean back."""
+    return [_steps_to(curve, target, steps) for curve in curves]
+
+
 def _ratio(numerator: float | None, denominator: float | None) -> float | None:
     return numerator / denominator if numerator is not None and denominator else None
 
@@ -304,6 +311,10 @@ def summarize(result: dict) -> dict:
         "learned_diverged": int(np.sum(~np.isfinite(finals) | (finals > DIVERGED_LOSS))),
         "learned_steps_to_target": learned_steps,
         "baseline_steps_to_target": best_steps,
+        "learned_seed_steps_to_target": _each_seed_steps_to(learned[split], target, steps),
+        "baseline_seed_steps_to_target": _each_seed_steps_to(
+            best[split], target * (1 + 1e-6), steps
+        ),
         "speedup_steps": _ratio(best_steps, learned_steps),
         "learned_seconds_to_target": _times(learned_steps, learned_sps),
         "baseline_seconds_to_target": _times(best_steps, best["seconds_per_step"]),
@@ -349,7 +360,11 @@ def summarize(result: dict) -> dict:
 
 
 def markdown_table(
-    rows: dict[str, dict], steps: int, seeds: int, objective: str = "train_loss"
+    rows: dict[str, dict],
+    steps: int,
+    seeds: int,
+    objective: str = "train_loss",
+    first_seed: int = SEED_OFFSET,
 ) -> str:
     def fmt(value, spec):
         return "never" if value is None else format(value, spec)
@@ -416,6 +431,19 @@ def markdown_table(
             f"{row[f'{n}_lr']:.3g} | {row[f'{n}_{loss_key}']:.3g} | {row[f'{n}_test_loss']:.3g}"
             for n in names
         ]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "Each seed's first recorded step at the target: learned / best baseline.",
+        "",
+        "| distribution | " + " | ".join(f"seed {first_seed + i}" for i in range(seeds)) + " |",
+        "|---|" + "---|" * seeds,
+    ]
+    for name, row in rows.items():
+        pairs = zip(
+            row["learned_seed_steps_to_target"], row["baseline_seed_steps_to_target"], strict=True
+        )
+        cells = [f"{fmt(learned, 'd')} / {fmt(baseline, 'd')}" for learned, baseline in pairs]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -553,7 +581,7 @@ def main(argv: list[str] | None = None) -> int:
             args.first_seed,
         )
         rows[distribution] = summarize(results[distribution])
-    table = markdown_table(rows, args.steps, args.seeds, objective)
+    table = markdown_table(rows, args.steps, args.seeds, objective, args.first_seed)
     (out / "results.md").write_text(table)
     header = {
         "task": task_name,
