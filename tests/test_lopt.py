@@ -507,6 +507,13 @@ def test_evaluation_names_each_seeds_steps_to_the_target():
     row = summarize(eval_result(STEPS, stuck, baselines))
     assert row["learned_seed_steps_to_target"] == [80, 90, None]
     assert "| train | 80 / 100 | 90 / 100 | never / 100 |" in markdown_table({"train": row}, 100, 3)
+    # Every seed at the float32 floor, where the baseline ends: the geometric mean (the target)
+    # rounds below each seed's own 1e-6, and each seed still counts as at the target.
+    floor = np.float32(lopt_eval.LOSS_FLOOR)
+    at_floor = np.concatenate([np.linspace(2.0, 0.1, 6), np.full(5, floor)]).astype(np.float32)
+    ended = splits(np.tile(at_floor, (10, 1)))
+    row = summarize(eval_result(STEPS, ended, {"adam": (1e-3, 1e-3, ended)}))
+    assert row["learned_seed_steps_to_target"] == [60] * 10
 
 
 def test_evaluation_on_the_validation_loss_tunes_for_and_targets_the_best_val_loss():

@@ -70,6 +70,7 @@ BASELINE_LABELS = {"adam": "Adam", "rmsprop": "RMSProp", "sgd_momentum": "SGD+mo
 OBJECTIVES = {"train_loss": "train", "val_loss": "val"}  # objective -> the split it is on
 SPLITS = ("train", "val", "test")
 SEED_OFFSET = 10_000  # evaluation seeds never coincide with training's reset keys
+AT_TARGET = 1 + 1e-6  # a loss within float rounding of the target (a geometric mean) is at it
 DIVERGED_LOSS = 1e3  # a final loss above this (or non-finite) counts as diverged
 TIMING_REPEATS = 5  # seconds_per_step: the fastest of this many whole runs
 # Training losses below this are float32 rounding (a cross-entropy of memorized data reads 0 or
@@ -299,7 +300,7 @@ def summarize(result: dict) -> dict:
     target = best_final if objective == "train_loss" else float(np.min(best_mean))
     learned_steps = _steps_to(geometric_mean(learned[split], axis=0), target, steps)
     # The baseline's own steps to its target: fewer than the run when it got there early.
-    best_steps = _steps_to(best_mean, target * (1 + 1e-6), steps)
+    best_steps = _steps_to(best_mean, target * AT_TARGET, steps)
     finals = learned["train"][:, -1]
     row = {
         "best_baseline": best_name,
@@ -311,9 +312,11 @@ def summarize(result: dict) -> dict:
         "learned_diverged": int(np.sum(~np.isfinite(finals) | (finals > DIVERGED_LOSS))),
         "learned_steps_to_target": learned_steps,
         "baseline_steps_to_target": best_steps,
-        "learned_seed_steps_to_target": _each_seed_steps_to(learned[split], target, steps),
+        "learned_seed_steps_to_target": _each_seed_steps_to(
+            learned[split], target * AT_TARGET, steps
+        ),
         "baseline_seed_steps_to_target": _each_seed_steps_to(
-            best[split], target * (1 + 1e-6), steps
+            best[split], target * AT_TARGET, steps
         ),
         "speedup_steps": _ratio(best_steps, learned_steps),
         "learned_seconds_to_target": _times(learned_steps, learned_sps),
@@ -343,7 +346,7 @@ def summarize(result: dict) -> dict:
     adam_final = float(geometric_mean(adam["train"][:, -1]))
     to_adam = _steps_to(geometric_mean(learned["train"], axis=0), adam_final, steps)
     adam_mean = geometric_mean(adam["train"], axis=0)
-    adam_steps = _steps_to(adam_mean, adam_final * (1 + 1e-6), steps)
+    adam_steps = _steps_to(adam_mean, adam_final * AT_TARGET, steps)
     adam_sps = adam["seconds_per_step"]
     return row | {
         "adam_final_loss_range": [
