@@ -63,12 +63,6 @@ def parse_set(text: str) -> tuple[int, int]:
     return int(first), int(count)
 
 
-def first_at_floor(curves: np.ndarray, steps: np.ndarray) -> list[int | None]:
-    """Each seed's first recorded step at the floor ([seeds, points] curves)."""
-    at_floor = curves <= ABOVE_FLOOR
-    return [int(steps[np.argmax(row)]) if row.any() else None for row in at_floor]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("optimizers", nargs="+", help="run dirs, growth=G or rmsprop=LR")
@@ -96,7 +90,7 @@ def main() -> None:
                 "steps_to_floor": one["steps_to_floor"],
                 "steps_to_floor_in_halves": two["steps_to_floor"],
                 "off_floor_points_after_300": one["off_floor_points_after_300"],
-                "seeds_first_at_floor": first_at_floor(whole, steps),
+                "seeds_first_at_floor": lopt_eval.each_seed_steps_to(whole, ABOVE_FLOOR, steps),
             }
         results[spec] = rows
         summary = ", ".join(

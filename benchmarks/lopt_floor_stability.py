@@ -78,7 +78,7 @@ def stability(curves: np.ndarray, steps: np.ndarray) -> dict:
     curves = np.maximum(curves, floor)
     mean = lopt_eval.geometric_mean(curves, axis=0)
     return {
-        "steps_to_floor": lopt_eval._steps_to(mean, floor * (1 + 1e-6), steps),
+        "steps_to_floor": lopt_eval._steps_to(mean, floor * lopt_eval.AT_TARGET, steps),
         "steps_to_1e-5": lopt_eval._steps_to(mean, NEAR_FLOOR, steps),
         "off_floor_points_after_300": int(
             np.sum(curves[:, steps >= SETTLED_FROM] > ABOVE_FLOOR)

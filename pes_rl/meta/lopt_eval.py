@@ -262,7 +262,7 @@ def _steps_to(mean_curve: np.ndarray, target: float, steps: np.ndarray) -> int |
     return int(steps[reached[0]]) if reached.size else None
 
 
-def _each_seed_steps_to(curves: np.ndarray, target: float, steps: np.ndarray) -> list[int | None]:
+def each_seed_steps_to(curves: np.ndarray, target: float, steps: np.ndarray) -> list[int | None]:
     """Each seed's first recorded step at or below ``target`` (``curves``: [seeds, points]): which
     seeds hold the seeds' mean back."""
     return [_steps_to(curve, target, steps) for curve in curves]
@@ -312,10 +312,10 @@ def summarize(result: dict) -> dict:
         "learned_diverged": int(np.sum(~np.isfinite(finals) | (finals > DIVERGED_LOSS))),
         "learned_steps_to_target": learned_steps,
         "baseline_steps_to_target": best_steps,
-        "learned_seed_steps_to_target": _each_seed_steps_to(
+        "learned_seed_steps_to_target": each_seed_steps_to(
             learned[split], target * AT_TARGET, steps
         ),
-        "baseline_seed_steps_to_target": _each_seed_steps_to(
+        "baseline_seed_steps_to_target": each_seed_steps_to(
             best[split], target * AT_TARGET, steps
         ),
         "speedup_steps": _ratio(best_steps, learned_steps),
