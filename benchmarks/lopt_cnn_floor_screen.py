@@ -5,7 +5,8 @@ Each OPTIMIZER is a learned_optimizer run dir (or a ``lopt_theta.npz``), ``growt
 train config's θ_0 before meta-training, its growth path set by hand to G, as
 ``lopt_floor_stability.py --nominal-growth``; ``growth=G,rate=R`` also sets its RMSProp rate,
 0.02 in the config; ``raw_growth=G`` is the same θ_0 with the ``rms_raw`` features, growing
-every tensor by the fraction G of itself per step) or ``rmsprop=LR``. For every set ``FIRSTxN`` (N
+every tensor by the fraction G of itself per step; ``,until=S`` stops the growth around step S,
+``lopt_nominal_growth_until``) or ``rmsprop=LR``. For every set ``FIRSTxN`` (N
 unseen training-distribution tasks from seed FIRST) it records, with ``lopt-eval``'s whole-split
 training losses and minibatches every 25 steps: the first step at which the seeds' geometric
 mean is at the floor in one vmapped batch (as ``lopt-eval`` runs them) and in two halves, the
@@ -49,9 +50,14 @@ def make_optimizer(spec: str) -> optax.GradientTransformation:
     if name == "rmsprop" and value:
         return optax.rmsprop(float(value))
     if name in ("growth", "raw_growth") and value:
-        growth, _, rate = value.partition(",rate=")
+        growth, *options = value.split(",")
+        settings = dict(option.partition("=")[::2] for option in options)
+        if not set(settings) <= {"rate", "until"}:
+            raise ValueError(f"the options of {name} are rate=R and until=S, got {value!r}")
         features = "rms_raw" if name == "raw_growth" else "rms"
-        return lopt.as_optax(nominal_theta(float(growth), float(rate or 0.02), features))
+        rate, until = float(settings.get("rate", 0.02)), settings.get("until")
+        theta = nominal_theta(float(growth), rate, features, until and int(until))
+        return lopt.as_optax(theta)
     return lopt.as_optax(lopt.load(spec))
 
 

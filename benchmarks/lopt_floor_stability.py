@@ -49,11 +49,14 @@ SETTLED_FROM = 300  # off-floor points are counted from this step on
 ABOVE_FLOOR = lopt_eval.LOSS_FLOOR * 1.0001  # a recorded loss above this is off the floor
 
 
-def nominal_theta(growth: float, rate: float = 0.02, features: str = "rms") -> lopt.Theta:
+def nominal_theta(
+    growth: float, rate: float = 0.02, features: str = "rms", until: int | None = None
+) -> lopt.Theta:
     """The CNN train config's θ_0 (RMSProp's direction at ``rate``, 0.02 in the config), its
-    growth set to ``growth`` (``features="rms_raw"``: a fraction of each parameter per step)."""
+    growth set to ``growth`` (``features="rms_raw"``: a fraction of each parameter per step),
+    stopping around step ``until`` (None: never)."""
     initial = lopt.init(jax.random.key(learned_optimizer.THETA_SEED), (32,), features)
-    return lopt.with_nominal_rmsprop(initial, rate, growth)
+    return lopt.with_nominal_rmsprop(initial, rate, growth, until)
 
 
 def all_zero(grads) -> jax.Array:

@@ -76,6 +76,9 @@ class LearnedOptimizer(unrolled.UnrolledOptimizationEnv):
         much per step along its normalized values (rms), or by this fraction of itself
         (rms_raw); negative: weight decay. None = 0: the growth path is open but unused, and
         meta-training sets it.
+      lopt_nominal_growth_until: with ``lopt_nominal_growth``, θ_0's growth stops around this
+        inner step (a gate on the time features, ``lopt.growth_gate``): fast multiplicative
+        growth (rms_raw) that does not grow the network without bound. None: it never stops.
       lopt_init: θ_0 = a saved learned optimizer (a ``lopt_theta.npz`` or a run dir holding
         one): meta-training goes on from it, e.g. with longer inner runs. Its feature set and
         hidden sizes must match ``lopt_features`` and ``lopt_hidden_sizes``. None: θ_0 as above.
@@ -98,6 +101,7 @@ class LearnedOptimizer(unrolled.UnrolledOptimizationEnv):
         lopt_features: str | None = None,
         lopt_nominal_rate: float | None = None,
         lopt_nominal_growth: float | None = None,
+        lopt_nominal_growth_until: int | None = None,
         lopt_init: str | None = None,
     ):
         if objective not in OBJECTIVES:
@@ -138,6 +142,13 @@ class LearnedOptimizer(unrolled.UnrolledOptimizationEnv):
                     f"got {lopt_nominal_growth!r}"
                 )
         self.lopt_nominal_growth = lopt_nominal_growth or 0.0
+        if lopt_nominal_growth_until is not None:
+            if lopt_nominal_growth is None:
+                raise ValueError(
+                    "env.kwargs.lopt_nominal_growth_until needs env.kwargs.lopt_nominal_growth"
+                )
+            unrolled.check_count("lopt_nominal_growth_until", lopt_nominal_growth_until)
+        self.lopt_nominal_growth_until = lopt_nominal_growth_until
         self.lopt_init = None if lopt_init is None else self._load_init(lopt_init)
         flat, self.unravel = ravel_pytree(self.as_meta_theta(jax.random.key(THETA_SEED)))
         if loss_cap is None:
@@ -184,7 +195,10 @@ class LearnedOptimizer(unrolled.UnrolledOptimizationEnv):
         theta = lopt.init(key, self.lopt_hidden_sizes, self.lopt_features)
         if self.lopt_nominal_rate is not None:
             theta = lopt.with_nominal_rmsprop(
-                theta, self.lopt_nominal_rate, self.lopt_nominal_growth
+                theta,
+                self.lopt_nominal_rate,
+                self.lopt_nominal_growth,
+                self.lopt_nominal_growth_until,
             )
         return lopt.scale_steps(theta, 1.0 / self.step_scale)
 

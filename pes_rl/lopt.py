@@ -61,6 +61,7 @@ NUM_RMS_FEATURES = 2 * len(RMS_DECAYS)  # g·r and m_d·r per decay
 RMS_EPSILON = 1e-8  # r = 1/√(v + ε²): a gradient that stays 0 gives features of 0
 NOMINAL_OTHERS_SCALE = 0.1  # with_nominal_rmsprop: the other units' share of o_dir at θ_0
 GROWTH_PATH_GAIN = 30.0  # with_nominal_rmsprop: the growth path's hidden units read 30·p
+GROWTH_GATE = 100.0  # with_nominal_rmsprop(growth_until=…): the gate's reach, in units of p_in
 FEATURE_SETS = {  # name -> inputs
     "base": NUM_FEATURES,
     "rms": NUM_FEATURES + NUM_RMS_FEATURES,
@@ -121,17 +122,22 @@ def init(
     return layers
 
 
-def with_nominal_rmsprop(theta: Theta, rate: float, growth: float = 0.0) -> Theta:
+def with_nominal_rmsprop(
+    theta: Theta, rate: float, growth: float = 0.0, growth_until: float | None = None
+) -> Theta:
     """θ that steps ``rate``·normalized(g·r), RMSProp's direction (v at ``RMS_DECAYS[0]``),
     grows every tensor by ``growth``·p_in (weight decay's path, with the opposite sign), plus
     what its other units add. p_in is the normalized p for an "rms" θ (each tensor grows by a
     fixed amount per step) and the raw p for an "rms_raw" θ (by a fixed fraction:
     p ← (1 + growth)·p). Units 0 and 1 of every hidden layer carry relu(±g·r) through, units 2
     and 3 relu(±``GROWTH_PATH_GAIN``·p_in); o_dir reads them with weights ±rate/λ and
-    ∓growth/(gain·λ). The other units' o_dir weights are scaled by ``NOMINAL_OTHERS_SCALE`` (at
-    full scale their random steps drift the inner parameters and double the steps a CNN needs
-    to memorize the digits); with "rms_raw" they do not read the raw p, which grows without
-    bound (meta-training may open that). A θ of an rms feature set only.
+    ∓growth/(gain·λ). With ``growth_until`` the growth stops around that inner step: units 2
+    and 3 also read a gate on the time features (:func:`growth_gate`), so that a fast
+    multiplicative growth memorizes a task but does not grow the network without bound. The
+    other units' o_dir weights are scaled by ``NOMINAL_OTHERS_SCALE`` (at full scale their
+    random steps drift the inner parameters and double the steps a CNN needs to memorize the
+    digits); with "rms_raw" they do not read the raw p, which grows without bound (meta-training
+    may open that). A θ of an rms feature set only.
 
     A learned optimizer that starts as a hand-designed one and learns from there: the
     nominal descent term of Harrison, Metz and Sohl-Dickstein (NeurIPS 2022), as an
@@ -145,24 +151,49 @@ def with_nominal_rmsprop(theta: Theta, rate: float, growth: float = 0.0) -> Thet
         raise ValueError("a nominal θ needs hidden layers of at least 4 units")
     descent = NUM_TENSOR_FEATURES  # g·r at RMS_DECAYS[0]
     value = NUM_TENSOR_FEATURES + NUM_RMS_FEATURES if features == "rms_raw" else 1  # p_in
-    paths = jnp.array([1.0, -1.0, GROWTH_PATH_GAIN, -GROWTH_PATH_GAIN])
+    # A gated growth path reads p_in at gain 1: its units carry the gate's offset, ~60 at
+    # first, and an offset ×30 would make meta-training's perturbations of their output
+    # weights steps far larger than the growth itself.
+    gain = GROWTH_PATH_GAIN if growth_until is None else 1.0
+    paths = jnp.array([1.0, -1.0, gain, -gain])
     layers = [dict(layer) for layer in theta]
     if features == "rms_raw":
         layers[0]["w"] = layers[0]["w"].at[value].set(0.0)
     rows = jnp.array([descent, descent, value, value])
     carried = jnp.zeros_like(layers[0]["w"][:, :4]).at[rows, jnp.arange(4)].set(paths)
+    first_bias = jnp.zeros(4)
+    if growth_until is not None:  # units 2, 3: relu(±p_in + T(t)), T > 0 until then
+        time_row, time_weight, bias = growth_gate(growth_until, layers[0]["w"].shape[0])
+        carried = carried.at[time_row, 2:].set(time_weight)
+        first_bias = first_bias.at[2:].set(bias)
+        growth = growth / 2.0  # relu(x + T) − relu(−x + T) = 2x while the gate is open
     for layer in layers[:-1]:  # units 0–3 read the paths, then pass them on
         layer["w"] = layer["w"].at[:, :4].set(carried)
-        layer["b"] = layer["b"].at[:4].set(0.0)
+        layer["b"] = layer["b"].at[:4].set(first_bias)
         carried = jnp.zeros((layer["w"].shape[1], 4)).at[jnp.arange(4), jnp.arange(4)].set(1.0)
+        first_bias = jnp.zeros(4)
     out = layers[-1]
-    descent_weight, growth_weight = rate / STEP_MULT, growth / (GROWTH_PATH_GAIN * STEP_MULT)
+    descent_weight, growth_weight = rate / STEP_MULT, growth / (gain * STEP_MULT)
     paths_out = jnp.array(
         [[descent_weight, 0.0], [-descent_weight, 0.0], [-growth_weight, 0.0], [growth_weight, 0.0]]
     )
     others = out["w"].at[4:, 0].multiply(NOMINAL_OTHERS_SCALE)
     layers[-1] = {"w": others.at[:4].set(paths_out), "b": out["b"]}
     return layers
+
+
+def growth_gate(until: float, fan_in: int) -> tuple[int, float, float]:
+    """(first-layer row, its weight, bias) of T(t) = ``GROWTH_GATE``·(tanh(until/τ − 1) −
+    tanh(t/τ − 1)): positive before step ``until``, negative after, with τ the time feature's
+    timescale nearest ``until`` (so that T crosses 0 where it is steepest). A unit
+    relu(±p + T(t)) passes p while T > |p| and nothing once T < −|p|: its growth stops within a
+    step of ``until`` for |p| ≲ 1, within ~10 steps for |p| ~ 30. Values beyond the gate's reach
+    (|p| > 0.76·``GROWTH_GATE``) would not stop growing."""
+    if not until > 0:
+        raise ValueError(f"growth_until must be a step > 0, got {until!r}")
+    index = min(range(len(TIMESCALES)), key=lambda i: abs(np.log(TIMESCALES[i] / until)))
+    row = fan_in - len(TIMESCALES) + index  # the time features are the first layer's last rows
+    return row, -GROWTH_GATE, GROWTH_GATE * float(np.tanh(until / TIMESCALES[index] - 1.0))
 
 
 def init_state(params: Params, features: str = "base") -> LOptState:

@@ -255,6 +255,49 @@ def test_rms_raw_theta_grows_every_tensor_by_a_fraction_of_itself(tmp_path):
     assert lopt.features_of(env.lopt_theta(jnp.asarray(env.spec.default_action))) == "rms_raw"
 
 
+def test_nominal_growth_stops_around_growth_until():
+    # growth_until gates the growth path with the time features: each tensor grows by the
+    # fraction `growth` of itself per step until about that step, then not at all, for small
+    # and large values alike (within the gate's reach); the descent path is untouched.
+    theta = lopt.init(jax.random.key(0), (8, 8), "rms_raw")
+    silent = [*theta[:-1], {"w": jnp.zeros_like(theta[-1]["w"]), "b": theta[-1]["b"]}]
+    values = {"small": jnp.array([0.01, -0.02, 0.03]), "large": jnp.array([[1.0, -2], [0.5, 1.5]])}
+    no_grads = jax.tree.map(jnp.zeros_like, values)
+    step = jax.jit(lopt.update)
+    for until in (30, 300):
+        gated = lopt.with_nominal_rmsprop(silent, 0.02, 0.01, growth_until=until)
+        params, state = values, lopt.init_state(values, "rms_raw")
+        ratios = []
+        for _ in range(until + 250):
+            new, state = step(gated, no_grads, params, state)
+            ratios.append(jax.tree.map(lambda n, p: n / p, new, params))
+            params = new
+        for name in values:
+            np.testing.assert_allclose(ratios[0][name], 1.01, rtol=1e-4, err_msg=name)
+            np.testing.assert_allclose(ratios[until // 2][name], 1.01, rtol=1e-3, err_msg=name)
+            np.testing.assert_allclose(ratios[-1][name], 1.0, rtol=1e-6, err_msg=name)
+        grads = {"small": jnp.array([1.0, -2.0, 0.5]), "large": jnp.ones((2, 2))}
+        moved = lopt.update(gated, grads, values, lopt.init_state(values, "rms_raw"))[0]
+        np.testing.assert_allclose(
+            moved["small"], values["small"] * 1.01 - 0.02 * np.sign(grads["small"]), atol=1e-6
+        )
+    with pytest.raises(ValueError, match="growth_until must be a step > 0"):
+        lopt.with_nominal_rmsprop(silent, 0.02, 0.01, growth_until=0)
+    kwargs = dict(task="quadratic", min_length=3, max_length=3, lopt_features="rms_raw")
+    with pytest.raises(ValueError, match="growth_until needs env.kwargs.lopt_nominal_growth"):
+        envs.make(
+            "learned_optimizer", lopt_nominal_rate=0.02, lopt_nominal_growth_until=9, **kwargs
+        )
+    with pytest.raises(ValueError, match="lopt_nominal_growth_until must be an int >= 1"):
+        envs.make(
+            "learned_optimizer",
+            lopt_nominal_rate=0.02,
+            lopt_nominal_growth=0.01,
+            lopt_nominal_growth_until=-5,
+            **kwargs,
+        )
+
+
 def test_rms_theta_saves_loads_and_steps_as_optax(tmp_path):
     theta = lopt.init(jax.random.key(0), hidden_sizes=(8,), features="rms")
     assert theta[0]["w"].shape == (25, 8) and lopt.features_of(theta) == "rms"
