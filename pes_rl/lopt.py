@@ -132,7 +132,7 @@ def with_nominal_rmsprop(
     p ← (1 + growth)·p). Units 0 and 1 of every hidden layer carry relu(±g·r) through, units 2
     and 3 relu(±``GROWTH_PATH_GAIN``·p_in); o_dir reads them with weights ±rate/λ and
     ∓growth/(gain·λ). With ``growth_until`` the growth stops around that inner step: units 2
-    and 3 also read a gate on the time features (:func:`growth_gate`), so that a fast
+    and 3 read p_in at gain 1 plus a gate on the time features (:func:`growth_gate`), so that a fast
     multiplicative growth memorizes a task but does not grow the network without bound. The
     other units' o_dir weights are scaled by ``NOMINAL_OTHERS_SCALE`` (at full scale their
     random steps drift the inner parameters and double the steps a CNN needs to memorize the
@@ -151,8 +151,8 @@ def with_nominal_rmsprop(
         raise ValueError("a nominal θ needs hidden layers of at least 4 units")
     descent = NUM_TENSOR_FEATURES  # g·r at RMS_DECAYS[0]
     value = NUM_TENSOR_FEATURES + NUM_RMS_FEATURES if features == "rms_raw" else 1  # p_in
-    # A gated growth path reads p_in at gain 1: its units carry the gate's offset, ~60 at
-    # first, and an offset ×30 would make meta-training's perturbations of their output
+    # A gated growth path reads p_in at gain 1: its units carry the gate's offset (up to
+    # GROWTH_GATE), and an offset ×30 would make meta-training's perturbations of their output
     # weights steps far larger than the growth itself.
     gain = GROWTH_PATH_GAIN if growth_until is None else 1.0
     paths = jnp.array([1.0, -1.0, gain, -gain])
@@ -186,9 +186,9 @@ def growth_gate(until: float, fan_in: int) -> tuple[int, float, float]:
     """(first-layer row, its weight, bias) of T(t) = ``GROWTH_GATE``·(tanh(until/τ − 1) −
     tanh(t/τ − 1)): positive before step ``until``, negative after, with τ the time feature's
     timescale nearest ``until`` (so that T crosses 0 where it is steepest). A unit
-    relu(±p + T(t)) passes p while T > |p| and nothing once T < −|p|: its growth stops within a
-    step of ``until`` for |p| ≲ 1, within ~10 steps for |p| ~ 30. Values beyond the gate's reach
-    (|p| > 0.76·``GROWTH_GATE``) would not stop growing."""
+    relu(±p + T(t)) passes p while T > |p| and nothing once T < −|p|: a value's growth fades out
+    over ~2|p|·τ/``GROWTH_GATE`` steps around ``until`` (~6|p| at τ = 300). Values beyond the
+    gate's reach, ~``GROWTH_GATE`` for ``until`` near τ, would not stop growing."""
     if not until > 0:
         raise ValueError(f"growth_until must be a step > 0, got {until!r}")
     index = min(range(len(TIMESCALES)), key=lambda i: abs(np.log(TIMESCALES[i] / until)))
