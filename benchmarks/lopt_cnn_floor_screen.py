@@ -56,7 +56,7 @@ def make_optimizer(spec: str) -> optax.GradientTransformation:
             raise ValueError(f"the options of {name} are rate=R and until=S, got {value!r}")
         features = "rms_raw" if name == "raw_growth" else "rms"
         rate, until = float(settings.get("rate", 0.02)), settings.get("until")
-        theta = nominal_theta(float(growth), rate, features, until and int(until))
+        theta = nominal_theta(float(growth), rate, features, None if until is None else int(until))
         return lopt.as_optax(theta)
     return lopt.as_optax(lopt.load(spec))
 

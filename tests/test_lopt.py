@@ -284,6 +284,19 @@ def test_nominal_growth_stops_around_growth_until():
     with pytest.raises(ValueError, match="growth_until must be a step > 0"):
         lopt.with_nominal_rmsprop(silent, 0.02, 0.01, growth_until=0)
     kwargs = dict(task="quadratic", min_length=3, max_length=3, lopt_features="rms_raw")
+    env = envs.make(
+        "learned_optimizer",
+        lopt_hidden_sizes=(8, 8),
+        lopt_nominal_rate=0.02,
+        lopt_nominal_growth=0.01,
+        lopt_nominal_growth_until=30,
+        **kwargs,
+    )
+    expected = lopt.with_nominal_rmsprop(theta, 0.02, 0.01, growth_until=30)
+    started = env.lopt_theta(jnp.asarray(env.spec.default_action))
+    for layer, want in zip(started, expected, strict=True):
+        np.testing.assert_allclose(layer["w"], want["w"], rtol=1e-6)
+        np.testing.assert_allclose(layer["b"], want["b"], rtol=1e-6)
     with pytest.raises(ValueError, match="growth_until needs env.kwargs.lopt_nominal_growth"):
         envs.make(
             "learned_optimizer", lopt_nominal_rate=0.02, lopt_nominal_growth_until=9, **kwargs
