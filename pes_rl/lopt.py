@@ -161,17 +161,15 @@ def with_nominal_rmsprop(
         layers[0]["w"] = layers[0]["w"].at[value].set(0.0)
     rows = jnp.array([descent, descent, value, value])
     carried = jnp.zeros_like(layers[0]["w"][:, :4]).at[rows, jnp.arange(4)].set(paths)
-    first_bias = jnp.zeros(4)
-    if growth_until is not None:  # units 2, 3: relu(±p_in + T(t)), T > 0 until then
-        time_row, time_weight, bias = growth_gate(growth_until, layers[0]["w"].shape[0])
-        carried = carried.at[time_row, 2:].set(time_weight)
-        first_bias = first_bias.at[2:].set(bias)
-        growth = growth / 2.0  # relu(x + T) − relu(−x + T) = 2x while the gate is open
     for layer in layers[:-1]:  # units 0–3 read the paths, then pass them on
         layer["w"] = layer["w"].at[:, :4].set(carried)
-        layer["b"] = layer["b"].at[:4].set(first_bias)
+        layer["b"] = layer["b"].at[:4].set(0.0)
         carried = jnp.zeros((layer["w"].shape[1], 4)).at[jnp.arange(4), jnp.arange(4)].set(1.0)
-        first_bias = jnp.zeros(4)
+    if growth_until is not None:  # units 2, 3 become relu(±p_in + T(t)), T > 0 until then
+        time_row, time_weight, bias = growth_gate(growth_until, layers[0]["w"].shape[0])
+        layers[0]["w"] = layers[0]["w"].at[time_row, 2:4].set(time_weight)
+        layers[0]["b"] = layers[0]["b"].at[2:4].set(bias)
+        growth = growth / 2.0  # relu(x + T) − relu(−x + T) = 2x while the gate is open
     out = layers[-1]
     descent_weight, growth_weight = rate / STEP_MULT, growth / (gain * STEP_MULT)
     paths_out = jnp.array(
