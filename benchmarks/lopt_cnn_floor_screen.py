@@ -6,7 +6,12 @@ train config's θ_0 before meta-training, its growth path set by hand to G, as
 ``lopt_floor_stability.py --nominal-growth``; ``growth=G,rate=R`` also sets its RMSProp rate,
 0.02 in the config; ``raw_growth=G`` is the same θ_0 with the ``rms_raw`` features, growing
 every tensor by the fraction G of itself per step; ``,until=S`` stops the growth around step S,
-``lopt_nominal_growth_until``) or ``rmsprop=LR``. For every set ``FIRSTxN`` (N
+``lopt_nominal_growth_until``), ``layered_growth=G,until=S`` (not a learned optimizer: the
+``rms_raw`` θ_0 with no growth, then every layer's weights grown by the fraction G per step and
+layer k's bias (k = 1 for the first) by (1 + G)^k − 1, until step S: a growth that keeps the
+network's function up to a scale of its logits, so no ReLU switches; it needs each tensor's
+depth, which the learned optimizer's features do not have; see ``lopt_dead_examples.py``) or
+``rmsprop=LR``. For every set ``FIRSTxN`` (N
 unseen training-distribution tasks from seed FIRST) it records, with ``lopt-eval``'s whole-split
 training losses and minibatches every 25 steps: the first step at which the seeds' geometric
 mean is at the floor in one vmapped batch (as ``lopt-eval`` runs them) and in two halves, the
@@ -25,6 +30,7 @@ import json
 import time
 from pathlib import Path
 
+import jax.numpy as jnp
 import numpy as np
 import optax
 from lopt_floor_stability import (
@@ -44,16 +50,42 @@ from pes_rl.meta import lopt_eval
 DEFAULT_SETS = [(10_000, 5), (10_000, 10), (20_000, 10), (30_000, 10)]  # (first seed, tasks)
 
 
+def layered_growth(growth: float, until: int) -> optax.GradientTransformation:
+    """Adds, before step ``until``, growth·w to every weight's update and ((1 + growth)^k − 1)·b
+    to layer k's bias (params a list of {"w", "b"} layers, k = 1 for the first): a ReLU
+    network's activation pattern is unchanged and its logits grow by (1 + growth)^depth."""
+
+    def update(updates, count, params):
+        on = (count < until).astype(jnp.float32)
+        grown = [
+            {
+                "w": updates[k]["w"] + on * growth * layer["w"],
+                "b": updates[k]["b"] + on * ((1.0 + growth) ** (k + 1) - 1.0) * layer["b"],
+            }
+            for k, layer in enumerate(params)
+        ]
+        return grown, count + 1
+
+    return optax.GradientTransformation(lambda params: jnp.zeros((), jnp.int32), update)
+
+
 def make_optimizer(spec: str) -> optax.GradientTransformation:
     """An optimizer from its command-line spec (see the module docstring)."""
     name, _, value = spec.partition("=")
     if name == "rmsprop" and value:
         return optax.rmsprop(float(value))
-    if name in ("growth", "raw_growth") and value:
+    if name in ("growth", "raw_growth", "layered_growth") and value:
         growth, *options = value.split(",")
         settings = dict(option.partition("=")[::2] for option in options)
         if not set(settings) <= {"rate", "until"}:
             raise ValueError(f"the options of {name} are rate=R and until=S, got {value!r}")
+        if name == "layered_growth":
+            if "until" not in settings:
+                raise ValueError(f"layered_growth needs until=S, got {value!r}")
+            theta = nominal_theta(0.0, float(settings.get("rate", 0.02)), "rms_raw")
+            return optax.chain(
+                lopt.as_optax(theta), layered_growth(float(growth), int(settings["until"]))
+            )
         features = "rms_raw" if name == "raw_growth" else "rms"
         rate, until = float(settings.get("rate", 0.02)), settings.get("until")
         theta = nominal_theta(float(growth), rate, features, None if until is None else int(until))
