@@ -1,21 +1,21 @@
 """Why is a training task never memorized? Count its dead examples: training images for which
 the CNN's last conv layer outputs 0 everywhere, so that the logits are the dense layer's bias.
 
-No gradient reaches the conv layers or the dense weights from such an image (every ReLU on its
-path is off), only the dense bias: a gradient-based optimizer cannot fix it, and its loss stays
-on a plateau. RMSProp makes none on these tasks; a growth of every tensor by the same rule
-(the learned optimizers') does, and one that grows layer k's bias k times as fast
-(``layered_growth``) mostly does not. For every OPTIMIZER (as ``lopt_cnn_floor_screen.py``
-takes them: a run dir, ``growth=G``, ``raw_growth=G,until=S``, ``layered_growth=G,until=S``,
-``rmsprop=LR``) and set ``FIRSTxN`` of unseen
-training-distribution tasks, it trains every task for 1000 steps (all seeds in one vmapped
-batch, minibatches as ``lopt-eval`` draws them) and records per seed: the final whole-split
-training loss, its dead examples and their share of the summed loss.
+No gradient from such an image reaches the conv layers or the dense weights (its last
+layer's ReLUs are all off), only the dense bias: it is fitted only if the bias favours its
+label, and otherwise its loss stays whatever the optimizer does. RMSProp makes none on these
+tasks; a growth of every tensor by one rule (the learned optimizers') does, on a few; one that
+grows layer k's bias by (1 + G)^k − 1 (``layered_growth``) keeps the network's function and
+made one or none. For every OPTIMIZER (as ``lopt_cnn_floor_screen.py`` takes them: a run
+dir, ``growth=G``, ``raw_growth=G,until=S``, ``layered_growth=G,until=S``, ``rmsprop=LR``) and
+set ``FIRSTxN`` of unseen training-distribution tasks, it trains every task for 1000 steps
+(all seeds in one vmapped batch, minibatches as ``lopt-eval`` draws them) and records per seed:
+the final whole-split training loss, its dead examples and their share of the summed loss.
 
     python benchmarks/lopt_dead_examples.py benchmarks/results/lopt_cnn_train \\
         raw_growth=0.012,until=250 \\
         benchmarks/results/lopt_cnn_train_variants/rms_raw_growth0.012_until250_sigma0.003 \\
-        layered_growth=0.012,until=250 rmsprop=0.0316227766 \\
+        layered_growth=0.012,until=250 layered_growth=0.010,until=250 rmsprop=0.0316227766 \\
         --sets 10000x10 20000x10 30000x10 40000x10 50000x10 60000x10 70000x10 \\
         --out benchmarks/results/lopt_cnn_dead_examples_cpu.json
 """
@@ -86,7 +86,11 @@ def dead_examples(params, variant, x: jax.Array, y: jax.Array) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("optimizers", nargs="+", help="run dirs, growth=G or rmsprop=LR")
+    parser.add_argument(
+        "optimizers",
+        nargs="+",
+        help="run dirs, growth=G, raw_growth=G[,until=S], layered_growth=G,until=S, rmsprop=LR",
+    )
     parser.add_argument("--sets", type=parse_set, nargs="+", default=[(30_000, 10), (40_000, 10)])
     parser.add_argument("--out", type=Path, help="write the results here as JSON")
     args = parser.parse_args()
