@@ -11,11 +11,11 @@ every tensor by the fraction G of itself per step; ``,until=S`` stops the growth
 layer k's bias (k = 1 for the first) by (1 + G)^k − 1, until step S: a growth that keeps the
 network's function up to a scale of its logits, so no ReLU switches; it needs each tensor's
 depth, which the learned optimizer's features do not have; see ``lopt_dead_examples.py``) or
-``rmsprop=LR``. For every set ``FIRSTxN`` (N
-unseen training-distribution tasks from seed FIRST) it records, with ``lopt-eval``'s whole-split
-training losses and minibatches every 25 steps: the first step at which the seeds' geometric
-mean is at the floor in one vmapped batch (as ``lopt-eval`` runs them) and in two halves, the
-off-floor points after step 300, and each seed's own first step at the floor (None: never).
+``rmsprop=LR``. For every set ``FIRSTxN`` (N unseen tasks from seed FIRST, of the training
+distribution or ``--distribution``) it records, with ``lopt-eval``'s whole-split training losses
+and minibatches every 25 steps: the first step at which the seeds' geometric mean is at the floor
+in one vmapped batch (as ``lopt-eval`` runs them) and in two halves, the off-floor points after
+step 300, and each seed's own first step at the floor (None: never).
 
     python benchmarks/lopt_cnn_floor_screen.py benchmarks/results/lopt_cnn_train \\
         benchmarks/results/lopt_cnn_train_variants/particles* \\
@@ -103,8 +103,18 @@ def parse_set(text: str) -> tuple[int, int]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("optimizers", nargs="+", help="run dirs, growth=G or rmsprop=LR")
+    parser.add_argument(
+        "optimizers",
+        nargs="+",
+        help="run dirs, growth=G, raw_growth=G[,until=S], layered_growth=G,until=S, rmsprop=LR",
+    )
     parser.add_argument("--sets", type=parse_set, nargs="+", default=DEFAULT_SETS)
+    parser.add_argument(
+        "--distribution",
+        choices=("train", "heldout", "heldout_mlp"),
+        default="train",
+        help="the cnn_digits distribution the tasks are drawn from (default: train)",
+    )
     parser.add_argument("--out", type=Path, help="write the results here as JSON")
     args = parser.parse_args()
     optimizers = {}
@@ -113,7 +123,7 @@ def main() -> None:
             optimizers[spec] = make_optimizer(spec)
         except (FileNotFoundError, ValueError) as error:
             parser.error(f"{spec}: {error}")
-    task = lopt_tasks.make("cnn_digits", "train", 128, "digits")
+    task = lopt_tasks.make("cnn_digits", args.distribution, 128, "digits")
     curve_fn = lopt_eval.make_curve(task, STEPS, RECORD_EVERY, lopt_eval.SPLITS)
     steps = np.arange(0, STEPS + 1, RECORD_EVERY)
     results = {}
