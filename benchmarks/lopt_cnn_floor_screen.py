@@ -101,14 +101,36 @@ def parse_set(text: str) -> tuple[int, int]:
     return int(first), int(count)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def add_optimizers_and_sets(
+    parser: argparse.ArgumentParser, default_sets: list[tuple[int, int]]
+) -> None:
+    """The OPTIMIZERS positional argument and ``--sets``, as this screen and
+    ``lopt_dead_examples.py`` take them."""
     parser.add_argument(
         "optimizers",
         nargs="+",
         help="run dirs, growth=G, raw_growth=G[,until=S], layered_growth=G,until=S, rmsprop=LR",
     )
-    parser.add_argument("--sets", type=parse_set, nargs="+", default=DEFAULT_SETS)
+    parser.add_argument("--sets", type=parse_set, nargs="+", default=default_sets)
+
+
+def make_optimizers(
+    parser: argparse.ArgumentParser, specs: list[str]
+) -> dict[str, optax.GradientTransformation]:
+    """{spec: optimizer}, every spec checked before the first (minutes-long) run: a bad one
+    ends the script with the parser's usage and the reason."""
+    optimizers = {}
+    for spec in specs:
+        try:
+            optimizers[spec] = make_optimizer(spec)
+        except (FileNotFoundError, ValueError) as error:
+            parser.error(f"{spec}: {error}")
+    return optimizers
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    add_optimizers_and_sets(parser, DEFAULT_SETS)
     parser.add_argument(
         "--distribution",
         choices=("train", "heldout", "heldout_mlp"),
@@ -117,12 +139,7 @@ def main() -> None:
     )
     parser.add_argument("--out", type=Path, help="write the results here as JSON")
     args = parser.parse_args()
-    optimizers = {}
-    for spec in args.optimizers:  # every spec checked before the first (minutes-long) run
-        try:
-            optimizers[spec] = make_optimizer(spec)
-        except (FileNotFoundError, ValueError) as error:
-            parser.error(f"{spec}: {error}")
+    optimizers = make_optimizers(parser, args.optimizers)
     task = lopt_tasks.make("cnn_digits", args.distribution, 128, "digits")
     curve_fn = lopt_eval.make_curve(task, STEPS, RECORD_EVERY, lopt_eval.SPLITS)
     steps = np.arange(0, STEPS + 1, RECORD_EVERY)

@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from lopt_cnn_floor_screen import make_optimizer, parse_set
+from lopt_cnn_floor_screen import add_optimizers_and_sets, make_optimizers
 from lopt_floor_stability import ABOVE_FLOOR, STEPS
 
 from pes_rl.envs import lopt_tasks
@@ -86,20 +86,10 @@ def dead_examples(params, variant, x: jax.Array, y: jax.Array) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument(
-        "optimizers",
-        nargs="+",
-        help="run dirs, growth=G, raw_growth=G[,until=S], layered_growth=G,until=S, rmsprop=LR",
-    )
-    parser.add_argument("--sets", type=parse_set, nargs="+", default=[(30_000, 10), (40_000, 10)])
+    add_optimizers_and_sets(parser, [(30_000, 10), (40_000, 10)])
     parser.add_argument("--out", type=Path, help="write the results here as JSON")
     args = parser.parse_args()
-    optimizers = {}
-    for spec in args.optimizers:
-        try:
-            optimizers[spec] = make_optimizer(spec)
-        except (FileNotFoundError, ValueError) as error:
-            parser.error(f"{spec}: {error}")
+    optimizers = make_optimizers(parser, args.optimizers)
     task = lopt_tasks.make(TASK, DISTRIBUTION, 128, "digits")
     digits = data.load("digits")
     x, y = digits.train_x, digits.train_y
