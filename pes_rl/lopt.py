@@ -13,11 +13,7 @@ normalization of the base features cannot give one parameter a step of its own s
 With ``features="rms_raw"`` it also gets the parameter's raw value p (not normalized): 26
 features. A step proportional to p (weight decay, or its opposite, multiplicative growth)
 needs it: a normalized p only makes steps proportional to p/RMS(p), which grow a tensor by a
-fixed amount per step instead of a fixed fraction. With ``features="rms_raw_depth"`` it also
-gets, for a bias (a 1-D tensor), its layer as ``MAX_BIAS_DEPTH`` one-hot rows (layer k = 1 + the
-matrices before it in the parameters' order; all 0 for a matrix): 32 features. Growing a ReLU
-network without switching its units needs it: layer k's bias must grow by (1 + G)^k − 1 when
-every weight grows by G, and the per-tensor rows cannot tell one layer from another.
+fixed amount per step instead of a fixed fraction.
 
 The MLP outputs (o_dir, o_mag) and the update is p ← p − o_dir·exp(λ·o_mag)·λ with λ = 1e-3.
 θ, the MLP's weights (~1.8k numbers with two hidden layers of 32), is what ES/PES meta-train;
@@ -66,16 +62,12 @@ RMS_EPSILON = 1e-8  # r = 1/√(v + ε²): a gradient that stays 0 gives feature
 NOMINAL_OTHERS_SCALE = 0.1  # with_nominal_rmsprop: the other units' share of o_dir at θ_0
 GROWTH_PATH_GAIN = 30.0  # with_nominal_rmsprop: the growth path's hidden units read 30·p
 GROWTH_GATE = 100.0  # with_nominal_rmsprop(growth_until=…): the gate's reach, in units of p_in
-MAX_BIAS_DEPTH = 6  # "rms_raw_depth": the layers whose biases get a one-hot row
-DEPTH_GATE = 1e3  # with_nominal_rmsprop: shuts a layered path's unit for other tensors (×gain)
 FEATURE_SETS = {  # name -> inputs
     "base": NUM_FEATURES,
     "rms": NUM_FEATURES + NUM_RMS_FEATURES,
     "rms_raw": NUM_FEATURES + NUM_RMS_FEATURES + 1,  # the raw p, after the rms rows
-    "rms_raw_depth": NUM_FEATURES + NUM_RMS_FEATURES + 1 + MAX_BIAS_DEPTH,  # a bias's layer
 }
-RMS_FEATURE_SETS = ("rms", "rms_raw", "rms_raw_depth")  # the sets that carry second moments
-RAW_FEATURE_SETS = ("rms_raw", "rms_raw_depth")  # the sets that carry the raw p
+RMS_FEATURE_SETS = ("rms", "rms_raw")  # the sets that carry second moments
 STEP_MULT = 1e-3  # λ in p ← p − o_dir·exp(λ·o_mag)·λ
 EXP_MULT = 1e-3
 HIDDEN_SIZES = (32, 32)
@@ -145,11 +137,7 @@ def with_nominal_rmsprop(
     other units' o_dir weights are scaled by ``NOMINAL_OTHERS_SCALE`` (at full scale their
     random steps drift the inner parameters and double the steps a CNN needs to memorize the
     digits); with "rms_raw" they do not read the raw p, which grows without bound (meta-training
-    may open that). A θ of an rms feature set only. An "rms_raw_depth" θ grows layer by layer:
-    10 more units (pairs for layers 2 to ``MAX_BIAS_DEPTH``), each shut by ``DEPTH_GATE`` but
-    for the biases of its layer, grow layer k's bias by (1 + growth)^k − 1 in all (the weights
-    by ``growth``): a ReLU network grown so keeps its function up to the scale of its logits
-    (``benchmarks/lopt_dead_examples.py``: a uniform growth switches units off).
+    may open that). A θ of an rms feature set only.
 
     A learned optimizer that starts as a hand-designed one and learns from there: the
     nominal descent term of Harrison, Metz and Sohl-Dickstein (NeurIPS 2022), as an
@@ -158,58 +146,37 @@ def with_nominal_rmsprop(
     """
     features = features_of(theta)
     if features not in RMS_FEATURE_SETS:
-        raise ValueError(
-            "a nominal RMSProp direction needs the 'rms' or 'rms_raw' features (or 'rms_raw_depth')"
-        )
-    depths = range(2, MAX_BIAS_DEPTH + 1) if features == "rms_raw_depth" else range(0)
-    num_paths = 4 + 2 * len(depths)
-    if min(layer["w"].shape[1] for layer in theta[:-1]) < num_paths:
-        raise ValueError(
-            f"a nominal {features!r} θ needs hidden layers of at least {num_paths} units"
-        )
+        raise ValueError("a nominal RMSProp direction needs the 'rms' or 'rms_raw' features")
+    if min(layer["w"].shape[1] for layer in theta[:-1]) < 4:
+        raise ValueError("a nominal θ needs hidden layers of at least 4 units")
     descent = NUM_TENSOR_FEATURES  # g·r at RMS_DECAYS[0]
-    raw = features in RAW_FEATURE_SETS
-    value = NUM_TENSOR_FEATURES + NUM_RMS_FEATURES if raw else 1  # p_in
+    value = NUM_TENSOR_FEATURES + NUM_RMS_FEATURES if features == "rms_raw" else 1  # p_in
     # A gated growth path reads p_in at gain 1: its units carry the gate's offset (up to
     # GROWTH_GATE), and an offset ×30 would make meta-training's perturbations of their output
     # weights steps far larger than the growth itself.
     gain = GROWTH_PATH_GAIN if growth_until is None else 1.0
-    paths = jnp.array([1.0, -1.0] + [gain, -gain] * (1 + len(depths)))
+    paths = jnp.array([1.0, -1.0, gain, -gain])
     layers = [dict(layer) for layer in theta]
-    if raw:  # the other units read neither the raw p nor a bias's layer
-        stop = value + 1 + (MAX_BIAS_DEPTH if depths else 0)
-        layers[0]["w"] = layers[0]["w"].at[value:stop].set(0.0)
-    rows = jnp.array([descent, descent] + [value] * (num_paths - 2))
-    units = jnp.arange(num_paths)
-    carried = jnp.zeros_like(layers[0]["w"][:, :num_paths]).at[rows, units].set(paths)
-    for layer in layers[:-1]:  # the path units read the paths, then pass them on
-        layer["w"] = layer["w"].at[:, :num_paths].set(carried)
-        layer["b"] = layer["b"].at[:num_paths].set(0.0)
-        carried = jnp.zeros((layer["w"].shape[1], num_paths)).at[units, units].set(1.0)
-    first = layers[0]
-    if growth_until is not None:  # units 2, 3, … become relu(±p_in + T(t)), T > 0 until then
-        time_row, time_weight, bias = growth_gate(growth_until, first["w"].shape[0])
-        first["w"] = first["w"].at[time_row, 2:num_paths].set(time_weight)
-        first["b"] = first["b"].at[2:num_paths].set(bias)
-    for index, depth in enumerate(depths):  # shut but for the biases of layer `depth`
-        pair = slice(4 + 2 * index, 6 + 2 * index)
-        first["w"] = first["w"].at[value + depth, pair].set(DEPTH_GATE * gain)
-        first["b"] = first["b"].at[pair].add(-DEPTH_GATE * gain)
-
-    def growth_weight(rate: float) -> float:
-        if growth_until is not None:
-            rate = rate / 2.0  # relu(x + T) − relu(−x + T) = 2x while the gate is open
-        return rate / (gain * STEP_MULT)
-
-    descent_weight = rate / STEP_MULT
-    # A bias of layer k grows by (1 + growth)^k − 1 in all: growth by units 2, 3, the rest here.
-    growths = [growth] + [(1.0 + growth) ** depth - 1.0 - growth for depth in depths]
-    paths_out = [[descent_weight, 0.0], [-descent_weight, 0.0]]
-    for path_growth in growths:
-        paths_out += [[-growth_weight(path_growth), 0.0], [growth_weight(path_growth), 0.0]]
+    if features == "rms_raw":
+        layers[0]["w"] = layers[0]["w"].at[value].set(0.0)
+    rows = jnp.array([descent, descent, value, value])
+    carried = jnp.zeros_like(layers[0]["w"][:, :4]).at[rows, jnp.arange(4)].set(paths)
+    for layer in layers[:-1]:  # units 0–3 read the paths, then pass them on
+        layer["w"] = layer["w"].at[:, :4].set(carried)
+        layer["b"] = layer["b"].at[:4].set(0.0)
+        carried = jnp.zeros((layer["w"].shape[1], 4)).at[jnp.arange(4), jnp.arange(4)].set(1.0)
+    if growth_until is not None:  # units 2, 3 become relu(±p_in + T(t)), T > 0 until then
+        time_row, time_weight, bias = growth_gate(growth_until, layers[0]["w"].shape[0])
+        layers[0]["w"] = layers[0]["w"].at[time_row, 2:4].set(time_weight)
+        layers[0]["b"] = layers[0]["b"].at[2:4].set(bias)
+        growth = growth / 2.0  # relu(x + T) − relu(−x + T) = 2x while the gate is open
     out = layers[-1]
-    others = out["w"].at[num_paths:, 0].multiply(NOMINAL_OTHERS_SCALE)
-    layers[-1] = {"w": others.at[:num_paths].set(jnp.array(paths_out)), "b": out["b"]}
+    descent_weight, growth_weight = rate / STEP_MULT, growth / (gain * STEP_MULT)
+    paths_out = jnp.array(
+        [[descent_weight, 0.0], [-descent_weight, 0.0], [-growth_weight, 0.0], [growth_weight, 0.0]]
+    )
+    others = out["w"].at[4:, 0].multiply(NOMINAL_OTHERS_SCALE)
+    layers[-1] = {"w": others.at[:4].set(paths_out), "b": out["b"]}
     return layers
 
 
@@ -254,13 +221,11 @@ def tensor_features(
     momenta: jax.Array,
     second_moments: jax.Array | None = None,
     raw: bool = False,
-    depth: int | None = None,
 ) -> jax.Array:
     """[8, param.size] per-parameter inputs of one tensor, one row per feature: g, p and the
     momenta, normalized per tensor; with ``second_moments`` (the "rms" features) 6 more rows,
     g·r and m_d·r (r = 1/√v_d, d ∈ ``RMS_DECAYS``): [14, param.size]; with ``raw`` too (the
-    "rms_raw" features) the raw p under them: [15, param.size]; with ``depth`` too (the
-    "rms_raw_depth" features, :func:`bias_depths`) that one-hot under it: [21, param.size]."""
+    "rms_raw" features) the raw p under them: [15, param.size]."""
     grad = grad.reshape(1, -1)
     rows = normalize(jnp.concatenate([grad, param.reshape(1, -1), momenta]))
     if second_moments is None:
@@ -270,27 +235,7 @@ def tensor_features(
     paired = momenta[np.array([DECAYS.index(d) for d in RMS_DECAYS])]
     rms_rows = jnp.concatenate([grad * inverse_rms, paired * inverse_rms])
     raw_rows = [param.reshape(1, -1)] if raw else []
-    if depth is not None:
-        one_hot = np.zeros((MAX_BIAS_DEPTH, 1), np.float32)
-        if 1 <= depth <= MAX_BIAS_DEPTH:
-            one_hot[depth - 1] = 1.0
-        raw_rows.append(jnp.broadcast_to(one_hot, (MAX_BIAS_DEPTH, param.size)))
     return jnp.concatenate([rows, normalize(rms_rows), *raw_rows])
-
-
-def bias_depths(leaves: Sequence[jax.Array]) -> list[int]:
-    """Each tensor's layer if it is a bias (at most 1-D), else 0: 1 + the matrices (tensors of
-    2 or more dimensions) before it in the parameters' flattened order. Layers {"w", "b"}
-    (and flax's {"bias", "kernel"}) flatten a layer's bias before its weights, so the first
-    layer's bias is 1, the next one's 2, ..."""
-    depths, matrices = [], 0
-    for leaf in leaves:
-        if jnp.ndim(leaf) >= 2:
-            depths.append(0)
-            matrices += 1
-        else:
-            depths.append(matrices + 1)
-    return depths
 
 
 def features(grad: jax.Array, param: jax.Array, momenta: jax.Array, step: jax.Array) -> jax.Array:
@@ -337,9 +282,9 @@ def update(
     """One learned-optimizer step: (new params, new state). Pure; jit and vmap freely.
 
     Fused: every tensor's features are normalized on their own, then all parameters go
-    through the MLP as one batch of columns, [rows, num_params] with 8 rows (base), 14 (rms),
-    15 (rms_raw) or 21 (rms_raw_depth): one matmul per layer, not one per tensor; the time
-    features are the same for every column and enter as a bias.
+    through the MLP as one batch of columns, [rows, num_params] with 8 rows (base), 14 (rms) or
+    15 (rms_raw): one matmul per layer, not one per tensor; the time features are the same for
+    every column and enter as a bias.
     Feature-major rows and decay-major state cost ~40% less than [num_params, features] rows
     (the layout before; on the 3.7k-parameter training CNN, a 2-core CPU: ~80 µs per update
     against ~130 µs).
@@ -367,11 +312,9 @@ def update(
     leaves, treedef = jax.tree.flatten(params)
     flat = [treedef.flatten_up_to(tree) for tree in (grads, momenta)]
     flat.append(treedef.flatten_up_to(second_moments) if rms else [None] * len(leaves))
-    raw = features in RAW_FEATURE_SETS
-    depths = bias_depths(leaves) if features == "rms_raw_depth" else [None] * len(leaves)
+    raw = features == "rms_raw"
     columns = [
-        tensor_features(g, p, m, v, raw, depth)
-        for p, g, m, v, depth in zip(leaves, *flat, depths, strict=True)
+        tensor_features(g, p, m, v, raw) for p, g, m, v in zip(leaves, *flat, strict=True)
     ]
     outputs = mlp_split_time(theta, jnp.concatenate(columns, axis=1), time_features(state.step))
     steps = step_size(outputs)

@@ -311,53 +311,6 @@ def test_nominal_growth_stops_around_growth_until():
         )
 
 
-@pytest.mark.parametrize("growth_until", [None, 250])
-def test_rms_raw_depth_theta_grows_layer_by_layer(growth_until):
-    # The rms_raw_depth features add a bias's layer: the nominal θ_0 grows every weight by the
-    # fraction `growth` and layer k's bias by (1 + growth)^k − 1 per step, which keeps a ReLU
-    # network's units on or off (benchmarks/lopt_dead_examples.py). Five layers, as the
-    # held-out CNN: kernels, matrices and biases.
-    theta = lopt.init(jax.random.key(0), (16,), "rms_raw_depth")
-    assert theta[0]["w"].shape == (32, 16) and lopt.features_of(theta) == "rms_raw_depth"
-    shapes = [(3, 3, 1, 2), (3, 3, 2, 3), (3, 3, 3, 2), (3, 3, 2, 2), (2, 10)]
-    keys = jax.random.split(jax.random.key(1), 2 * len(shapes))
-    values = [
-        {
-            "w": jax.random.normal(keys[2 * i], shape),
-            "b": jax.random.normal(keys[2 * i + 1], shape[-1:]),
-        }
-        for i, shape in enumerate(shapes)
-    ]
-    assert lopt.bias_depths(jax.tree.leaves(values)) == [1, 0, 2, 0, 3, 0, 4, 0, 5, 0]
-    silent = [*theta[:-1], {"w": jnp.zeros_like(theta[-1]["w"]), "b": theta[-1]["b"]}]
-    growth = 0.01
-    nominal = lopt.with_nominal_rmsprop(silent, 0.02, growth, growth_until)
-    state = lopt.init_state(values, "rms_raw_depth")
-    grown = lopt.update(nominal, jax.tree.map(jnp.zeros_like, values), values, state)[0]
-    for depth, (new, old) in enumerate(zip(grown, values, strict=True), start=1):
-        np.testing.assert_allclose(new["w"], old["w"] * (1 + growth), rtol=1e-5, atol=1e-5)
-        np.testing.assert_allclose(new["b"], old["b"] * (1 + growth) ** depth, rtol=1e-5, atol=1e-5)
-    # The random units read neither the raw p nor the layer rows at θ_0.
-    raw_row = lopt.NUM_TENSOR_FEATURES + lopt.NUM_RMS_FEATURES
-    full = lopt.with_nominal_rmsprop(theta, 0.02, growth, growth_until)
-    assert not np.any(np.asarray(full[0]["w"][raw_row : raw_row + 1 + lopt.MAX_BIAS_DEPTH, 14:]))
-    with pytest.raises(ValueError, match="at least 14 units"):
-        lopt.with_nominal_rmsprop(lopt.init(jax.random.key(0), (8,), "rms_raw_depth"), 0.02)
-    env = envs.make(
-        "learned_optimizer",
-        task="quadratic",
-        min_length=3,
-        max_length=3,
-        lopt_features="rms_raw_depth",
-        lopt_hidden_sizes=[16],
-        lopt_nominal_rate=0.02,
-        lopt_nominal_growth=growth,
-        lopt_nominal_growth_until=growth_until,
-    )
-    saved = env.lopt_theta(jnp.asarray(env.spec.default_action))
-    assert lopt.features_of(saved) == "rms_raw_depth"
-
-
 def test_rms_theta_saves_loads_and_steps_as_optax(tmp_path):
     theta = lopt.init(jax.random.key(0), hidden_sizes=(8,), features="rms")
     assert theta[0]["w"].shape == (25, 8) and lopt.features_of(theta) == "rms"
