@@ -79,15 +79,13 @@ def make_optimizer(spec: str) -> optax.GradientTransformation:
         settings = dict(option.partition("=")[::2] for option in options)
         if not set(settings) <= {"rate", "until"}:
             raise ValueError(f"the options of {name} are rate=R and until=S, got {value!r}")
-        if name == "layered_growth":
-            if "until" not in settings:
-                raise ValueError(f"layered_growth needs until=S, got {value!r}")
-            theta = nominal_theta(0.0, float(settings.get("rate", 0.02)), "rms_raw")
-            return optax.chain(
-                lopt.as_optax(theta), layered_growth(float(growth), int(settings["until"]))
-            )
-        features = "rms_raw" if name == "raw_growth" else "rms"
         rate, until = float(settings.get("rate", 0.02)), settings.get("until")
+        if name == "layered_growth":
+            if until is None:
+                raise ValueError(f"layered_growth needs until=S, got {value!r}")
+            theta = nominal_theta(0.0, rate, "rms_raw")
+            return optax.chain(lopt.as_optax(theta), layered_growth(float(growth), int(until)))
+        features = "rms_raw" if name == "raw_growth" else "rms"
         theta = nominal_theta(float(growth), rate, features, None if until is None else int(until))
         return lopt.as_optax(theta)
     return lopt.as_optax(lopt.load(spec))

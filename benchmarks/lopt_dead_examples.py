@@ -56,13 +56,7 @@ def train(task: lopt_tasks.InnerTask, optimizer: optax.GradientTransformation):
     minibatches (step t's from the t-th key split from data_key)."""
 
     def run(params, variant, data_key):
-        def step(carry, step_key):
-            params, state = carry
-            grads = jax.grad(task.batch_loss)(params, variant, step_key, "train")
-            grads = lopt_tasks.finite_gradients(grads)
-            updates, state = optimizer.update(grads, state, params)
-            return (optax.apply_updates(params, updates), state), None
-
+        step = lopt_eval.training_step(task, optimizer, variant)
         keys = jax.random.split(data_key, STEPS)
         return jax.lax.scan(step, (params, optimizer.init(params)), keys)[0][0]
 

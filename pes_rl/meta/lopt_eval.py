@@ -96,6 +96,21 @@ def machine() -> dict[str, str]:
     return {"cpu": cpu, "device": jax.devices()[0].device_kind, "jax": jax.__version__}
 
 
+def training_step(task: lopt_tasks.InnerTask, optimizer: optax.GradientTransformation, variant):
+    """A ``lax.scan`` body, ((params, optimizer state), step key) -> (the next, None): one step
+    of ``optimizer`` on the training minibatch the key draws, non-finite gradient entries as 0.
+    How ``lopt-eval`` trains every optimizer, learned or tuned."""
+
+    def step(carry, step_key):
+        params, opt_state = carry
+        grads = jax.grad(task.batch_loss)(params, variant, step_key, "train")
+        grads = lopt_tasks.finite_gradients(grads)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return (optax.apply_updates(params, updates), opt_state), None
+
+    return step
+
+
 def make_curve(
     task: lopt_tasks.InnerTask, steps: int, record_every: int, splits: tuple[str, ...] = ("train",)
 ):
@@ -113,12 +128,7 @@ def make_curve(
         return jnp.stack([task.full_loss(params, variant, split) for split in splits])
 
     def curve(optimizer: optax.GradientTransformation, params, variant, data_key) -> jax.Array:
-        def step(carry, step_key):
-            params, opt_state = carry
-            grads = jax.grad(task.batch_loss)(params, variant, step_key, "train")
-            grads = lopt_tasks.finite_gradients(grads)
-            updates, opt_state = optimizer.update(grads, opt_state, params)
-            return (optax.apply_updates(params, updates), opt_state), None
+        step = training_step(task, optimizer, variant)
 
         def block(carry, step_keys):
             carry, _ = jax.lax.scan(step, carry, step_keys)
