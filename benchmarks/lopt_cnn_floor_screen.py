@@ -5,12 +5,13 @@ Each OPTIMIZER is a learned_optimizer run dir (or a ``lopt_theta.npz``), ``growt
 train config's θ_0 before meta-training, its growth path set by hand to G, as
 ``lopt_floor_stability.py --nominal-growth``; ``growth=G,rate=R`` also sets its RMSProp rate,
 0.02 in the config; ``raw_growth=G`` is the same θ_0 with the ``rms_raw`` features, growing
-every tensor by the fraction G of itself per step; ``,until=S`` stops the growth around step S,
-``lopt_nominal_growth_until``), ``layered_growth=G,until=S`` (not a learned optimizer: the
-``rms_raw`` θ_0 with no growth, then every layer's weights grown by the fraction G per step and
-layer k's bias (k = 1 for the first) by (1 + G)^k − 1, until step S: a growth that keeps the
-network's function up to a scale of its logits, so no ReLU switches; it needs each tensor's
-depth, which the learned optimizer's features do not have; see ``lopt_dead_examples.py``) or
+every tensor by the fraction G of itself per step; ``depth_growth=G`` the same with the
+``rms_raw_depth`` features, growing layer k's bias by (1 + G)^k − 1; ``,until=S`` stops the
+growth around step S, ``lopt_nominal_growth_until``), ``layered_growth=G,until=S`` (not a
+learned optimizer: the ``rms_raw`` θ_0 with no growth, then every layer's weights grown by the
+fraction G per step and layer k's bias (k = 1 for the first) by (1 + G)^k − 1, until step S: a
+growth that keeps the network's function up to a scale of its logits, so no ReLU switches; the
+optax form of ``depth_growth``, see ``lopt_dead_examples.py``) or
 ``rmsprop=LR``. For every set ``FIRSTxN`` (N unseen tasks from seed FIRST, of the training
 distribution or ``--distribution``) it records, with ``lopt-eval``'s whole-split training losses
 and minibatches every 25 steps: the first step at which the seeds' geometric mean is at the floor
@@ -74,7 +75,7 @@ def make_optimizer(spec: str) -> optax.GradientTransformation:
     name, _, value = spec.partition("=")
     if name == "rmsprop" and value:
         return optax.rmsprop(float(value))
-    if name in ("growth", "raw_growth", "layered_growth") and value:
+    if name in ("growth", "raw_growth", "depth_growth", "layered_growth") and value:
         growth, *options = value.split(",")
         settings = dict(option.partition("=")[::2] for option in options)
         if not set(settings) <= {"rate", "until"}:
@@ -85,7 +86,7 @@ def make_optimizer(spec: str) -> optax.GradientTransformation:
                 raise ValueError(f"layered_growth needs until=S, got {value!r}")
             theta = nominal_theta(0.0, rate, "rms_raw")
             return optax.chain(lopt.as_optax(theta), layered_growth(float(growth), int(until)))
-        features = "rms_raw" if name == "raw_growth" else "rms"
+        features = {"raw_growth": "rms_raw", "depth_growth": "rms_raw_depth"}.get(name, "rms")
         theta = nominal_theta(float(growth), rate, features, None if until is None else int(until))
         return lopt.as_optax(theta)
     return lopt.as_optax(lopt.load(spec))
@@ -107,7 +108,8 @@ def add_optimizers_and_sets(
     parser.add_argument(
         "optimizers",
         nargs="+",
-        help="run dirs, growth=G, raw_growth=G[,until=S], layered_growth=G,until=S, rmsprop=LR",
+        help="run dirs, growth=G, raw_growth=G, depth_growth=G (each [,until=S]), "
+        "layered_growth=G,until=S, rmsprop=LR",
     )
     parser.add_argument("--sets", type=parse_set, nargs="+", default=default_sets)
 

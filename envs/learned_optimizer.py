@@ -67,18 +67,21 @@ class LearnedOptimizer(unrolled.UnrolledOptimizationEnv):
         (:meth:`lopt_theta`) is rescaled to the standard λ = 1e-3, so it loads alone.
       lopt_features: the MLP's inputs: ``base`` (None; learned_optimization's MLPLOpt: g, p,
         momenta, time), ``rms`` (also RMSProp's and Adam's per-parameter directions, as
-        Metz et al. 2019's RMS terms) or ``rms_raw`` (also the raw parameter, for steps
-        proportional to it); see :mod:`pes_rl.lopt`.
+        Metz et al. 2019's RMS terms), ``rms_raw`` (also the raw parameter, for steps
+        proportional to it) or ``rms_raw_depth`` (also a bias's raw value and layer, so that
+        θ_0's growth keeps a ReLU network's function); see :mod:`pes_rl.lopt`.
       lopt_nominal_rate: θ_0 steps this rate along RMSProp's direction (normalized per
         tensor) and the random units add little (``lopt.with_nominal_rmsprop``); needs
-        ``lopt_features`` rms or rms_raw. None: the paper's random θ_0.
+        ``lopt_features`` rms, rms_raw or rms_raw_depth. None: the paper's random θ_0.
       lopt_nominal_growth: with ``lopt_nominal_rate``, θ_0 also grows every tensor by this
         much per step along its normalized values (rms), or by this fraction of itself
-        (rms_raw); negative: weight decay. None = 0: the growth path is open but unused, and
+        (rms_raw; rms_raw_depth: the weights, and layer k's bias by (1 + this)^k − 1);
+        negative: weight decay. None = 0: the growth path is open but unused, and
         meta-training sets it.
       lopt_nominal_growth_until: with ``lopt_nominal_growth``, θ_0's growth stops around this
         inner step (a gate on the time features, ``lopt.growth_gate``): fast multiplicative
-        growth (rms_raw) that does not grow the network without bound. None: it never stops.
+        growth (rms_raw) that does not grow the network without bound; rms_raw_depth also
+        stops the biases' steps (``lopt.BIAS_FREEZE``). None: it never stops.
       lopt_init: θ_0 = a saved learned optimizer (a ``lopt_theta.npz`` or a run dir holding
         one): meta-training goes on from it, e.g. with longer inner runs. Its feature set and
         hidden sizes must match ``lopt_features`` and ``lopt_hidden_sizes``. None: θ_0 as above.
@@ -128,7 +131,8 @@ class LearnedOptimizer(unrolled.UnrolledOptimizationEnv):
             unrolled.check_positive("lopt_nominal_rate", lopt_nominal_rate)
             if self.lopt_features not in lopt.RMS_FEATURE_SETS:
                 raise ValueError(
-                    "env.kwargs.lopt_nominal_rate needs env.kwargs.lopt_features rms or rms_raw"
+                    "env.kwargs.lopt_nominal_rate needs env.kwargs.lopt_features rms, rms_raw "
+                    "or rms_raw_depth"
                 )
         self.lopt_nominal_rate = lopt_nominal_rate
         if lopt_nominal_growth is not None:

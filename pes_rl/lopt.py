@@ -13,7 +13,12 @@ normalization of the base features cannot give one parameter a step of its own s
 With ``features="rms_raw"`` it also gets the parameter's raw value p (not normalized): 26
 features. A step proportional to p (weight decay, or its opposite, multiplicative growth)
 needs it: a normalized p only makes steps proportional to p/RMS(p), which grow a tensor by a
-fixed amount per step instead of a fixed fraction.
+fixed amount per step instead of a fixed fraction. With ``features="rms_raw_depth"`` it also
+gets, under the raw p, the raw p again if the parameter is in a bias (a 1-D tensor; 0 in a
+matrix) and the bias's layer as ``MAX_BIAS_DEPTH`` one-hot rows (layer k = 1 + the matrices
+before it in the parameters' order; all 0 in a matrix): 33 features. Growing a ReLU network
+without switching its units needs them: layer k's bias must grow by (1 + G)^k − 1 when every
+weight grows by G, and the per-tensor rows cannot tell a bias, or one layer, from another.
 
 The MLP outputs (o_dir, o_mag) and the update is p ← p − o_dir·exp(λ·o_mag)·λ with λ = 1e-3.
 θ, the MLP's weights (~1.8k numbers with two hidden layers of 32), is what ES/PES meta-train;
@@ -62,12 +67,17 @@ RMS_EPSILON = 1e-8  # r = 1/√(v + ε²): a gradient that stays 0 gives feature
 NOMINAL_OTHERS_SCALE = 0.1  # with_nominal_rmsprop: the other units' share of o_dir at θ_0
 GROWTH_PATH_GAIN = 30.0  # with_nominal_rmsprop: the growth path's hidden units read 30·p
 GROWTH_GATE = 100.0  # with_nominal_rmsprop(growth_until=…): the gate's reach, in units of p_in
+MAX_BIAS_DEPTH = 6  # "rms_raw_depth": the layers whose biases get a one-hot row
+BIAS_FREEZE = 3.0  # "rms_raw_depth" θ_0: a bias's step shrinks by e^-3 per unit the gate is shut
 FEATURE_SETS = {  # name -> inputs
     "base": NUM_FEATURES,
     "rms": NUM_FEATURES + NUM_RMS_FEATURES,
     "rms_raw": NUM_FEATURES + NUM_RMS_FEATURES + 1,  # the raw p, after the rms rows
+    # the raw p of a bias (0 in a matrix) and the bias's layer, one-hot, after the raw p
+    "rms_raw_depth": NUM_FEATURES + NUM_RMS_FEATURES + 2 + MAX_BIAS_DEPTH,
 }
-RMS_FEATURE_SETS = ("rms", "rms_raw")  # the sets that carry second moments
+RMS_FEATURE_SETS = ("rms", "rms_raw", "rms_raw_depth")  # the sets that carry second moments
+RAW_FEATURE_SETS = ("rms_raw", "rms_raw_depth")  # the sets that carry the raw p
 STEP_MULT = 1e-3  # λ in p ← p − o_dir·exp(λ·o_mag)·λ
 EXP_MULT = 1e-3
 HIDDEN_SIZES = (32, 32)
@@ -137,7 +147,10 @@ def with_nominal_rmsprop(
     other units' o_dir weights are scaled by ``NOMINAL_OTHERS_SCALE`` (at full scale their
     random steps drift the inner parameters and double the steps a CNN needs to memorize the
     digits); with "rms_raw" they do not read the raw p, which grows without bound (meta-training
-    may open that). A θ of an rms feature set only.
+    may open that). A θ of an rms feature set only. An "rms_raw_depth" θ grows layer by layer
+    (:func:`_grow_biases_by_layer`): the weights by ``growth``, layer k's bias by
+    (1 + growth)^k − 1, which keeps a ReLU network's function up to the scale of its logits
+    (a uniform growth switches units off: ``benchmarks/lopt_dead_examples.py``).
 
     A learned optimizer that starts as a hand-designed one and learns from there: the
     nominal descent term of Harrison, Metz and Sohl-Dickstein (NeurIPS 2022), as an
@@ -146,25 +159,34 @@ def with_nominal_rmsprop(
     """
     features = features_of(theta)
     if features not in RMS_FEATURE_SETS:
-        raise ValueError("a nominal RMSProp direction needs the 'rms' or 'rms_raw' features")
-    if min(layer["w"].shape[1] for layer in theta[:-1]) < 4:
-        raise ValueError("a nominal θ needs hidden layers of at least 4 units")
+        raise ValueError(
+            "a nominal RMSProp direction needs the 'rms', 'rms_raw' or 'rms_raw_depth' features"
+        )
+    layered = features == "rms_raw_depth"
+    num_paths = 8 if layered else 4
+    if min(layer["w"].shape[1] for layer in theta[:-1]) < num_paths:
+        raise ValueError(
+            f"a nominal {features!r} θ needs hidden layers of at least {num_paths} units"
+        )
     descent = NUM_TENSOR_FEATURES  # g·r at RMS_DECAYS[0]
-    value = NUM_TENSOR_FEATURES + NUM_RMS_FEATURES if features == "rms_raw" else 1  # p_in
+    raw = features in RAW_FEATURE_SETS
+    value = NUM_TENSOR_FEATURES + NUM_RMS_FEATURES if raw else 1  # p_in
     # A gated growth path reads p_in at gain 1: its units carry the gate's offset (up to
     # GROWTH_GATE), and an offset ×30 would make meta-training's perturbations of their output
     # weights steps far larger than the growth itself.
     gain = GROWTH_PATH_GAIN if growth_until is None else 1.0
-    paths = jnp.array([1.0, -1.0, gain, -gain])
+    units = jnp.arange(num_paths)
     layers = [dict(layer) for layer in theta]
-    if features == "rms_raw":
-        layers[0]["w"] = layers[0]["w"].at[value].set(0.0)
+    if raw:  # the other units read none of the raw rows (nor a bias's layer)
+        raw_rows = slice(value, FEATURE_SETS[features] - len(TIMESCALES))
+        layers[0]["w"] = layers[0]["w"].at[raw_rows].set(0.0)
     rows = jnp.array([descent, descent, value, value])
-    carried = jnp.zeros_like(layers[0]["w"][:, :4]).at[rows, jnp.arange(4)].set(paths)
-    for layer in layers[:-1]:  # units 0–3 read the paths, then pass them on
-        layer["w"] = layer["w"].at[:, :4].set(carried)
-        layer["b"] = layer["b"].at[:4].set(0.0)
-        carried = jnp.zeros((layer["w"].shape[1], 4)).at[jnp.arange(4), jnp.arange(4)].set(1.0)
+    paths = jnp.array([1.0, -1.0, gain, -gain])
+    carried = jnp.zeros_like(layers[0]["w"][:, :num_paths]).at[rows, units[:4]].set(paths)
+    for layer in layers[:-1]:  # the path units read the paths, then pass them on
+        layer["w"] = layer["w"].at[:, :num_paths].set(carried)
+        layer["b"] = layer["b"].at[:num_paths].set(0.0)
+        carried = jnp.zeros((layer["w"].shape[1], num_paths)).at[units, units].set(1.0)
     if growth_until is not None:  # units 2, 3 become relu(±p_in + T(t)), T > 0 until then
         time_row, time_weight, bias = growth_gate(growth_until, layers[0]["w"].shape[0])
         layers[0]["w"] = layers[0]["w"].at[time_row, 2:4].set(time_weight)
@@ -175,8 +197,46 @@ def with_nominal_rmsprop(
     paths_out = jnp.array(
         [[descent_weight, 0.0], [-descent_weight, 0.0], [-growth_weight, 0.0], [growth_weight, 0.0]]
     )
-    others = out["w"].at[4:, 0].multiply(NOMINAL_OTHERS_SCALE)
+    others = out["w"].at[num_paths:, 0].multiply(NOMINAL_OTHERS_SCALE)
     layers[-1] = {"w": others.at[:4].set(paths_out), "b": out["b"]}
+    if layered:
+        bias_growth = growth * 2.0 if growth_until is not None else growth
+        layers = _grow_biases_by_layer(layers, value, gain, bias_growth, growth_until)
+    return layers
+
+
+def _grow_biases_by_layer(
+    layers: Theta, value: int, gain: float, growth: float, growth_until: float | None
+) -> Theta:
+    """An "rms_raw_depth" nominal θ: units 2 and 3 stop reading biases; units 4 and 5 grow a
+    bias by the fraction ``growth`` of itself, unit 7 multiplies a layer-k bias's whole step
+    (through o_mag) by ((1 + growth)^k − 1)/growth, so that it grows by (1 + growth)^k − 1; with
+    ``growth_until``, unit 6 shuts a bias's step once the gate T(t) is negative (o_mag −
+    ``BIAS_FREEZE``·|T|/λ): a multiplicative stop, which holds for biases of any size, where an
+    additive gate only stops values within its reach (the deep biases of a function-keeping
+    growth reach 1e3–1e4 by step 250 on the training CNN). The descent of a bias is multiplied
+    and stopped with its growth."""
+    bias_row, depth_rows = value + 1, value + 2 + np.arange(MAX_BIAS_DEPTH)
+    first = layers[0]
+    w = first["w"].at[bias_row, 2:4].set(jnp.array([-gain, gain]))  # units 2, 3: p − p_bias
+    w = w.at[bias_row, 4:6].set(jnp.array([1.0, -1.0]))
+    multipliers = [
+        ((1.0 + growth) ** depth - 1.0) / growth if growth else float(depth)
+        for depth in range(1, MAX_BIAS_DEPTH + 1)
+    ]
+    w = w.at[depth_rows, 7].set(jnp.log(jnp.asarray(multipliers, jnp.float32)))
+    b = first["b"]
+    if growth_until is not None:  # unit 6: relu(−T(t) + gate·(is a bias) − gate)
+        time_row, time_weight, bias = growth_gate(growth_until, w.shape[0])
+        shut = 10.0 * GROWTH_GATE  # beyond |T| ≤ 2·GROWTH_GATE
+        w = w.at[time_row, 6].set(-time_weight).at[depth_rows, 6].set(shut)
+        b = b.at[6].set(-bias - shut)
+    layers = [{"w": w, "b": b}, *layers[1:]]
+    out = layers[-1]
+    magnitude = jnp.array([-BIAS_FREEZE, 1.0]) / EXP_MULT  # units 6, 7 → o_mag
+    paths_out = jnp.array([[-growth / STEP_MULT, 0.0], [growth / STEP_MULT, 0.0]])
+    w_out = out["w"].at[4:6].set(paths_out).at[6:8, 0].set(0.0).at[6:8, 1].set(magnitude)
+    layers[-1] = {"w": w_out, "b": out["b"]}
     return layers
 
 
@@ -221,11 +281,14 @@ def tensor_features(
     momenta: jax.Array,
     second_moments: jax.Array | None = None,
     raw: bool = False,
+    depth: int | None = None,
 ) -> jax.Array:
     """[8, param.size] per-parameter inputs of one tensor, one row per feature: g, p and the
     momenta, normalized per tensor; with ``second_moments`` (the "rms" features) 6 more rows,
     g·r and m_d·r (r = 1/√v_d, d ∈ ``RMS_DECAYS``): [14, param.size]; with ``raw`` too (the
-    "rms_raw" features) the raw p under them: [15, param.size]."""
+    "rms_raw" features) the raw p under them: [15, param.size]; with ``depth`` too (the
+    "rms_raw_depth" features; :func:`bias_depths`, 0 for a matrix) the raw p again if a bias
+    (else 0) and the bias's layer, one-hot, under it: [22, param.size]."""
     grad = grad.reshape(1, -1)
     rows = normalize(jnp.concatenate([grad, param.reshape(1, -1), momenta]))
     if second_moments is None:
@@ -235,7 +298,28 @@ def tensor_features(
     paired = momenta[np.array([DECAYS.index(d) for d in RMS_DECAYS])]
     rms_rows = jnp.concatenate([grad * inverse_rms, paired * inverse_rms])
     raw_rows = [param.reshape(1, -1)] if raw else []
+    if depth is not None:
+        one_hot = np.zeros((MAX_BIAS_DEPTH, 1), np.float32)
+        if 1 <= depth <= MAX_BIAS_DEPTH:
+            one_hot[depth - 1] = 1.0
+        raw_rows.append(raw_rows[0] if depth else jnp.zeros_like(raw_rows[0]))
+        raw_rows.append(jnp.broadcast_to(jnp.asarray(one_hot), (MAX_BIAS_DEPTH, param.size)))
     return jnp.concatenate([rows, normalize(rms_rows), *raw_rows])
+
+
+def bias_depths(leaves: Sequence[jax.Array]) -> list[int]:
+    """Each tensor's layer if it is a bias (at most 1-D), else 0: 1 + the matrices (tensors of 2
+    or more dimensions) before it in the parameters' flattened order. Layers {"w", "b"} (and
+    flax's {"bias", "kernel"}) flatten a layer's bias before its weights, so the first layer's
+    bias is 1, the next one's 2, …"""
+    depths, matrices = [], 0
+    for leaf in leaves:
+        if jnp.ndim(leaf) >= 2:
+            depths.append(0)
+            matrices += 1
+        else:
+            depths.append(matrices + 1)
+    return depths
 
 
 def features(grad: jax.Array, param: jax.Array, momenta: jax.Array, step: jax.Array) -> jax.Array:
@@ -282,9 +366,9 @@ def update(
     """One learned-optimizer step: (new params, new state). Pure; jit and vmap freely.
 
     Fused: every tensor's features are normalized on their own, then all parameters go
-    through the MLP as one batch of columns, [rows, num_params] with 8 rows (base), 14 (rms) or
-    15 (rms_raw): one matmul per layer, not one per tensor; the time features are the same for
-    every column and enter as a bias.
+    through the MLP as one batch of columns, [rows, num_params] with 8 rows (base), 14 (rms),
+    15 (rms_raw) or 22 (rms_raw_depth): one matmul per layer, not one per tensor; the time
+    features are the same for every column and enter as a bias.
     Feature-major rows and decay-major state cost ~40% less than [num_params, features] rows
     (the layout before; on the 3.7k-parameter training CNN, a 2-core CPU: ~80 µs per update
     against ~130 µs).
@@ -312,9 +396,11 @@ def update(
     leaves, treedef = jax.tree.flatten(params)
     flat = [treedef.flatten_up_to(tree) for tree in (grads, momenta)]
     flat.append(treedef.flatten_up_to(second_moments) if rms else [None] * len(leaves))
-    raw = features == "rms_raw"
+    raw = features in RAW_FEATURE_SETS
+    depths = bias_depths(leaves) if features == "rms_raw_depth" else [None] * len(leaves)
     columns = [
-        tensor_features(g, p, m, v, raw) for p, g, m, v in zip(leaves, *flat, strict=True)
+        tensor_features(g, p, m, v, raw, depth)
+        for p, g, m, v, depth in zip(leaves, *flat, depths, strict=True)
     ]
     outputs = mlp_split_time(theta, jnp.concatenate(columns, axis=1), time_features(state.step))
     steps = step_size(outputs)

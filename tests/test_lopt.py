@@ -163,7 +163,7 @@ def test_nominal_rmsprop_theta_starts_as_rmsprops_direction(hidden_sizes):
         )[0]
         rms = np.sqrt(1e-5 + np.mean(np.square(values["w"])))
         np.testing.assert_allclose(grown["w"], values["w"] * (1 + growth / rms), rtol=1e-5)
-    with pytest.raises(ValueError, match="needs the 'rms' or 'rms_raw' features"):
+    with pytest.raises(ValueError, match="needs the 'rms', 'rms_raw' or 'rms_raw_depth' features"):
         lopt.with_nominal_rmsprop(lopt.init(jax.random.key(0)), 0.02)
     with pytest.raises(ValueError, match="at least 4 units"):
         lopt.with_nominal_rmsprop(lopt.init(jax.random.key(0), (3,), "rms"), 0.02)
@@ -309,6 +309,73 @@ def test_nominal_growth_stops_around_growth_until():
             lopt_nominal_growth_until=-5,
             **kwargs,
         )
+
+
+def test_rms_raw_depth_theta_grows_layer_by_layer_then_stops():
+    # The rms_raw_depth features add a bias's raw p and its layer: the nominal θ_0 grows every
+    # weight by the fraction `growth` and layer k's bias by (1 + growth)^k − 1 per step, which
+    # keeps a ReLU network's units on or off (benchmarks/lopt_dead_examples.py), then stops.
+    # 600 steps with no gradient, so that the deep biases reach ~1e3–1e6: far beyond an
+    # additive gate's reach, a stop that only one step would not test.
+    theta = lopt.init(jax.random.key(0), (16,), "rms_raw_depth")
+    assert theta[0]["w"].shape == (33, 16) and lopt.features_of(theta) == "rms_raw_depth"
+    shapes = [(3, 3, 1, 2), (3, 3, 2, 3), (3, 3, 3, 2), (3, 3, 2, 2), (2, 10)]  # held-out CNN
+    keys = jax.random.split(jax.random.key(1), 2 * len(shapes))
+    values = [
+        {"w": jax.random.normal(keys[2 * i], s), "b": jax.random.normal(keys[2 * i + 1], s[-1:])}
+        for i, s in enumerate(shapes)
+    ]
+    assert lopt.bias_depths(jax.tree.leaves(values)) == [1, 0, 2, 0, 3, 0, 4, 0, 5, 0]
+    silent = [*theta[:-1], {"w": jnp.zeros_like(theta[-1]["w"]), "b": theta[-1]["b"]}]
+    growth, until = 0.01, 250
+    no_grads = jax.tree.map(jnp.zeros_like, values)
+    step = jax.jit(lopt.update)
+    for gate in (None, until):
+        nominal = lopt.with_nominal_rmsprop(silent, 0.02, growth, gate)
+        params, state = values, lopt.init_state(values, "rms_raw_depth")
+        ratios = []
+        for _ in range(600 if gate else 1):
+            new, state = step(nominal, no_grads, params, state)
+            ratios.append(jax.tree.map(lambda n, p: n / p, new, params))
+            params = new
+        for index in (0, until // 2) if gate else (0,):
+            for depth, ratio in enumerate(ratios[index], start=1):
+                np.testing.assert_allclose(ratio["w"], 1 + growth, rtol=2e-6)
+                np.testing.assert_allclose(ratio["b"], (1 + growth) ** depth, rtol=2e-6)
+    biases = [float(jnp.abs(layer["b"]).max()) for layer in params]
+    assert biases[-1] > 1e5  # grown e^12.5 by step 250: beyond an additive gate's reach
+    for ratio in ratios[-200:]:  # stopped: every tensor, the deepest bias too
+        for name, value in jax.tree_util.tree_leaves_with_path(ratio):
+            np.testing.assert_array_equal(value, 1.0, err_msg=str(name))
+    # The descent path is untouched for a matrix and multiplied with the growth for a bias.
+    grads = jax.tree.map(jnp.ones_like, values)
+    nominal = lopt.with_nominal_rmsprop(silent, 0.02, growth, until)
+    moved = lopt.update(nominal, grads, values, lopt.init_state(values, "rms_raw_depth"))[0]
+    for depth, (new, old) in enumerate(zip(moved, values, strict=True), start=1):
+        np.testing.assert_allclose(new["w"], old["w"] * (1 + growth) - 0.02, atol=1e-5)
+        multiplier = ((1 + growth) ** depth - 1) / growth
+        np.testing.assert_allclose(
+            new["b"], old["b"] * (1 + growth) ** depth - 0.02 * multiplier, atol=1e-5
+        )
+    # The random units read none of the raw rows at θ_0; too few units is an error.
+    raw_row = lopt.NUM_TENSOR_FEATURES + lopt.NUM_RMS_FEATURES
+    full = lopt.with_nominal_rmsprop(theta, 0.02, growth, until)
+    assert not np.any(np.asarray(full[0]["w"][raw_row : raw_row + 8, 8:]))
+    with pytest.raises(ValueError, match="at least 8 units"):
+        lopt.with_nominal_rmsprop(lopt.init(jax.random.key(0), (6,), "rms_raw_depth"), 0.02)
+    env = envs.make(
+        "learned_optimizer",
+        task="quadratic",
+        min_length=3,
+        max_length=3,
+        lopt_features="rms_raw_depth",
+        lopt_hidden_sizes=[16],
+        lopt_nominal_rate=0.02,
+        lopt_nominal_growth=growth,
+        lopt_nominal_growth_until=until,
+    )
+    saved = env.lopt_theta(jnp.asarray(env.spec.default_action))
+    assert lopt.features_of(saved) == "rms_raw_depth"
 
 
 def test_rms_theta_saves_loads_and_steps_as_optax(tmp_path):
