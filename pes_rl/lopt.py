@@ -69,6 +69,7 @@ GROWTH_PATH_GAIN = 30.0  # with_nominal_rmsprop: the growth path's hidden units 
 GROWTH_GATE = 100.0  # with_nominal_rmsprop(growth_until=…): the gate's reach, in units of p_in
 MAX_BIAS_DEPTH = 6  # "rms_raw_depth": the layers whose biases get a one-hot row
 BIAS_FREEZE = 3.0  # "rms_raw_depth" θ_0: a bias's step shrinks by e^-3 per unit the gate is shut
+MAGNITUDE_PATH_GAIN = 1e3  # "rms_raw_depth" θ_0: its o_mag units read 1000× their inputs
 FEATURE_SETS = {  # name -> inputs
     "base": NUM_FEATURES,
     "rms": NUM_FEATURES + NUM_RMS_FEATURES,
@@ -215,7 +216,10 @@ def _grow_biases_by_layer(
     ``BIAS_FREEZE``·|T|/λ): a multiplicative stop, which holds for biases of any size, where an
     additive gate only stops values within its reach (the deep biases of a function-keeping
     growth reach 1e3–1e4 by step 250 on the training CNN). The descent of a bias is multiplied
-    and stopped with its growth."""
+    and stopped with its growth. Units 6 and 7 read their inputs at ``MAGNITUDE_PATH_GAIN``
+    and o_mag reads them at 1/gain: meta-training's perturbations of their weights from the
+    raw rows (σ·p, with p up to 1e4) would otherwise reach o_mag 1000× (o_mag's weights are
+    1/λ) and multiply a large bias's step by e^(σ·p)."""
     bias_row, depth_rows = value + 1, value + 2 + np.arange(MAX_BIAS_DEPTH)
     first = layers[0]
     w = first["w"].at[bias_row, 2:4].set(jnp.array([-gain, gain]))  # units 2, 3: p − p_bias
@@ -224,16 +228,17 @@ def _grow_biases_by_layer(
         ((1.0 + growth) ** depth - 1.0) / growth if growth else float(depth)
         for depth in range(1, MAX_BIAS_DEPTH + 1)
     ]
-    w = w.at[depth_rows, 7].set(jnp.log(jnp.asarray(multipliers, jnp.float32)))
+    gain = MAGNITUDE_PATH_GAIN
+    w = w.at[depth_rows, 7].set(gain * jnp.log(jnp.asarray(multipliers, jnp.float32)))
     b = first["b"]
-    if growth_until is not None:  # unit 6: relu(−T(t) + gate·(is a bias) − gate)
+    if growth_until is not None:  # unit 6: gain·relu(−T(t) + shut·(is a bias) − shut)
         time_row, time_weight, bias = growth_gate(growth_until, w.shape[0])
         shut = 10.0 * GROWTH_GATE  # beyond |T| ≤ 2·GROWTH_GATE
-        w = w.at[time_row, 6].set(-time_weight).at[depth_rows, 6].set(shut)
-        b = b.at[6].set(-bias - shut)
+        w = w.at[time_row, 6].set(-gain * time_weight).at[depth_rows, 6].set(gain * shut)
+        b = b.at[6].set(-gain * (bias + shut))
     layers = [{"w": w, "b": b}, *layers[1:]]
     out = layers[-1]
-    magnitude = jnp.array([-BIAS_FREEZE, 1.0]) / EXP_MULT  # units 6, 7 → o_mag
+    magnitude = jnp.array([-BIAS_FREEZE, 1.0]) / (gain * EXP_MULT)  # units 6, 7 → o_mag
     paths_out = jnp.array([[-growth / STEP_MULT, 0.0], [growth / STEP_MULT, 0.0]])
     w_out = out["w"].at[4:6].set(paths_out).at[6:8, 0].set(0.0).at[6:8, 1].set(magnitude)
     layers[-1] = {"w": w_out, "b": out["b"]}
