@@ -18,7 +18,8 @@ and minibatches every 25 steps: the first step at which the seeds' geometric mea
 in one vmapped batch (as ``lopt-eval`` runs them) and in two halves, the off-floor points after
 step 300, and each seed's own first step at the floor (None: never).
 
-    python benchmarks/lopt_cnn_floor_screen.py benchmarks/results/lopt_cnn_train \\
+    python benchmarks/lopt_cnn_floor_screen.py \\
+        benchmarks/results/lopt_cnn_train_variants/rms_growth0.004 \\
         benchmarks/results/lopt_cnn_train_variants/particles* \\
         benchmarks/results/lopt_cnn_train_growth_from_zero growth=0.004 growth=0.008 \\
         rmsprop=0.0316227766 --out benchmarks/results/lopt_cnn_train_variants/floor_screen_cpu.json

@@ -12,7 +12,8 @@ set ``FIRSTxN`` of unseen training-distribution tasks, it trains every task for 
 (all seeds in one vmapped batch, minibatches as ``lopt-eval`` draws them) and records per seed:
 the final whole-split training loss, its dead examples and their share of the summed loss.
 
-    python benchmarks/lopt_dead_examples.py benchmarks/results/lopt_cnn_train \\
+    python benchmarks/lopt_dead_examples.py \\
+        benchmarks/results/lopt_cnn_train_variants/rms_growth0.004 \\
         raw_growth=0.012,until=250 \\
         benchmarks/results/lopt_cnn_train_variants/rms_raw_growth0.012_until250_sigma0.003 \\
         layered_growth=0.012,until=250 layered_growth=0.010,until=250 rmsprop=0.0316227766 \\

@@ -17,8 +17,9 @@ rate) on ``--seeds`` unseen training-distribution tasks per set (``--first-seeds
 * for the first task: the weights' norm, and the update's norm on steps with a zero gradient
   (a memorized minibatch). RMSProp stands still there; the learned optimizer does not.
 
-    python benchmarks/lopt_floor_stability.py benchmarks/results/lopt_cnn_train \\
-        --out benchmarks/results/lopt_cnn_train/floor_stability_cpu.json
+    python benchmarks/lopt_floor_stability.py \\
+        benchmarks/results/lopt_cnn_train_variants/rms_growth0.004 \\
+        --out benchmarks/results/lopt_cnn_train_variants/rms_growth0.004/floor_stability_cpu.json
     python benchmarks/lopt_floor_stability.py --nominal-growth 0.004 \\
         --out benchmarks/results/lopt_cnn_floor_stability_nominal_cpu.json
 

@@ -16,7 +16,8 @@ needs it: a normalized p only makes steps proportional to p/RMS(p), which grow a
 fixed amount per step instead of a fixed fraction. With ``features="rms_raw_depth"`` it also
 gets, under the raw p, the raw p again if the parameter is in a bias (a 1-D tensor; 0 in a
 matrix) and the bias's layer as ``MAX_BIAS_DEPTH`` one-hot rows (layer k = 1 + the matrices
-before it in the parameters' order; all 0 in a matrix): 33 features. Growing a ReLU network
+before it in the parameters' order, the deeper layers on the last row; all 0 in a matrix): 33
+features. Growing a ReLU network
 without switching its units needs them: layer k's bias must grow by (1 + G)^k − 1 when every
 weight grows by G, and the per-tensor rows cannot tell a bias, or one layer, from another.
 
@@ -293,7 +294,8 @@ def tensor_features(
     g·r and m_d·r (r = 1/√v_d, d ∈ ``RMS_DECAYS``): [14, param.size]; with ``raw`` too (the
     "rms_raw" features) the raw p under them: [15, param.size]; with ``depth`` too (the
     "rms_raw_depth" features; :func:`bias_depths`, 0 for a matrix) the raw p again if a bias
-    (else 0) and the bias's layer, one-hot, under it: [22, param.size]."""
+    (else 0) and the bias's layer, one-hot (layers ``MAX_BIAS_DEPTH`` and deeper on its last
+    row), under it: [22, param.size]."""
     grad = grad.reshape(1, -1)
     rows = normalize(jnp.concatenate([grad, param.reshape(1, -1), momenta]))
     if second_moments is None:
@@ -305,8 +307,8 @@ def tensor_features(
     raw_rows = [param.reshape(1, -1)] if raw else []
     if depth is not None:
         one_hot = np.zeros((MAX_BIAS_DEPTH, 1), np.float32)
-        if 1 <= depth <= MAX_BIAS_DEPTH:
-            one_hot[depth - 1] = 1.0
+        if depth:  # layers MAX_BIAS_DEPTH and deeper share the last row
+            one_hot[min(depth, MAX_BIAS_DEPTH) - 1] = 1.0
         raw_rows.append(raw_rows[0] if depth else jnp.zeros_like(raw_rows[0]))
         raw_rows.append(jnp.broadcast_to(jnp.asarray(one_hot), (MAX_BIAS_DEPTH, param.size)))
     return jnp.concatenate([rows, normalize(rms_rows), *raw_rows])

@@ -347,6 +347,16 @@ def test_rms_raw_depth_theta_grows_layer_by_layer_then_stops():
     for ratio in ratios[-200:]:  # stopped: every tensor, the deepest bias too
         for name, value in jax.tree_util.tree_leaves_with_path(ratio):
             np.testing.assert_array_equal(value, 1.0, err_msg=str(name))
+    # A bias deeper than MAX_BIAS_DEPTH grows as the deepest row says, and stops too.
+    deep = [{"w": jnp.ones((2, 2)), "b": jnp.ones(2)} for _ in range(lopt.MAX_BIAS_DEPTH + 2)]
+    nominal = lopt.with_nominal_rmsprop(silent, 0.02, growth, until)
+    params, state = deep, lopt.init_state(deep, "rms_raw_depth")
+    for _ in range(450):
+        params, state = step(nominal, jax.tree.map(jnp.zeros_like, deep), params, state)
+    last = jnp.stack([params[-3]["b"], params[-2]["b"], params[-1]["b"]])
+    np.testing.assert_allclose(last, last[0, 0], rtol=1e-5)  # layers 6, 7 and 8 alike
+    later = step(nominal, jax.tree.map(jnp.zeros_like, deep), params, state)[0]
+    np.testing.assert_array_equal(later[-1]["b"], params[-1]["b"])  # and stopped
     # The descent path is untouched for a matrix and multiplied with the growth for a bias.
     grads = jax.tree.map(jnp.ones_like, values)
     nominal = lopt.with_nominal_rmsprop(silent, 0.02, growth, until)
