@@ -10,8 +10,9 @@ every tensor by the fraction G of itself per step; ``depth_growth=G`` the same w
 growth around step S, ``lopt_nominal_growth_until``), ``layered_growth=G,until=S`` (not a
 learned optimizer: the ``rms_raw`` θ_0 with no growth, then every layer's weights grown by the
 fraction G per step and layer k's bias (k = 1 for the first) by (1 + G)^k − 1, until step S: a
-growth that keeps the network's function up to a scale of its logits, so no ReLU switches; the
-optax form of ``depth_growth``, see ``lopt_dead_examples.py``) or
+growth that keeps the network's function up to a scale of its logits, so no ReLU switches;
+``depth_growth`` is the learned optimizer's version, which also multiplies a bias's descent by
+its layer's factor and shuts its steps after S; see ``lopt_dead_examples.py``) or
 ``rmsprop=LR``. For every set ``FIRSTxN`` (N unseen tasks from seed FIRST, of the training
 distribution or ``--distribution``) it records, with ``lopt-eval``'s whole-split training losses
 and minibatches every 25 steps: the first step at which the seeds' geometric mean is at the floor

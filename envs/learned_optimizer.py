@@ -77,7 +77,7 @@ class LearnedOptimizer(unrolled.UnrolledOptimizationEnv):
         much per step along its normalized values (rms), or by this fraction of itself
         (rms_raw; rms_raw_depth: the weights, and layer k's bias by (1 + this)^k − 1);
         negative: weight decay. None = 0: the growth path is open but unused, and
-        meta-training sets it.
+        meta-training sets it (rms_raw_depth: a layer-k bias's steps are still k× as large).
       lopt_nominal_growth_until: with ``lopt_nominal_growth``, θ_0's growth stops around this
         inner step (a gate on the time features, ``lopt.growth_gate``): fast multiplicative
         growth (rms_raw) that does not grow the network without bound; rms_raw_depth also

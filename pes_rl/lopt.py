@@ -309,7 +309,8 @@ def tensor_features(
         one_hot = np.zeros((MAX_BIAS_DEPTH, 1), np.float32)
         if depth:  # layers MAX_BIAS_DEPTH and deeper share the last row
             one_hot[min(depth, MAX_BIAS_DEPTH) - 1] = 1.0
-        raw_rows.append(raw_rows[0] if depth else jnp.zeros_like(raw_rows[0]))
+        value = param.reshape(1, -1)
+        raw_rows.append(value if depth else jnp.zeros_like(value))
         raw_rows.append(jnp.broadcast_to(jnp.asarray(one_hot), (MAX_BIAS_DEPTH, param.size)))
     return jnp.concatenate([rows, normalize(rms_rows), *raw_rows])
 
