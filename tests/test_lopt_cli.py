@@ -59,7 +59,7 @@ def test_learned_optimizer_pes_runs_and_saves_a_loadable_optimizer(tmp_path):
 @pytest.mark.slow
 def test_every_learned_optimizer_experiment_runs_two_iterations(tmp_path):
     cnn = [f"learned_optimizer_cnn_{objective}{size}" for objective in ("train", "val")
-           for size in ("", "_gpu")]  # fmt: skip
+           for size in ("", "_gpu")] + ["learned_optimizer_cnn_train_layered"]  # fmt: skip
     assert LOPT_EXPERIMENTS == sorted(
         [f"learned_optimizer_{name}{size}" for name in ("es", "hybrid", "pes", "tes")
          for size in ("", "_cpu")] + cnn
