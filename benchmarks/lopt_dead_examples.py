@@ -41,17 +41,6 @@ from pes_rl.meta import data, lopt_eval
 TASK, DISTRIBUTION = "cnn_digits", "train"
 
 
-def last_features(params, x: jax.Array, widths: jax.Array) -> jax.Array:
-    """[examples, channels]: the training CNN's last conv layer, ReLU'd, masked to the task's
-    widths and averaged over space (what its dense layer reads; ``lopt_tasks._cnn``)."""
-    x = x.reshape(-1, 8, 8, 1)
-    for index, layer in enumerate(params[:-1]):
-        stride = 1 if index == 0 else 2
-        x = jax.nn.relu(lopt_tasks.conv3x3(x, layer["w"], stride) + layer["b"])
-        x = x * (jnp.arange(x.shape[-1]) < widths[index])
-    return jnp.mean(x, axis=(1, 2))
-
-
 def train(task: lopt_tasks.InnerTask, optimizer: optax.GradientTransformation):
     """(params, variant, data_key) -> params after ``STEPS`` steps, on ``lopt-eval``'s
     minibatches (step t's from the t-th key split from data_key)."""
@@ -66,7 +55,7 @@ def train(task: lopt_tasks.InnerTask, optimizer: optax.GradientTransformation):
 
 def dead_examples(params, variant, x: jax.Array, y: jax.Array) -> dict:
     """One task's final loss (as ``full_loss``), its dead examples and their share of it."""
-    features = last_features(params, x, variant["widths"])
+    features = lopt_tasks.cnn_features(params, x, variant["widths"])
     logits = features @ params[-1]["w"] + params[-1]["b"]
     labels = variant["permutation"][y]
     losses = -jax.nn.log_softmax(logits)[jnp.arange(len(y)), labels]
@@ -98,7 +87,7 @@ def main() -> None:
             final = run(params, variants, data_keys)
             found = {key: np.asarray(value) for key, value in count(final, variants).items()}
             if not np.allclose(found["loss"], task_loss(final, variants), rtol=1e-4, atol=1e-7):
-                raise RuntimeError("the recomputed loss is not the task's: lopt_tasks._cnn changed")
+                raise RuntimeError("the recomputed loss is not the task's full_loss")
             rows[f"{first_seed}x{seeds}"] = [
                 {
                     "seed": first_seed + index,

@@ -190,6 +190,20 @@ def conv3x3(x: jax.Array, w: jax.Array, stride: int) -> jax.Array:
     return patches @ w.reshape(-1, w.shape[-1])
 
 
+def cnn_features(
+    params: Params, x: jax.Array, widths: jax.Array, conv=conv3x3, varied_widths: bool = True
+) -> jax.Array:
+    """[examples, channels]: a ``cnn_digits`` CNN's last conv layer, ReLU'd, masked to the
+    variant's ``widths`` (``varied_widths``) and averaged over space: what its dense layer
+    reads (``benchmarks/lopt_dead_examples.py`` counts the images for which it is all 0)."""
+    x = x.reshape(-1, 8, 8, 1)
+    for index, layer in enumerate(params[:-1]):
+        x = jax.nn.relu(conv(x, layer["w"], 1 if index == 0 else 2) + layer["b"])
+        if varied_widths:  # fixed widths are all the channels: nothing to mask
+            x = x * (jnp.arange(x.shape[-1]) < widths[index])
+    return jnp.mean(x, axis=(1, 2))
+
+
 def _cnn(channels, conv=conv3x3, varied_widths: bool = False):
     """3×3 convs (the second and later with stride 2), global average pool, dense 10.
 
@@ -215,11 +229,7 @@ def _cnn(channels, conv=conv3x3, varied_widths: bool = False):
         return layers + [{"w": dense, "b": jnp.zeros(10)}]
 
     def apply(params, x, widths):
-        x = x.reshape(-1, 8, 8, 1)
-        for index, (layer, width) in enumerate(zip(params[:-1], channels, strict=True)):
-            x = jax.nn.relu(conv(x, layer["w"], 1 if index == 0 else 2) + layer["b"])
-            if varied_widths:  # fixed widths are all the channels: nothing to mask
-                x = x * (jnp.arange(width) < widths[index])
-        return jnp.mean(x, axis=(1, 2)) @ params[-1]["w"] + params[-1]["b"]
+        features = cnn_features(params, x, widths, conv, varied_widths)
+        return features @ params[-1]["w"] + params[-1]["b"]
 
     return apply, init, sample_widths
