@@ -189,31 +189,32 @@ def with_nominal_rmsprop(
         layer["w"] = layer["w"].at[:, :num_paths].set(carried)
         layer["b"] = layer["b"].at[:num_paths].set(0.0)
         carried = jnp.zeros((layer["w"].shape[1], num_paths)).at[units, units].set(1.0)
-    if growth_until is not None:  # units 2, 3 become relu(±p_in + T(t)), T > 0 until then
-        time_row, time_weight, bias = growth_gate(growth_until, layers[0]["w"].shape[0])
+    gate = None if growth_until is None else growth_gate(growth_until, layers[0]["w"].shape[0])
+    weight_growth = growth
+    if gate is not None:  # units 2, 3 become relu(±p_in + T(t)), T > 0 until then
+        time_row, time_weight, bias = gate
         layers[0]["w"] = layers[0]["w"].at[time_row, 2:4].set(time_weight)
         layers[0]["b"] = layers[0]["b"].at[2:4].set(bias)
-        growth = growth / 2.0  # relu(x + T) − relu(−x + T) = 2x while the gate is open
+        weight_growth = growth / 2.0  # relu(x + T) − relu(−x + T) = 2x while the gate is open
     out = layers[-1]
-    descent_weight, growth_weight = rate / STEP_MULT, growth / (gain * STEP_MULT)
+    descent_weight, growth_weight = rate / STEP_MULT, weight_growth / (gain * STEP_MULT)
     paths_out = jnp.array(
         [[descent_weight, 0.0], [-descent_weight, 0.0], [-growth_weight, 0.0], [growth_weight, 0.0]]
     )
     others = out["w"].at[num_paths:, 0].multiply(NOMINAL_OTHERS_SCALE)
     layers[-1] = {"w": others.at[:4].set(paths_out), "b": out["b"]}
     if layered:
-        bias_growth = growth * 2.0 if growth_until is not None else growth
-        layers = _grow_biases_by_layer(layers, value, gain, bias_growth, growth_until)
+        layers = _grow_biases_by_layer(layers, value, gain, growth, gate)
     return layers
 
 
 def _grow_biases_by_layer(
-    layers: Theta, value: int, gain: float, growth: float, growth_until: float | None
+    layers: Theta, value: int, gain: float, growth: float, gate: tuple[int, float, float] | None
 ) -> Theta:
     """An "rms_raw_depth" nominal θ: units 2 and 3 stop reading biases; units 4 and 5 grow a
     bias by the fraction ``growth`` of itself, unit 7 multiplies a layer-k bias's whole step
     (through o_mag) by ((1 + growth)^k − 1)/growth, so that it grows by (1 + growth)^k − 1; with
-    ``growth_until``, unit 6 shuts a bias's step once the gate T(t) is negative (o_mag −
+    a ``gate`` (:func:`growth_gate`'s), unit 6 shuts a bias's step once T(t) is negative (o_mag −
     ``BIAS_FREEZE``·|T|/λ): a multiplicative stop, which holds for biases of any size, where an
     additive gate only stops values within its reach (the deep biases of a function-keeping
     growth reach 1e3–1e4 by step 250 on the training CNN). The descent of a bias is multiplied
@@ -229,17 +230,19 @@ def _grow_biases_by_layer(
         ((1.0 + growth) ** depth - 1.0) / growth if growth else float(depth)
         for depth in range(1, MAX_BIAS_DEPTH + 1)
     ]
-    gain = MAGNITUDE_PATH_GAIN
-    w = w.at[depth_rows, 7].set(gain * jnp.log(jnp.asarray(multipliers, jnp.float32)))
+    magnitude_gain = MAGNITUDE_PATH_GAIN
+    log_multipliers = jnp.log(jnp.asarray(multipliers, jnp.float32))
+    w = w.at[depth_rows, 7].set(magnitude_gain * log_multipliers)
     b = first["b"]
-    if growth_until is not None:  # unit 6: gain·relu(−T(t) + shut·(is a bias) − shut)
-        time_row, time_weight, bias = growth_gate(growth_until, w.shape[0])
+    if gate is not None:  # unit 6: gain·relu(−T(t) + shut·(is a bias) − shut)
+        time_row, time_weight, bias = gate
         shut = 10.0 * GROWTH_GATE  # beyond |T| ≤ 2·GROWTH_GATE
-        w = w.at[time_row, 6].set(-gain * time_weight).at[depth_rows, 6].set(gain * shut)
-        b = b.at[6].set(-gain * (bias + shut))
+        w = w.at[time_row, 6].set(-magnitude_gain * time_weight)
+        w = w.at[depth_rows, 6].set(magnitude_gain * shut)
+        b = b.at[6].set(-magnitude_gain * (bias + shut))
     layers = [{"w": w, "b": b}, *layers[1:]]
     out = layers[-1]
-    magnitude = jnp.array([-BIAS_FREEZE, 1.0]) / (gain * EXP_MULT)  # units 6, 7 → o_mag
+    magnitude = jnp.array([-BIAS_FREEZE, 1.0]) / (magnitude_gain * EXP_MULT)  # units 6, 7: o_mag
     paths_out = jnp.array([[-growth / STEP_MULT, 0.0], [growth / STEP_MULT, 0.0]])
     w_out = out["w"].at[4:6].set(paths_out).at[6:8, 0].set(0.0).at[6:8, 1].set(magnitude)
     layers[-1] = {"w": w_out, "b": out["b"]}
