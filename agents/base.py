@@ -288,6 +288,10 @@ class Estimator:
             ),
             "episodes": count,
             "window_reward": jnp.mean(window.reward_first + window.reward_rest),
+            # Particle-steps spent waiting (a second episode end in a window) or masked out
+            # (whole-episode ES after a fall), as a fraction of the window's particle-steps.
+            "idle_fraction": window.idle_steps
+            / jnp.maximum(window.idle_steps + window.env_steps, 1),
         }
         return state, metrics
 
@@ -361,11 +365,21 @@ class Estimator:
         raise NotImplementedError
 
 
-def episode_accumulator(accumulator: jax.Array, eps: jax.Array, window: engine.Window) -> jax.Array:
-    """Σ ε since each particle's episode began, after a window that used ``eps``.
+def episode_accumulator(
+    accumulator: jax.Array, eps: jax.Array, window: engine.Window, eps_after_end: jax.Array
+) -> jax.Array:
+    """Σ ε since each particle's episode began, after a window that used ``eps`` and, after an
+    episode end inside it, ``eps_after_end`` for the episode the end started.
 
     No episode end in the window: ``accumulator + eps``. An end inside it: the new episode has
-    seen only ``eps`` (or nothing, when the end fell on the window's last step).
+    seen only ``eps_after_end`` (or nothing, when the end fell on the window's last step or the
+    particle waited for the next window).
     """
-    restarted = jnp.where((window.steps_since_end > 0)[:, None], eps, 0.0)
+    restarted = jnp.where((window.steps_since_end > 0)[:, None], eps_after_end, 0.0)
     return jnp.where(window.ended[:, None], restarted, accumulator + eps)
+
+
+def after_end_key(eps_key: jax.Array) -> jax.Array:
+    """The key of the perturbations drawn for episodes that start inside a window, apart from
+    the window's own (which stay as they were without ends)."""
+    return jax.random.fold_in(eps_key, 1)

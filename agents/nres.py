@@ -3,7 +3,10 @@
 Each particle draws one perturbation ε per episode and reuses it in every window of that
 episode; a window's reward is credited to that ε. It is unbiased like PES with lower variance.
 When an episode ends inside a window the particle switches to a fresh ε at once, and the
-reward after the end is credited to the fresh one.
+reward after the end is credited to the fresh one. A particle that ends a second time in a
+window waits for the next (:func:`pes_rl.stepping.engine.unroll`) and starts it with another
+fresh ε: sharing one ε between every episode that starts in a window would credit it with
+episodes its own ends started (the reward rate, not the episode's return).
 
 References: https://arxiv.org/abs/2304.12180
 """
@@ -16,7 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from pes_rl import normalization
-from pes_rl.agents.base import Estimator, WindowWeights
+from pes_rl.agents.base import Estimator, WindowWeights, after_end_key
 from pes_rl.stepping import engine
 
 
@@ -40,7 +43,7 @@ class NRES(Estimator):
             particles, window = self.staggered_start(
                 stagger_key, particles, theta + eps, obs_norm, theta_after_end=theta + eps_next
             )
-            eps = jnp.where(window.ended[:, None], eps_next, eps)
+            eps = next_episode_eps(eps, eps_next, window, self.sample_after_wait(next_key, eps))
         return NRESState(particles, eps, obs_norm)
 
     def _window(self, state, theta, key, length):
@@ -56,5 +59,18 @@ class NRES(Estimator):
             obs_norm=state.obs_norm,
         )
         weights = WindowWeights(first=state.eps, rest=eps_next)
-        eps = jnp.where(window.ended[:, None], eps_next, state.eps)
+        eps = next_episode_eps(state.eps, eps_next, window, self.sample_after_wait(eps_key, eps_next))
         return state._replace(particles=particles, eps=eps), weights, window
+
+    def sample_after_wait(self, key: jax.Array, like: jax.Array) -> jax.Array:
+        """Fresh perturbations for particles that waited (used only where one did)."""
+        return self.sample_perturbations(after_end_key(key), like.shape[1])
+
+
+def next_episode_eps(eps, eps_next, window: engine.Window, eps_after_wait) -> jax.Array:
+    """Each particle's ε for the next window: its own if no episode ended, ``eps_next``
+    where one did (the episode that ``eps_next`` started, or one that starts next window:
+    ``eps_next`` was not used then), a fresh ``eps_after_wait`` where the particle waited
+    (``eps_next`` drove the episode that ended)."""
+    eps = jnp.where(window.ended[:, None], eps_next, eps)
+    return jnp.where(window.waiting[:, None], eps_after_wait, eps)

@@ -9,10 +9,13 @@ class WindowReference:
     def __init__(self):
         self.r_first = self.r_rest = 0.0
         self.ended, self.since_end, self.steps = False, 0, 0
+        self.waiting = False  # a second episode ended: later steps are not the particle's
         self.completed: list[float] = []
         self._episode_return = 0.0
 
     def add(self, reward: float, done: bool) -> None:
+        if self.waiting:
+            return
         self.steps += 1
         self._episode_return += reward
         if self.ended:
@@ -22,6 +25,7 @@ class WindowReference:
         self.since_end += 1
         if done:
             self.completed.append(self._episode_return)
+            self.waiting = self.ended
             self.ended, self.since_end, self._episode_return = True, 0, 0.0
 
 
@@ -33,6 +37,8 @@ def assert_window_matches(window, references: list[WindowReference], check_since
         np.testing.assert_allclose(window.reward_first[i], ref.r_first, rtol=1e-5)
         np.testing.assert_allclose(window.reward_rest[i], ref.r_rest, rtol=1e-5)
         assert bool(window.ended[i]) == ref.ended
+        if ref.waiting:
+            assert bool(window.waiting[i])
         if check_since_end and ref.ended:
             assert int(window.steps_since_end[i]) == ref.since_end
     completed = [r for ref in references for r in ref.completed]

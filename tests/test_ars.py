@@ -26,9 +26,11 @@ def window_with(rewards, steps, rewards_rest=None, steps_rest=None) -> engine.Wi
         steps_since_end=jnp.zeros(num, jnp.int32),
         steps_first=jnp.asarray(steps, jnp.int32),
         steps_rest=jnp.zeros(num, jnp.int32) if steps_rest is None else jnp.asarray(steps_rest),
+        waiting=jnp.zeros(num, bool),
         completed_return_sum=jnp.sum(jnp.asarray(rewards)),
         completed_count=jnp.asarray(num),
         env_steps=jnp.sum(jnp.asarray(steps)),
+        idle_steps=jnp.zeros((), jnp.int32),
         obs_moments=None,
     )
 

@@ -111,3 +111,60 @@ class GeometricEpisodes(Env):
                 next_dist[0] = clock_dist.sum() - survive[:-1].sum()  # ended: random or at T
                 clock_dist = next_dist
         return grads
+
+
+class HazardEnv(Env):
+    """One decision with an end the policy sets: the action a (clipped to [−2, 2]) is paid as
+    every step's reward, and after each step the episode ends with probability
+    h(a) = ``base_hazard`` + ``hazard_slope``·a² (horizon 1000).
+
+    The expected return E[R](a) = a·(1 − (1 − h)^H)/h peaks at a* = √(base/slope) (0.5), while
+    the reward per step, a, grows without bound: an estimator that follows the reward rate
+    instead of the episode's return goes the wrong way.
+
+    The end is drawn by inversion: each episode draws one uniform U at reset and ends at the
+    first step whose survival Π(1 − h(a_s)) falls below U, which ends it after each step with
+    probability exactly h(a) given that it survived so far. Antithetic partners reset alike
+    share U, so their fall times differ smoothly with ±ε (common random numbers): the
+    estimates' variance is small enough for a tight test.
+    """
+
+    def __init__(self, base_hazard: float = 0.01, hazard_slope: float = 0.04, horizon: int = 1000):
+        self.base_hazard, self.hazard_slope = base_hazard, hazard_slope
+        self.spec = EnvSpec(
+            observation_space=spaces.Box(-np.inf, np.inf, (1,), np.float32),
+            action_space=spaces.Box(-np.inf, np.inf, (1,), np.float32),
+            horizon=horizon,
+            early_termination=True,
+            default_action=np.zeros(1, np.float32),
+        )
+
+    def hazard(self, action):
+        return self.base_hazard + self.hazard_slope * action**2
+
+    def reset(self, key: jax.Array) -> State:
+        inner = {"log_u": jnp.log(jax.random.uniform(key)), "log_survival": jnp.zeros(())}
+        return State(inner, jnp.ones(1), jnp.zeros(()), jnp.zeros(()))
+
+    def step(self, state: State, action: jax.Array) -> State:
+        action = jnp.clip(jnp.reshape(action, ()), -2.0, 2.0)
+        log_survival = state.inner["log_survival"] + jnp.log1p(-self.hazard(action))
+        done = (log_survival < state.inner["log_u"]).astype(jnp.float32)
+        inner = {"log_u": state.inner["log_u"], "log_survival": log_survival}
+        return state.replace(inner=inner, reward=action, done=done)
+
+    def smoothed_return_gradient(self, theta: float, sigma: float) -> float:
+        """∇θ E_ε[E[R](θ + ε)], ε ~ N(0, σ²): autodiff through 40-point Gauss–Hermite
+        quadrature of the exact expected return a·(1 − (1 − h)^H)/h."""
+        nodes, weights = np.polynomial.hermite_e.hermegauss(40)
+        weights = weights / weights.sum()
+
+        def expected_return(action):
+            action = jnp.clip(action, -2.0, 2.0)
+            hazard = self.hazard(action)
+            return action * (1.0 - (1.0 - hazard) ** self.spec.horizon) / hazard
+
+        def smoothed(theta):
+            return jnp.sum(weights * jax.vmap(expected_return)(theta + sigma * nodes))
+
+        return float(jax.grad(smoothed)(jnp.float32(theta)))

@@ -78,6 +78,29 @@ class MultiDiscreteActionEnv(CountingEnv):
         self.action_space = spaces.MultiDiscrete([2, 2])
 
 
+class HazardGymEnv(gymnasium.Env):
+    """``toy_envs.HazardEnv`` as a Gymnasium env: reward a = clip(action, −2, 2) per step, and
+    the episode ends after each step with probability h(a) = base + slope·a² (the horizon is
+    the registered TimeLimit). Like ``HazardEnv`` it draws one uniform U per episode from
+    ``np_random`` and ends at the first step whose survival Π(1 − h(a_s)) falls below U, so
+    sub-envs reset with the same seed (antithetic partners) share U."""
+
+    def __init__(self, base_hazard: float = 0.01, hazard_slope: float = 0.04):
+        self.base_hazard, self.hazard_slope = base_hazard, hazard_slope
+        self.observation_space = spaces.Box(-np.inf, np.inf, (1,), np.float32)
+        self.action_space = spaces.Box(-np.inf, np.inf, (1,), np.float32)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.log_u, self.log_survival = np.log(self.np_random.random()), 0.0
+        return np.ones(1, np.float32), {}
+
+    def step(self, action):
+        action = float(np.clip(np.asarray(action).reshape(-1)[0], -2.0, 2.0))
+        self.log_survival += np.log1p(-(self.base_hazard + self.hazard_slope * action**2))
+        return np.ones(1, np.float32), action, bool(self.log_survival < self.log_u), False, {}
+
+
 for _id, _entry in [
     ("Counting-v0", "toy_gym:CountingEnv"),
     ("DictObservation-v0", "toy_gym:DictObservationEnv"),
@@ -85,3 +108,8 @@ for _id, _entry in [
 ]:
     if _id not in gymnasium.registry:
         gymnasium.register(_id, entry_point=_entry, max_episode_steps=100, disable_env_checker=True)
+if "Hazard-v0" not in gymnasium.registry:
+    gymnasium.register(
+        "Hazard-v0", entry_point="toy_gym:HazardGymEnv", max_episode_steps=1000,
+        disable_env_checker=True,
+    )  # fmt: skip

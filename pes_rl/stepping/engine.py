@@ -44,10 +44,21 @@ class Window(NamedTuple):
     steps_since_end: jax.Array  # [N] int32: steps of the episode now running (0: ended last step)
     steps_first: jax.Array  # [N] int32: steps in the part before (and at) the first episode end
     steps_rest: jax.Array  # [N] int32: steps after it (0: no end, or it fell on the last step)
+    waiting: jax.Array  # [N] bool: stopped stepping (a second end; autoreset=False: the first)
     completed_return_sum: jax.Array  # shape=(): Σ returns of episodes that ended in the window
     completed_count: jax.Array  # shape=(): number of episodes that ended in the window
     env_steps: jax.Array  # shape=(): real env steps taken (finished, masked particles excluded)
+    idle_steps: jax.Array  # shape=(): particle-steps not taken (finished or waiting particles)
     obs_moments: normalization.ObsMoments  # observation sums for the running normalizer
+
+
+PER_PARTICLE_FIELDS = 7  # Window's first fields are [N] arrays, the others population totals
+
+
+def split_window(window: Window) -> tuple[tuple, tuple]:
+    """(the per-particle fields, the population totals) of a window: how a population split
+    over devices or processes gathers the first and sums the second."""
+    return tuple(window[:PER_PARTICLE_FIELDS]), tuple(window[PER_PARTICLE_FIELDS:])
 
 
 class Tally(NamedTuple):
@@ -65,6 +76,7 @@ class Tally(NamedTuple):
     completed_return_sum: jax.Array  # shape=()
     completed_count: jax.Array  # shape=()
     env_steps: jax.Array  # shape=() int32
+    idle_steps: jax.Array  # shape=() int32
     obs_moments: normalization.ObsMoments
 
 
@@ -84,6 +96,7 @@ def start_tally(particles: Particles, obs_size: int) -> Tally:
         completed_return_sum=jnp.zeros(()),
         completed_count=jnp.zeros(()),
         env_steps=jnp.zeros((), jnp.int32),
+        idle_steps=jnp.zeros((), jnp.int32),
         obs_moments=normalization.zero_moments(obs_size),
     )
 
@@ -97,12 +110,21 @@ def account_step(
     horizon: int | None,
     autoreset: bool,
     track_obs: bool,
+    scheduled: jax.Array | bool = True,
 ) -> tuple[Tally, jax.Array]:
     """Books one step of every particle; returns the new tally and which episodes ended.
 
     ``obs`` is what the policy saw (for the normalizer), ``reward``/``env_done`` what the env
-    returned, ``stepping`` which particles really stepped. An episode ends when the env says
-    so or when its clock reaches the horizon. Its reward belongs to the episode it ends.
+    returned, ``stepping`` which particles really stepped, ``scheduled`` which were due to step
+    (a staggered burn-in schedules fewer). An episode ends when the env says so or when its
+    clock reaches the horizon. Its reward belongs to the episode it ends.
+
+    A particle starts at most one new episode per window: the episode after its first end runs
+    on the perturbation drawn for it (``theta_after_end``), and a particle whose second episode
+    ends in the same window *waits*, unstepped and uncounted, for a fresh episode and a fresh
+    perturbation at the next window. A perturbation that moved an end is then never credited
+    with an episode that the end started (which would estimate the gradient of the reward rate,
+    not of the episode's return; DESIGN.md, "The engine").
     """
     reward = jnp.where(stepping, reward, 0.0)
     clock = tally.clock + stepping
@@ -115,7 +137,7 @@ def account_step(
     tally = Tally(
         clock=jnp.where(done, 0, clock),
         episode_return=jnp.where(done, 0.0, episode_return),
-        alive=tally.alive if autoreset else tally.alive & ~done,
+        alive=tally.alive & ~(done & tally.ended) if autoreset else tally.alive & ~done,
         ended=tally.ended | done,
         steps_since_end=jnp.where(done, 0, tally.steps_since_end + stepping),
         steps_first=tally.steps_first + (stepping & ~tally.ended),
@@ -126,6 +148,7 @@ def account_step(
         + jnp.sum(jnp.where(done, episode_return, 0.0)),
         completed_count=tally.completed_count + jnp.sum(done),
         env_steps=tally.env_steps + jnp.sum(stepping),
+        idle_steps=tally.idle_steps + jnp.sum(scheduled & ~stepping),
         obs_moments=moments,
     )
     return tally, done
@@ -135,8 +158,9 @@ def finish(env_state: Any, tally: Tally) -> tuple[Particles, Window]:
     """The particles after a window and what the window produced."""
     window = Window(
         tally.reward_first, tally.reward_rest, tally.ended, tally.steps_since_end,
-        tally.steps_first, tally.steps_rest, tally.completed_return_sum, tally.completed_count,
-        tally.env_steps, tally.obs_moments,
+        tally.steps_first, tally.steps_rest, tally.ended & ~tally.alive,
+        tally.completed_return_sum, tally.completed_count, tally.env_steps, tally.idle_steps,
+        tally.obs_moments,
     )  # fmt: skip
     return Particles(env_state, tally.clock, tally.episode_return), window
 
@@ -198,15 +222,19 @@ def unroll(
       act: maps one particle's flat parameters and observation to an action.
       particles: the population's persistent state, [N, ...].
       theta: [N, D] each particle's flat parameters (θ + its perturbation).
-      key: randomness for resets inside the window: particle i's episodes that start in this
-        window start from ``env.reset(fold_in(key, reset_group[i]))``.
+      key: randomness for resets: particle i's episode that starts in this window (after its
+        first end) starts from ``env.reset(fold_in(key, reset_group[i]))``; a particle that
+        waits (a second end) gets a reset of its own at the window's end, for the next window.
+        No start is ever replayed.
       unroll_length: K, steps in the window (static).
-      theta_after_end: [N, D] parameters a particle switches to once its episode has ended
-        inside the window (NRES draws a new perturbation per episode); default: keep ``theta``.
+      theta_after_end: [N, D] parameters of the episode a particle starts after its first
+        end in the window: a perturbation drawn for that episode alone (PES, NRES); default:
+        keep ``theta``.
       reset_group: [N] int: particles with the same group reset from the same key (antithetic
         partners start their episodes alike); default: every particle its own.
-      autoreset: True: a particle whose episode ends starts a new one at once (PES, NRES, TES).
-        False: it stops and is masked out for the rest of the window (ES on whole episodes).
+      autoreset: True: a particle whose episode ends starts a new one at once (PES, NRES,
+        TES), once per window: after a second end it waits for the next window. False: it stops
+        and is masked out for the rest of the window (ES on whole episodes).
       step_limit: [N] int: particle i takes only its first ``step_limit[i]`` steps (staggered
         burn-in); default: all take ``unroll_length``.
       num_steps: a traced int ≤ ``unroll_length``: the window takes only this many steps and
@@ -241,7 +269,8 @@ def unroll(
 
     def step(carry, index):
         env_state, tally = carry
-        stepping = tally.alive if step_limit is None else tally.alive & (index < step_limit)
+        scheduled = True if step_limit is None else index < step_limit
+        stepping = tally.alive & scheduled
         params = theta
         if theta_after_end is not None:
             params = jnp.where(tally.ended[:, None], theta_after_end, theta)
@@ -249,7 +278,7 @@ def unroll(
         next_state = jax.vmap(env.step)(env_state, jax.vmap(act)(params, obs))
         tally, done = account_step(
             tally, env_state.obs, next_state.reward, next_state.done > 0, stepping,
-            env.spec.horizon, autoreset, obs_norm is not None,
+            env.spec.horizon, autoreset, obs_norm is not None, scheduled,
         )  # fmt: skip
         if freeze:
             next_state = tree_where(stepping, next_state, env_state)
@@ -272,4 +301,23 @@ def unroll(
 
     init = (particles.env_state, start_tally(particles, obs_size))
     (env_state, tally), _ = jax.lax.scan(body, init, jnp.arange(unroll_length))
+    if autoreset:
+        env_state = _reset_waiting(env, env_state, tally.ended & ~tally.alive, key, group)
     return finish(env_state, tally)
+
+
+WAIT_RESET_STREAM = 0x7FFFFFFF  # folded into a window's key for the resets of waiting particles
+
+
+def _reset_waiting(env: Env, env_state: Any, waiting: jax.Array, key: jax.Array, group):
+    """Waiting particles start the next window from a reset of their own (their group's key
+    from a stream apart from the window's first resets, so that no start is replayed and the
+    draws do not depend on how the particles are split over devices); computed only when some
+    particle waits."""
+
+    def reset(state):
+        wait_key = jax.random.fold_in(key, WAIT_RESET_STREAM)
+        keys = jax.vmap(jax.random.fold_in, (None, 0))(wait_key, group)
+        return tree_where(waiting, cast_like(jax.vmap(env.reset)(keys), state), state)
+
+    return jax.lax.cond(jnp.any(waiting), reset, lambda state: state, env_state)

@@ -158,7 +158,9 @@ class HostPopulation(Population):
 
         With ``autoreset=False`` a finished particle is masked out (its sub-env is reset so
         the vector env can keep stepping, but nothing it does is counted), and the window
-        stops early once every particle has finished.
+        stops early once every particle has finished. With ``autoreset=True`` a particle whose
+        second episode ends in the window waits the same way, and its sub-env is reset once
+        more at the window's end: the next window starts it on a fresh episode.
         """
         group = np.arange(self.num_particles) if reset_group is None else np.asarray(reset_group)
         num_groups = int(group.max()) + 1  # every process draws the seeds of all groups
@@ -189,10 +191,17 @@ class HostPopulation(Population):
                 )
                 next_obs = np.where(needs_reset[:, None], reset_obs, next_obs)
             obs = np.asarray(next_obs, np.float32).reshape(obs.shape)
+        waiting = np.asarray(tally.ended & ~tally.alive)
+        if autoreset and waiting.any():
+            group_seeds = rng.integers(0, 2**31 - 1, size=num_groups)
+            reset_obs, _ = self.vector.reset(
+                seed=[int(s) for s in group_seeds[group]], options={"reset_mask": waiting}
+            )
+            obs = np.where(waiting[:, None], reset_obs.reshape(obs.shape), obs).astype(np.float32)
         particles, window = engine.finish(obs, tally)
         if self.processes == 1:
             return particles, window
-        per_particle, totals = window[:6], window[6:]
+        per_particle, totals = engine.split_window(window)
         particles, per_particle = self._gather((particles, per_particle))
         totals = jax.tree.map(
             lambda x: np.sum(x, axis=0), multihost_utils.process_allgather(totals)

@@ -100,18 +100,12 @@ def unroll(
             env, act, particles, theta, key, unroll_length, autoreset=autoreset,
             obs_norm=obs_norm, num_steps=num_steps, **per_particle,
         )  # fmt: skip
-        totals = jax.lax.psum(
-            (window.completed_return_sum, window.completed_count, window.env_steps,
-             window.obs_moments),
-            AXIS,
-        )  # fmt: skip
-        return particles, window._replace(
-            completed_return_sum=totals[0], completed_count=totals[1], env_steps=totals[2],
-            obs_moments=totals[3],
-        )  # fmt: skip
+        per_particle, totals = engine.split_window(window)
+        return particles, engine.Window(*per_particle, *jax.lax.psum(totals, AXIS))
 
+    num_totals = len(engine.Window._fields) - engine.PER_PARTICLE_FIELDS
     window_specs = engine.Window(
-        *([PARTICLES] * 6), REPLICATED, REPLICATED, REPLICATED, REPLICATED
+        *([PARTICLES] * engine.PER_PARTICLE_FIELDS), *([REPLICATED] * num_totals)
     )
     sharded = jax.shard_map(
         local,
