@@ -59,7 +59,9 @@ class NRES(Estimator):
             obs_norm=state.obs_norm,
         )
         weights = WindowWeights(first=state.eps, rest=eps_next)
-        eps = next_episode_eps(state.eps, eps_next, window, self.sample_after_wait(eps_key, eps_next))
+        eps = next_episode_eps(
+            state.eps, eps_next, window, self.sample_after_wait(eps_key, eps_next)
+        )
         return state._replace(particles=particles, eps=eps), weights, window
 
     def sample_after_wait(self, key: jax.Array, like: jax.Array) -> jax.Array:
