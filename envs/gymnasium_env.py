@@ -10,7 +10,9 @@ Wrappers (``env.wrappers``) are applied in order to every sub-env, and to the si
 evaluation and videos use (:meth:`GymnasiumEnv.make_single`). Each is an import path
 (``gymnasium.wrappers.FlattenObservation``, or ``module:Name``) or a mapping
 ``{path: ..., kwargs: {...}}``. Dict and Tuple observations are flattened into one Box after
-them (``FlattenObservation``), with a one-line warning.
+them (``FlattenObservation``), with a one-line warning; a space Gymnasium cannot flatten
+(a custom space such as MiniGrid's mission string, Graph, Sequence), alone or inside a Dict or
+Tuple, is refused in one line that names it and its key.
 """
 
 from __future__ import annotations
@@ -77,6 +79,47 @@ def gym_takers(gym_id: str) -> list[Callable[..., Any]] | None:
     return [functools.partial(gymnasium.make, gym_id), *init_chain(creator)]
 
 
+def unflattenable_part(
+    space: spaces.Space, path: tuple[str, ...] = ()
+) -> tuple[tuple[str, ...], spaces.Space] | None:
+    """The first part of an observation ``space`` that ``gymnasium.spaces.flatten_space``
+    cannot turn into a Box, with its key path inside Dicts and Tuples (``()``: the whole
+    space); None when all of it flattens."""
+    if isinstance(space, spaces.Dict | spaces.Tuple):
+        items = space.spaces.items() if isinstance(space, spaces.Dict) else enumerate(space.spaces)
+        for key, child in items:
+            found = unflattenable_part(child, (*path, str(key)))
+            if found is not None:
+                return found
+        return None
+    try:
+        flat = spaces.flatten_space(space)
+    except NotImplementedError:  # a space gymnasium does not know
+        flat = None
+    return None if isinstance(flat, spaces.Box) else (path, space)
+
+
+def flatten_problem(gym_id: str, space: spaces.Space) -> str | None:
+    """One line naming the part of an observation ``space`` that cannot be flattened (a
+    custom space such as MiniGrid's mission string, Graph, Sequence), its key and a wrapper
+    that helps; None when all of it flattens."""
+    found = unflattenable_part(space)
+    if found is None:
+        return None
+    path, part = found
+    if not path:
+        return (
+            f"{gym_id}: the observation space is a {type(part).__name__}, which cannot be "
+            "flattened to a vector; add a wrapper that makes it a flat Box to env.wrappers"
+        )
+    return (
+        f"{gym_id}: observation key {'.'.join(path)!r} is a {type(part).__name__}, which "
+        "cannot be flattened to a vector; drop it with a wrapper in env.wrappers "
+        "(gymnasium.wrappers.FilterObservation keeps the keys you list; MiniGrid: "
+        "env.wrappers=[minigrid.wrappers.ImgObsWrapper,gymnasium.wrappers.FlattenObservation])"
+    )
+
+
 class GymnasiumEnv:
     """A Gymnasium id plus the spec the policies and engine need; stepped on the host."""
 
@@ -113,6 +156,10 @@ class GymnasiumEnv:
             ) from error
         probe = self.wrap(probe)
         observation_space, action_space = probe.observation_space, probe.action_space
+        problem = flatten_problem(gym_id, observation_space)
+        if problem:
+            probe.close()
+            raise ValueError(problem)
         if isinstance(observation_space, spaces.Dict | spaces.Tuple):
             warnings.warn(
                 f"{gym_id}: {type(observation_space).__name__} observations are flattened into "

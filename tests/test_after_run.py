@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
+import types
 
 import gymnasium
 import jax
@@ -12,8 +14,8 @@ import pytest
 from cli import read_metrics, run_evaluate
 
 import pes_rl
-from pes_rl import normalization
-from pes_rl.after import evaluate
+from pes_rl import envs, normalization
+from pes_rl.after import evaluate, render
 from pes_rl.after.trained import POLICY_FILE
 from pes_rl.stepping.host_engine import seed_stream
 
@@ -141,9 +143,71 @@ def test_evaluate_a_jax_env_matches_the_runs_own_evaluation(influence_run, capsy
 
 
 def test_run_dir_without_policy_file_or_checkpoints_is_one_line(tmp_path):
-    (tmp_path / "config.yaml").write_text("train: {}\n")
+    (tmp_path / "config.yaml").write_text("agent: {}\nenv: {}\ntrain: {}\n")
     with pytest.raises(FileNotFoundError, match="holds no policy.npz and no config.yaml"):
         pes_rl.load(tmp_path)
+
+
+def test_plot_skips_and_evaluate_refuses_another_programs_run_in_one_line(tmp_path, capsys):
+    """Another project's Hydra output: its own config.yaml, metrics.jsonl and checkpoints/."""
+    from pes_rl.after import plot
+
+    other = tmp_path / "other"
+    (other / "checkpoints").mkdir(parents=True)
+    (other / "config.yaml").write_text("model: resnet18\nlr: 0.001\n")
+    (other / "metrics.jsonl").write_text('{"epoch": 1, "top1": 0.31}\n')
+    why = f"{other} is not a pes_rl run (its config.yaml lacks agent, env, train)"
+    run = fake_run(tmp_path / "run", 0, [1.0, 2.0])
+    plot.main([str(other), str(run), "-o", str(tmp_path / "c.png")])
+    captured = capsys.readouterr()
+    assert captured.err.splitlines() == [f"skipped {other}: not a pes_rl run (its config.yaml "
+                                         "lacks agent, env, train)"]  # fmt: skip
+    assert "ARS Hopper-v5" in captured.out and (tmp_path / "c.png").exists()
+
+    assert evaluate.main([str(other)]) == 2
+    assert capsys.readouterr().err.splitlines() == [f"error: {why}"]
+    with pytest.raises(ValueError, match=f"^{re.escape(why)}$"):
+        pes_rl.load(other)
+
+
+# Videos of Gymnasium envs that are not MuJoCo envs -------------------------------------------
+
+
+def toy_policy(env_id: str, **kwargs) -> types.SimpleNamespace:
+    """What host_video needs of a trained policy: the env and an act (always action 0)."""
+    return types.SimpleNamespace(env=envs.make(f"gym/{env_id}", **kwargs), act=lambda obs: 0)
+
+
+@pytest.mark.parametrize(
+    "env_id, shape, fps",
+    [("toy_gym:GridRender-v0", (32, 40, 3), 4.0),
+     ("toy_gym:FixedSizeRender-v0", (32, 48, 3), 10.0)],
+)  # fmt: skip
+def test_videos_of_envs_without_a_frame_size_are_drawn_at_their_own_size(env_id, shape, fps):
+    """The video's width and height go to MuJoCo envs only: GridRender reads them as its
+    grid's size (as MiniGrid does), FixedSizeRender takes none."""
+    frames, frame_rate = evaluate.host_video(toy_policy(env_id), jax.random.key(0), 2)
+    assert {frame.shape for frame in frames} == {shape} and frame_rate == fps
+    assert 2 * 3 <= len(frames) <= 2 * 6  # a reset frame and one per step (2..5 steps)
+
+
+def test_a_failure_to_render_names_the_env_and_the_cause_in_one_line():
+    broken = toy_policy("toy_gym:GridRender-v0", broken=True)
+    with pytest.raises(render.RenderError) as error:
+        evaluate.host_video(broken, jax.random.key(0), 1)
+    # an empty AssertionError (MiniGrid's) is named by where it was raised
+    assert re.fullmatch(r"cannot render GridRender-v0 \(AssertionError at toy_gym\.py:\d+\)",
+                        str(error.value))  # fmt: skip
+    with pytest.raises(render.RenderError, match=r"^--camera 'track': toy_gym:GridRender-v0 "
+                       "has no MuJoCo cameras$"):  # fmt: skip
+        render.gym_renderer(broken, evaluate.VIDEO_SIZE, camera="track")
+
+
+def test_mujoco_envs_still_get_the_videos_frame_size():
+    gym_env = render.gym_renderer(toy_policy("Swimmer-v5"), evaluate.VIDEO_SIZE)
+    assert (gym_env.unwrapped.height, gym_env.unwrapped.width) == evaluate.VIDEO_SIZE
+    assert gym_env.unwrapped.camera_name == "track"  # the model's tracking camera
+    gym_env.close()
 
 
 @pytest.mark.slow

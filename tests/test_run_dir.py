@@ -143,6 +143,54 @@ def test_bad_run_dirs_end_in_one_line_and_exit_2(tmp_path):
     assert [p.name for p in foreign.iterdir()] == ["thesis.tex"]  # Hydra wrote nothing there
 
 
+def another_projects_run(path: Path, config: bool = True) -> None:
+    """Another project's Hydra output under a pes_rl run's file names: its own config.yaml
+    (or none), metrics.jsonl and checkpoints/, beside .hydra/ and its job log."""
+    (path / ".hydra").mkdir(parents=True)
+    (path / ".hydra" / "config.yaml").write_text("model: resnet18\n")
+    (path / "train.log").write_text("[INFO] epoch 1\n")
+    if config:
+        (path / "config.yaml").write_text("model: resnet18\nlr: 0.001\n")
+    (path / "metrics.jsonl").write_text('{"epoch": 1, "top1": 0.31}\n')
+    (path / "checkpoints").mkdir()
+    (path / "checkpoints" / "epoch1.pt").write_bytes(b"weights")
+
+
+def snapshot(path: Path) -> dict[str, tuple[bytes | None, int]]:
+    """Every entry under ``path``: its bytes (None for a dir) and modification time."""
+    return {
+        str(p.relative_to(path)): (p.read_bytes() if p.is_file() else None, p.stat().st_mtime_ns)
+        for p in path.rglob("*")
+    }
+
+
+def test_another_programs_run_is_refused_in_one_line_and_left_untouched(tmp_path):
+    other, metrics_only, config_only = tmp_path / "other", tmp_path / "metrics", tmp_path / "cfg"
+    another_projects_run(other)
+    another_projects_run(metrics_only, config=False)
+    config_only.mkdir()
+    (config_only / "config.yaml").write_text("model: resnet18\n")
+    before = {path: snapshot(path) for path in (other, metrics_only, config_only)}
+
+    refusal = (f"run dir {other} is not a pes_rl run (its config.yaml lacks agent, env, train); "
+               "choose a new or empty hydra.run.dir")  # fmt: skip
+    assert unusable_reason(other) == refusal
+    assert unusable_reason(metrics_only) == (
+        f"run dir {metrics_only} is not a pes_rl run (its metrics.jsonl holds no pes_rl metrics "
+        "record); choose a new or empty hydra.run.dir"
+    )
+    for resume in (False, True):
+        with pytest.raises(RunDirError, match=f"^{re.escape(refusal)}$"):
+            with claim(other, resume=resume):
+                pass
+    run_dir_lib.remove_if_unused(config_only)  # what train.py does after a failed start
+    for resume in ([], ["resume=true"]):
+        result = run_train(other, *FAST, "train.iterations=5", *resume)
+        assert result.returncode == 2
+        assert result.stderr.splitlines() == [f"error: {refusal}"]
+    assert {path: snapshot(path) for path in before} == before  # not even a .lock
+
+
 def test_a_second_run_on_a_live_dir_stops_naming_the_pid_and_a_resume_takes_over_a_dead_ones(
     tmp_path,
 ):

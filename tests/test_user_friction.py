@@ -5,16 +5,19 @@ from __future__ import annotations
 import subprocess
 import sys
 import types
+import warnings
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from cli import REPO, cli_env
+from gymnasium import spaces
 from omegaconf import OmegaConf
 
 from pes_rl import agents, cli, envs, policies
 from pes_rl.after import evaluate, render
+from pes_rl.envs.gymnasium_env import unflattenable_part
 from pes_rl.stepping import memory
 from pes_rl.training.components import make_env, make_policy
 from pes_rl.training.config import compose, validate
@@ -162,6 +165,53 @@ def test_dict_observations_are_flattened_with_one_warning():
     assert env.spec.observation_space.shape == (2,)
     obs, _ = env.make_single().reset(seed=0)
     assert obs.shape == (2,) and obs[1] == 0  # sorted keys: length, then t (0 at a reset)
+
+
+MISSION_ERROR = (
+    "toy_gym:MissionObservation-v0: observation key 'mission' is a MissionSpace, which cannot "
+    "be flattened to a vector; drop it with a wrapper in env.wrappers "
+    "(gymnasium.wrappers.FilterObservation keeps the keys you list; MiniGrid: "
+    "env.wrappers=[minigrid.wrappers.ImgObsWrapper,gymnasium.wrappers.FlattenObservation])"
+)
+
+
+def test_observations_that_cannot_be_flattened_are_one_line_errors():
+    """A Dict observation holding a custom space (MiniGrid's mission string) is refused in one
+    line naming the key and the space, before any flattening warning, and so is a whole
+    observation gymnasium cannot flatten; a wrapper that drops the key makes it train."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(ValueError) as error:
+            envs.make("gym/toy_gym:MissionObservation-v0")
+    assert str(error.value) == MISSION_ERROR
+    assert not [w for w in caught if "flattened" in str(w.message)]
+    with pytest.raises(ValueError, match=r"^toy_gym:SequenceObservation-v0: the observation "
+                       r"space is a Sequence, which cannot be flattened to a vector; add a "
+                       r"wrapper that makes it a flat Box to env.wrappers$"):  # fmt: skip
+        envs.make("gym/toy_gym:SequenceObservation-v0")
+
+    keep_image = {"path": "gymnasium.wrappers.FilterObservation",
+                  "kwargs": {"filter_keys": ["image"]}}  # fmt: skip
+    with pytest.warns(UserWarning, match="Dict observations are flattened"):
+        env = envs.make("gym/toy_gym:MissionObservation-v0", wrappers=[keep_image])
+    assert env.spec.observation_space.shape == (2,)
+
+    graph = spaces.Graph(spaces.Box(0, 1, (2,)), None)
+    nested = spaces.Dict({"a": spaces.Tuple((spaces.Discrete(2), graph))})
+    assert unflattenable_part(nested) == (("a", "1"), graph)
+    # Gymnasium flattens Text (into character indices): not refused
+    assert unflattenable_part(spaces.Dict({"text": spaces.Text(8)})) is None
+
+
+def test_training_on_an_observation_that_cannot_be_flattened_stops_in_one_line(tmp_path):
+    run_dir = tmp_path / "run"
+    result = subprocess.run(
+        ["pes-rl", "train", "env.id=toy_gym:MissionObservation-v0", f"hydra.run.dir={run_dir}"],
+        cwd=REPO / "tests", env=cli_env(), capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [f"error: {MISSION_ERROR}"]
+    assert not run_dir.exists()
 
 
 def test_wrappers_apply_in_order_to_sub_envs_and_the_single_env():

@@ -113,3 +113,78 @@ if "Hazard-v0" not in gymnasium.registry:
         "Hazard-v0", entry_point="toy_gym:HazardGymEnv", max_episode_steps=1000,
         disable_env_checker=True,
     )  # fmt: skip
+
+
+class MissionSpace(spaces.Space):
+    """A space of mission strings that Gymnasium cannot flatten, as MiniGrid's."""
+
+    def sample(self, mask=None, probability=None):
+        return "get to the green goal square"
+
+    def contains(self, x):
+        return isinstance(x, str)
+
+
+class MissionObservationEnv(CountingEnv):
+    """CountingEnv with a MiniGrid-like observation: ``{"image": [t, length], "mission": str}``."""
+
+    def __init__(self):
+        super().__init__()
+        box = spaces.Box(0, 10, (2,), np.float32)
+        self.observation_space = spaces.Dict({"image": box, "mission": MissionSpace()})
+
+    def _obs(self):
+        return {"image": super()._obs(), "mission": "get to the green goal square"}
+
+
+class SequenceObservationEnv(CountingEnv):
+    """CountingEnv whose whole observation is a Sequence (Gymnasium cannot flatten it)."""
+
+    def __init__(self):
+        super().__init__()
+        self.observation_space = spaces.Sequence(spaces.Discrete(10))
+
+    def _obs(self):
+        return (self.t, self.length)
+
+
+class GridRenderEnv(CountingEnv):
+    """A grid env that renders rgb_array frames of its own size, 8 pixels a cell; like
+    MiniGrid, ``width`` and ``height`` are the grid's size (in cells, at most 16), not the
+    frame's. ``broken=True``: rendering fails with an empty AssertionError, as MiniGrid's did."""
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 4}
+
+    def __init__(self, width=5, height=4, render_mode=None, broken=False):
+        assert width <= 16 and height <= 16
+        super().__init__(discrete=True)
+        self.width, self.height, self.render_mode, self.broken = width, height, render_mode, broken
+
+    def render(self):
+        assert not self.broken
+        frame = np.zeros((8 * self.height, 8 * self.width, 3), np.uint8)
+        frame[:8, : 8 * (self.t + 1)] = 255  # a bar that grows with the step
+        return frame
+
+
+class FixedSizeRenderEnv(CountingEnv):
+    """An env that renders 32x48 rgb_array frames and takes no ``width``/``height``."""
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
+
+    def __init__(self, render_mode=None):
+        super().__init__(discrete=True)
+        self.render_mode = render_mode
+
+    def render(self):
+        return np.full((32, 48, 3), 40 * self.t, np.uint8)
+
+
+for _id, _entry in [
+    ("MissionObservation-v0", "toy_gym:MissionObservationEnv"),
+    ("SequenceObservation-v0", "toy_gym:SequenceObservationEnv"),
+    ("GridRender-v0", "toy_gym:GridRenderEnv"),
+    ("FixedSizeRender-v0", "toy_gym:FixedSizeRenderEnv"),
+]:
+    if _id not in gymnasium.registry:
+        gymnasium.register(_id, entry_point=_entry, max_episode_steps=100, disable_env_checker=True)

@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from pes_rl.cli import ArgumentParser, program
 from pes_rl.training.config import dotted
-from pes_rl.training.run_dir import env_name, has_metrics
+from pes_rl.training.run_dir import env_name, foreign_run, has_metrics
 from pes_rl.training.run_log import read_records
 
 PANELS = (
@@ -86,10 +86,14 @@ def group_runs(run_dirs: list[Path]) -> dict[str, list[Path]]:
     return groups
 
 
-def holds_run(run_dir: Path) -> bool:
-    """A dir to plot: a run's config.yaml and at least one metrics record (a failed start, a
-    run still starting or a dir of other files is skipped)."""
-    return (run_dir / "config.yaml").exists() and has_metrics(run_dir)
+def skip_reason(run_dir: Path) -> str | None:
+    """Why ``run_dir`` is not plotted: it lacks a run's config.yaml or a metrics record (a
+    failed start, a run still starting, a dir of other files), or it holds another program's
+    run under those names; None for a run to plot."""
+    if not (run_dir / "config.yaml").exists() or not has_metrics(run_dir):
+        return "it holds no run (no config.yaml, or no metrics record)"
+    other_run = foreign_run(run_dir)
+    return f"not a pes_rl run ({other_run})" if other_run else None
 
 
 def lower_is_better(key: str) -> bool:
@@ -273,10 +277,11 @@ def main(argv: list[str] | None = None) -> None:
         help="plot minus the metric (a meta task's -eval_return is its summed inner loss)",
     )  # fmt: skip
     args = parser.parse_args(argv)
-    for skipped in [d for d in args.run_dirs if not holds_run(d)]:
-        print(f"skipped {skipped}: it holds no run (no config.yaml, or no metrics record)",
-              file=sys.stderr)  # fmt: skip
-    args.run_dirs = [d for d in args.run_dirs if holds_run(d)]
+    reasons = [(run_dir, skip_reason(run_dir)) for run_dir in args.run_dirs]
+    for skipped, reason in reasons:
+        if reason:
+            print(f"skipped {skipped}: {reason}", file=sys.stderr)
+    args.run_dirs = [run_dir for run_dir, reason in reasons if reason is None]
     if not args.run_dirs:
         print("error: none of these dirs holds a run (config.yaml and metrics.jsonl)",
               file=sys.stderr)  # fmt: skip

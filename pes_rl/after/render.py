@@ -1,14 +1,16 @@
 """Frames of a trained policy's episodes, and MP4 files of them.
 
-Gymnasium envs render themselves (``render_mode="rgb_array"``); Brax and MuJoCo Playground envs
-are drawn by MuJoCo's renderer from the joint positions of each step. On a machine without a
-display MuJoCo needs a headless OpenGL (EGL or OSMesa), chosen by ``MUJOCO_GL`` when mujoco is
-first imported: call :func:`use_headless_gl` before anything imports it.
+Gymnasium envs render themselves (``render_mode="rgb_array"``; MuJoCo envs at the video's frame
+size, others at their own size); Brax and MuJoCo Playground envs are drawn by MuJoCo's renderer
+from the joint positions of each step. On a machine without a display MuJoCo needs a headless
+OpenGL (EGL or OSMesa), chosen by ``MUJOCO_GL`` when mujoco is first imported: call
+:func:`use_headless_gl` before anything imports it.
 """
 
 from __future__ import annotations
 
 import os
+import traceback
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -44,7 +46,14 @@ def use_headless_gl() -> None:
 
 
 def first_line(error: BaseException) -> str:
-    return f"{type(error).__name__}: {(str(error).splitlines() or [''])[0][:200]}"
+    """``Type: the message's first line`` (200 characters at most); for an empty message,
+    where the error was raised (``AssertionError at grid.py:30``)."""
+    message = (str(error).splitlines() or [""])[0][:200]
+    if message:
+        return f"{type(error).__name__}: {message}"
+    frames = traceback.extract_tb(error.__traceback__)
+    where = f" at {Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else ""
+    return f"{type(error).__name__}{where}"
 
 
 def physics_view(env) -> tuple[Any, Callable[[Any], Any], float] | None:
@@ -153,25 +162,34 @@ def pick_camera(model, camera: str | None) -> str | None:
     return camera
 
 
+def is_mujoco(gym_env: gymnasium.Env) -> bool:
+    """Whether ``gym_env`` is a Gymnasium MuJoCo env, which takes a frame size (``width``,
+    ``height``) and a camera; other envs may read those keywords otherwise (MiniGrid: the
+    grid's size)."""
+    from gymnasium.envs.mujoco import MujocoEnv
+
+    return isinstance(gym_env.unwrapped, MujocoEnv)
+
+
 def gym_renderer(trained: TrainedPolicy, size: tuple[int, int], camera: str | None = None):
     """A single Gymnasium env of the run's id, wrapped as in training, that renders
-    ``rgb_array`` frames (a MuJoCo env through ``camera``; see :func:`pick_camera`)."""
+    ``rgb_array`` frames: a MuJoCo env at ``size`` through ``camera`` (see
+    :func:`pick_camera`), any other env at its own size."""
     env = trained.env
     height, width = size
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            try:
-                gym_env = env.make_single(render_mode="rgb_array", width=width, height=height)
-            except TypeError:  # not a MuJoCo env: no frame size, no cameras
-                return env.make_single(render_mode="rgb_array")
-            chosen = pick_camera(getattr(gym_env.unwrapped, "model", None), camera)
-            if chosen is None:
+            gym_env = env.make_single(render_mode="rgb_array")
+            if not is_mujoco(gym_env):
+                if camera is not None:
+                    gym_env.close()
+                    raise RenderError(f"--camera {camera!r}: {env.gym_id} has no MuJoCo cameras")
                 return gym_env
+            chosen = pick_camera(gym_env.unwrapped.model, camera)
             gym_env.close()
-            return env.make_single(
-                render_mode="rgb_array", width=width, height=height, camera_name=chosen
-            )
+            named = {} if chosen is None else {"camera_name": chosen}
+            return env.make_single(render_mode="rgb_array", width=width, height=height, **named)
     except RenderError:
         raise
     except Exception as error:
@@ -179,13 +197,15 @@ def gym_renderer(trained: TrainedPolicy, size: tuple[int, int], camera: str | No
 
 
 def render_frame(gym_env) -> np.ndarray:
-    """``gym_env.render()`` as one RGB frame; a RenderError saying why when it cannot."""
+    """``gym_env.render()`` as one RGB frame; a RenderError naming the env and why when it
+    cannot (for a MuJoCo env, how to get an OpenGL without a display)."""
     try:
         frame = gym_env.render()
     except gymnasium.error.DependencyNotInstalled as error:  # the message names the install
         raise RenderError(f"cannot render {gym_env.spec.id}: {error}") from None
-    except Exception as error:  # no OpenGL, ...
-        raise RenderError(f"cannot render here ({first_line(error)}); {HOW_TO_FIX}") from None
+    except Exception as error:
+        fix = f"; {HOW_TO_FIX}" if is_mujoco(gym_env) else ""
+        raise RenderError(f"cannot render {gym_env.spec.id} ({first_line(error)}){fix}") from None
     if not isinstance(frame, np.ndarray) or frame.ndim != 3:
         raise RenderError(f"{gym_env.spec.id} renders no rgb_array frames (got {type(frame)})")
     return frame

@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from pes_rl import normalization
 from pes_rl.policies import Policy
 from pes_rl.training.components import env_id_of, make_env, make_policy
+from pes_rl.training.run_dir import foreign_run
 
 POLICY_FILE = "policy.npz"
 FORMAT = "pes_rl.policy/1"
@@ -118,6 +119,9 @@ def load(run: str | Path, iteration: int | None = None) -> TrainedPolicy:
         return _from_policy_file(path)
     if not path.is_dir():
         raise FileNotFoundError(f"no run dir or {POLICY_FILE} at {path}")
+    other_run = foreign_run(path)
+    if other_run:
+        raise ValueError(f"{path} is not a pes_rl run ({other_run})")
     if iteration is None and (path / POLICY_FILE).exists():
         return _from_policy_file(path / POLICY_FILE)
     return _from_checkpoint(path, iteration)

@@ -2,7 +2,8 @@
 
 A run dir holds a user's results (``metrics.jsonl``, ``checkpoints/``), so ``pes_rl.train``
 claims it first: the path must be a directory it can write, a non-empty directory must hold a
-pes_rl run (not someone's other files), a live run elsewhere keeps it (an ``flock`` on
+pes_rl run (not someone's other files, nor another program's run with its own ``config.yaml``
+or ``metrics.jsonl``), a live run elsewhere keeps it (an ``flock`` on
 ``.lock``, which the OS drops when its holder dies, even by SIGKILL), and a new run never
 writes over an old run's results. Every refusal is a :class:`RunDirError` with one line.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 import re
 import shutil
@@ -19,11 +21,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import yaml
+
 DEFAULT_ROOT = "runs"  # default run dirs: runs/[<family>/]<env>/<agent>/seed<seed>-<time>
 LOCK_NAME = ".lock"  # holds the owner's PID; flock'ed while the owner lives
 HYDRA_LOG = "train.log"  # Hydra's job log (with .hydra/), written before train() runs
 RESULTS = ("metrics.jsonl", "checkpoints")
-MARKERS = frozenset({"config.yaml", *RESULTS})  # any of these: the dir holds a pes_rl run
+MARKERS = frozenset({"config.yaml", *RESULTS})  # any of these: a run (see foreign_run)
+CONFIG_KEYS = ("agent", "env", "train")  # in every pes_rl run's config.yaml
+RECORD_KEYS = ("iteration", "env_steps")  # in every pes_rl metrics record
 # What a run writes before its first iteration finishes: removed when it never finishes one.
 STARTUP_ENTRIES = (
     ".hydra", HYDRA_LOG, "config.yaml", *RESULTS, "wandb", "wandb_id.txt", LOCK_NAME,
@@ -88,7 +94,41 @@ def unusable_reason(path: Path) -> str | None:
             f"run dir {path} is not empty and holds no pes_rl run ({shown}); "
             "choose a new or empty hydra.run.dir"
         )
+    other_run = foreign_run(path)
+    if other_run:
+        return (
+            f"run dir {path} is not a pes_rl run ({other_run}); choose a new or empty hydra.run.dir"
+        )
     return None
+
+
+def foreign_run(run_dir: Path) -> str | None:
+    """Why ``run_dir`` holds another program's run under a pes_rl run's file names (a
+    config.yaml without pes_rl's keys; without a config.yaml, a metrics.jsonl whose first line
+    is no pes_rl record), e.g. ``its config.yaml lacks agent, env``; None for a pes_rl run, an
+    unfinished start, or a dir without those files."""
+    config = run_dir / "config.yaml"
+    if config.is_file():
+        try:
+            loaded = yaml.safe_load(config.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            loaded = None
+        missing = [k for k in CONFIG_KEYS if not isinstance(loaded, dict) or k not in loaded]
+        return f"its config.yaml lacks {', '.join(missing)}" if missing else None
+    metrics = run_dir / "metrics.jsonl"
+    if not metrics.is_file():
+        return None
+    try:
+        with metrics.open(encoding="utf-8") as lines:
+            first = next((line for line in lines if line.strip()), None)
+        if first is None:  # empty: a run that is starting
+            return None
+        record = json.loads(first)
+    except (OSError, UnicodeDecodeError, ValueError):
+        record = None
+    if isinstance(record, dict) and all(k in record for k in RECORD_KEYS):
+        return None
+    return "its metrics.jsonl holds no pes_rl metrics record"
 
 
 def foreign_entries(run_dir: Path) -> list[str]:
@@ -104,8 +144,9 @@ def foreign_entries(run_dir: Path) -> list[str]:
 
 def remove_if_unused(run_dir: Path) -> None:
     """Removes a run dir that a failed start left without a finished iteration (see
-    :func:`discard_unfinished`), unless a live run holds it."""
-    if not run_dir.is_dir() or holds_results(run_dir):
+    :func:`discard_unfinished`), unless a live run holds it or it holds another program's run
+    (:func:`foreign_run`)."""
+    if not run_dir.is_dir() or holds_results(run_dir) or foreign_run(run_dir):
         return
     try:
         with _locked(run_dir):  # a live run starting up in this dir keeps everything
