@@ -26,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from pes_rl.training.run_dir import (
     cli_run_dir,
     env_path,
+    foreign_run,
     holds_results,
     path_part,
     remove_if_unused,
@@ -55,11 +56,15 @@ def hydra_train(cfg: DictConfig) -> float | None:
 
     overrides = [o for o in HydraConfig.get().overrides.task if not o.startswith("resume=")]
     run_dir = Path(cfg.run_dir)
+    # Another program's run is refused by train() and left as it is; only a dir this run
+    # could claim is cleaned up after a start that failed.
+    ours = not foreign_run(run_dir)
     try:
         try:
             result = pes_rl.train(cfg)
         finally:  # a start that never finished an iteration leaves no run dir behind
-            remove_if_unused(run_dir)
+            if ours:
+                remove_if_unused(run_dir)
     except (ValueError, pes_rl.TrainingDiverged) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)

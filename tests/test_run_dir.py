@@ -183,7 +183,8 @@ def test_another_programs_run_is_refused_in_one_line_and_left_untouched(tmp_path
         with pytest.raises(RunDirError, match=f"^{re.escape(refusal)}$"):
             with claim(other, resume=resume):
                 pass
-    run_dir_lib.remove_if_unused(config_only)  # what train.py does after a failed start
+    # train.py cleans up after a failed start only a dir that was not another program's run.
+    assert run_dir_lib.foreign_run(config_only) == "its config.yaml lacks agent, env, train"
     for resume in ([], ["resume=true"]):
         result = run_train(other, *FAST, "train.iterations=5", *resume)
         assert result.returncode == 2

@@ -144,9 +144,9 @@ def foreign_entries(run_dir: Path) -> list[str]:
 
 def remove_if_unused(run_dir: Path) -> None:
     """Removes a run dir that a failed start left without a finished iteration (see
-    :func:`discard_unfinished`), unless a live run holds it or it holds another program's run
-    (:func:`foreign_run`)."""
-    if not run_dir.is_dir() or holds_results(run_dir) or foreign_run(run_dir):
+    :func:`discard_unfinished`), unless a live run holds it. Callers pass only dirs their run
+    could claim (never another program's run, :func:`foreign_run`)."""
+    if not run_dir.is_dir() or holds_results(run_dir):
         return
     try:
         with _locked(run_dir):  # a live run starting up in this dir keeps everything
