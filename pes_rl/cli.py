@@ -13,16 +13,18 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import itertools
 import os
 import sys
 import warnings
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NamedTuple, NoReturn
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from pes_rl.training import config
 from pes_rl.training.run_dir import (
     cli_run_dir,
     env_path,
@@ -32,6 +34,9 @@ from pes_rl.training.run_dir import (
     remove_if_unused,
     unusable_reason,
 )
+
+if TYPE_CHECKING:
+    from hydra.core.override_parser.types import Override
 
 COMMANDS = {  # name: (module whose main(argv) runs it, what it does)
     "evaluate": ("pes_rl.after.evaluate", "returns over N episodes of trained θ, and a video"),
@@ -142,6 +147,93 @@ def plain_warnings() -> None:
     warnings.formatwarning = lambda message, *args, **kwargs: f"warning: {message}\n"
 
 
+class CommandLine(NamedTuple):
+    """What ``python train.py <argv>`` asks Hydra for."""
+
+    multirun: bool  # -m: a sweep
+    groups: dict[str, list[str]]  # group -> its options on the command line (several: swept)
+    values: list[Override]  # key=value overrides of config keys (hydra.* left out)
+
+
+def parse_command_line(argv: list[str]) -> CommandLine | None:
+    """``argv`` parsed as Hydra parses it; None where Hydra alone should judge it (help,
+    another config, an override it cannot parse, a sweep such as ``glob(*)``)."""
+    from hydra._internal.utils import get_args_parser
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    parser = get_args_parser()
+    parser.exit_on_error = False
+    try:
+        args, _ = parser.parse_known_args(argv)
+        overrides = OverridesParser.create().parse_overrides(args.overrides)
+        groups, values, names = {}, [], config.groups()
+        for override in overrides:
+            key = override.key_or_group
+            if key in names and override.package is None:
+                groups[key] = (
+                    list(override.sweep_string_iterator())
+                    if override.is_sweep_override()
+                    else [override.get_value_element_as_str()]
+                )
+            elif key != "hydra" and not key.startswith("hydra."):
+                values.append(override)
+    except (argparse.ArgumentError, HydraException):
+        return None
+    others = (args.help, args.hydra_help, args.info, args.shell_completion, args.config_path,
+              args.config_name, args.config_dir, args.experimental_rerun)  # fmt: skip
+    return None if any(others) else CommandLine(args.multirun, groups, values)
+
+
+def run_configs(line: CommandLine) -> list[DictConfig] | None:
+    """The configs, before their key=value overrides, of the runs ``line`` starts: one for
+    each agent and experiment option of a sweep (the other swept groups at their first
+    option); None when one does not compose (Hydra then says why)."""
+    from hydra.errors import HydraException
+
+    first = {group: options[0] for group, options in line.groups.items()}
+    configs = []
+    for agent, experiment in itertools.product(
+        line.groups.get("agent", [None]), line.groups.get("experiment", [None])
+    ):
+        chosen = first | {k: v for k, v in (("agent", agent), ("experiment", experiment)) if v}
+        selections = [f"{group}={option}" for group, option in chosen.items()]
+        try:
+            configs.append(config.compose(selections))
+        except HydraException:
+            return None
+    return configs
+
+
+ENV_STEP_SCHEDULE = {"train.max_env_steps": "end", "train.eval_every_steps": "be evaluated"}
+
+
+def schedule_note(line: CommandLine, configs: list[DictConfig]) -> str | None:
+    """One line when a sweep compares estimators on an iteration schedule: their iterations
+    take different env steps (ES and ARS run whole episodes), so without
+    ``train.max_env_steps`` the runs end, and without ``train.eval_every_steps`` they are
+    evaluated, at different env steps."""
+    agents = list(dict.fromkeys(cfg.agent.name for cfg in configs))
+    if not line.multirun or len(agents) < 2:
+        return None
+
+    def on_env_steps(key: str) -> bool:
+        for override in line.values:
+            if override.key_or_group == key:
+                return override.is_sweep_override() or override.value() is not None
+        return all(OmegaConf.select(cfg, key) is not None for cfg in configs)
+
+    missing = [key for key in ENV_STEP_SCHEDULE if not on_env_steps(key)]
+    if not missing:
+        return None
+    unequal = " and ".join(ENV_STEP_SCHEDULE[key] for key in missing)
+    return (
+        f"note: {' and '.join(agents)} can take different env steps per iteration (es, ars run "
+        f"whole episodes), so this sweep's runs can {unequal} at different env steps; add "
+        f"{' '.join(f'{key}=N' for key in missing)} to compare them at equal env steps"
+    )
+
+
 def train(argv: list[str]) -> None:
     """``python train.py`` / ``pes-rl train`` with Hydra overrides ``argv``."""
     plain_warnings()
@@ -152,6 +244,11 @@ def train(argv: list[str]) -> None:
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         sys.exit(2)
+    line = parse_command_line(argv)
+    configs = run_configs(line) if line else None
+    note = schedule_note(line, configs) if configs else None
+    if note:
+        print(note, file=sys.stderr)
     sys.argv = [sys.argv[0], *argv]
     hydra_train()
 

@@ -67,6 +67,28 @@ def test_sweep_and_plot(tmp_path):
     assert len(rows) == 1 and rows[0].count("±") == 2
 
 
+@pytest.mark.parametrize(
+    "argv, note",
+    [
+        (["-m", "agent=es,pes"], "note: es and pes can take different env steps per iteration "
+         "(es, ars run whole episodes), so this sweep's runs can end and be evaluated at "
+         "different env steps; add train.max_env_steps=N train.eval_every_steps=N to compare "
+         "them at equal env steps"),
+        (["-m", "experiment=hopper_ars,hopper_pes"], "so this sweep's runs can be evaluated at "
+         "different env steps; add train.eval_every_steps=N to"),  # the experiments set budgets
+        (["-m", "agent=es,pes", "train.max_env_steps=2e5", "train.eval_every_steps=2e4"], None),
+        (["-m", "agent=pes", "train.seed=0,1"], None),  # one estimator
+        (["agent=es"], None),
+    ],
+)  # fmt: skip
+def test_a_sweep_over_estimators_on_an_iteration_schedule_says_so(argv, note):
+    from pes_rl import cli
+
+    line = cli.parse_command_line(argv)
+    said = cli.schedule_note(line, cli.run_configs(line))
+    assert said == note if note is None or note.startswith("note:") else note in said
+
+
 def interrupt_then_resume(tmp_path, stop_signal: int, checkpoint_every: int, after: int):
     """Starts a run too long to end by itself, sends ``stop_signal`` after ``after``
     iterations, resumes it to 20 iterations past its last record; returns (stderr of the

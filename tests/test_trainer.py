@@ -83,6 +83,40 @@ def test_resume_in_process_is_bit_identical(tmp_path):
     assert strip(history_resumed) == strip(history_straight)
 
 
+@pytest.mark.parametrize(
+    "unroll_length, evaluated_at",
+    [(1, [500, 1000, 1500, 2000]), (3, [600, 1200, 1500, 2100])],  # 100 and 300 steps/iteration
+)
+def test_eval_every_steps_evaluates_every_estimator_on_one_env_step_grid(
+    tmp_path, unroll_length, evaluated_at
+):
+    """``train.eval_every_steps=500``: the first iteration that reaches each multiple of 500
+    env steps is evaluated, and the budget's last iteration too, whatever the steps per
+    iteration."""
+    cfg = small_config(
+        tmp_path, f"agent.unroll_length={unroll_length}", "train.iterations=1000",
+        "train.max_env_steps=2000", "train.eval_every=null", "train.eval_every_steps=5e2",
+    )  # fmt: skip
+    _, history = pes_rl.train(cfg)
+    assert [r["env_steps"] for r in history if "eval_return" in r] == evaluated_at
+
+
+def test_eval_every_and_eval_every_steps_are_one_or_the_other():
+    from pes_rl.training.config import validate
+
+    cfg = compose(["train.eval_every_steps=1000"])
+    validate(cfg)
+    assert cfg.train.eval_every == 0  # the env-step grid alone
+    validate(default := compose([]))
+    assert default.train.eval_every == 25
+    with pytest.raises(ValueError) as error:
+        validate(compose(["train.eval_every=10", "train.eval_every_steps=1000"]))
+    assert str(error.value) == (
+        "train.eval_every=10 (iterations) and train.eval_every_steps=1000 (env steps) are both "
+        "set: keep one (train.eval_every=null)"
+    )
+
+
 def test_checkpoint_round_trip_keeps_keys_and_dtypes(tmp_path):
     state = {"key": jax.random.key(3), "x": np.arange(3, dtype=np.int32)}
     checkpointer = Checkpointer(tmp_path)

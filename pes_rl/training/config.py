@@ -94,8 +94,18 @@ def as_config(config: DictConfig | dict | list[str] | tuple[str, ...] | None) ->
 INTEGER_KEYS = (
     "train.iterations", "train.eval_every", "train.checkpoint_every", "train.eval_episodes",
     "train.eval_steps", "train.seed", "train.keep_checkpoints", "train.max_env_steps",
-    "agent.num_particles", "agent.unroll_length",
+    "train.eval_every_steps", "agent.num_particles", "agent.unroll_length",
 )  # fmt: skip
+EVAL_EVERY = 25  # train.eval_every when neither it nor train.eval_every_steps is set
+
+
+def default_eval_every(eval_every_steps: int | None) -> int:
+    """configs/train.yaml's ``train.eval_every``: ``EVAL_EVERY`` iterations, or 0 (no
+    iteration schedule) when ``train.eval_every_steps`` sets the env-step grid."""
+    return EVAL_EVERY if eval_every_steps is None else 0
+
+
+OmegaConf.register_new_resolver("eval_every", default_eval_every, replace=True)
 
 
 def integral_floats_as_ints(cfg: DictConfig) -> None:
@@ -110,11 +120,28 @@ def _nonnegative_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
+def evaluation_schedule(train: DictConfig) -> None:
+    """Checks ``train.eval_every_steps`` and fills in a null ``train.eval_every`` (in place,
+    as the config's default does): both schedules at once is a ValueError."""
+    every_steps = train.get("eval_every_steps")
+    if every_steps is not None and not is_positive_int(every_steps):
+        raise ValueError(f"train.eval_every_steps must be an int >= 1 or null, got {every_steps!r}")
+    if train.get("eval_every") is None:
+        train.eval_every = default_eval_every(every_steps)
+    elif every_steps is not None and train.eval_every != 0:
+        raise ValueError(
+            f"train.eval_every={train.eval_every} (iterations) and train.eval_every_steps="
+            f"{every_steps} (env steps) are both set: keep one (train.eval_every=null)"
+        )
+
+
 def validate(cfg: DictConfig) -> None:
     """Raises ValueError naming the config key when a value cannot work; first takes an
-    integral float at an integer key as its int (``integral_floats_as_ints``)."""
+    integral float at an integer key as its int (``integral_floats_as_ints``) and fills in
+    the evaluation schedule (``evaluation_schedule``)."""
     integral_floats_as_ints(cfg)
     train = cfg.train
+    evaluation_schedule(train)
     checks = [
         ("train.iterations", train.iterations, is_positive_int, "an int >= 1"),
         ("train.eval_every", train.eval_every, _nonnegative_int, "an int >= 0"),

@@ -226,6 +226,12 @@ def resolve_run_dir(cfg: DictConfig) -> Path:
     return Path(run_dir)
 
 
+def env_steps_grid(env_steps: int, every: int) -> int:
+    """The first multiple of ``every`` above ``env_steps``: where ``train.eval_every_steps``
+    evaluates next (at the first iteration whose env steps reach it)."""
+    return (env_steps // every + 1) * every
+
+
 def checkpointed(state: TrainState, env_steps: int) -> dict:
     """What a checkpoint holds: the training state and the run's env-step count (an int64 on
     the host: a long GPU run passes 2**31 steps)."""
@@ -372,9 +378,13 @@ def train_in_run_dir(cfg: DictConfig, run_dir: Path) -> TrainResult:
         cfg.train.progress and primary, total, start, budget=budget, start_env_steps=env_steps
     )
     eval_every, checkpoint_every = cfg.train.eval_every, cfg.train.checkpoint_every
+    eval_every_steps = cfg.train.get("eval_every_steps")
+    # The next multiple of train.eval_every_steps to evaluate at (None: no env-step grid).
+    next_eval = None if eval_every_steps is None else env_steps_grid(env_steps, eval_every_steps)
+    counts_steps = budget is not None or next_eval is not None
     last_checkpoint = start
 
-    budget_steps = env_steps  # env steps dispatched so far (train.max_env_steps)
+    dispatched = env_steps  # env steps dispatched so far (max_env_steps, eval_every_steps)
     stop = {"requested": False}
     previous_handler = signal.signal(signal.SIGINT, lambda *_: stop.update(requested=True))
     pending: list[tuple[int, dict]] = []
@@ -429,13 +439,15 @@ def train_in_run_dir(cfg: DictConfig, run_dir: Path) -> TrainResult:
             pending.append((iteration, metrics))
             if len(pending) > QUEUED_AHEAD:  # flushes then follow real time on slow iterations
                 jax.block_until_ready(pending[-1 - QUEUED_AHEAD][1])
-            final = iteration == total
-            if budget is not None:  # one scalar fetched per iteration, only with a budget
-                budget_steps += int(metrics["env_steps"])
-                if budget_steps >= budget and not final:
+            final, on_grid = iteration == total, False
+            if counts_steps:  # one scalar fetched per iteration, only with env-step schedules
+                dispatched += int(metrics["env_steps"])
+                if budget is not None and dispatched >= budget and not final:
                     final = True
                     progress.end_at(iteration)
-            do_eval = final or (eval_every > 0 and iteration % eval_every == 0)
+                if next_eval is not None and dispatched >= next_eval:
+                    on_grid, next_eval = True, env_steps_grid(dispatched, eval_every_steps)
+            do_eval = final or on_grid or (eval_every > 0 and iteration % eval_every == 0)
             do_checkpoint = final or (checkpoint_every > 0 and iteration % checkpoint_every == 0)
             due = time.perf_counter() - flush_time > 2.0 or len(pending) >= FLUSH_EVERY
             if do_eval or do_checkpoint or stop["requested"] or due:
