@@ -267,6 +267,53 @@ def test_plot_table_counts_env_steps_to_a_threshold_and_minutes(tmp_path):
     assert table[2].endswith("| not reached (0/1) | 5.0 |")
 
 
+def swept_run(run_dir, agent: str, per_iteration: int, iterations: int, evaluated: list[int],
+              budget: int | None = None):  # fmt: skip
+    """A sweep's run of ``agent`` on influence balancing: ``per_iteration`` env steps per
+    iteration, an evaluation (return = its env steps / 1000) at the ``evaluated``
+    iterations."""
+    run_dir.mkdir()
+    (run_dir / "config.yaml").write_text(
+        "env: {family: null, id: influence_balancing}\n"
+        f"agent: {{name: {agent}, num_particles: 10, sigma: 0.1, unroll_length: 1}}\n"
+        f"train: {{seed: 0, max_env_steps: {'null' if budget is None else budget}}}\n"
+    )
+    records = [
+        {"iteration": i, "env_steps": per_iteration * i, "env_steps_window": per_iteration}
+        | ({"eval_return": per_iteration * i / 1000} if i in evaluated else {})
+        for i in range(1, iterations + 1)
+    ]
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    return run_dir
+
+
+def test_plot_reads_budgets_at_equal_env_steps_and_warns_of_unequal_ends(tmp_path, capsys):
+    """max_env_steps=10000, eval_every_steps=5000: ES (3000 steps per iteration) is evaluated
+    at 6000 and 12000 env steps, PES (1000) at 5000 and 10000; an NRES run on an iteration
+    schedule stopped at 4000."""
+    from pes_rl.after import plot
+
+    es = swept_run(tmp_path / "es", "es", 3000, 4, [2, 4], budget=10000)
+    pes = swept_run(tmp_path / "pes", "pes", 1000, 10, [5, 10], budget=10000)
+    nres = swept_run(tmp_path / "nres", "nres", 1000, 4, [2, 4])
+    table = plot.budget_table([es, pes, nres], [5000, 10000]).splitlines()
+    # Each run at the first iteration that reached the budget; NRES never reached 5000.
+    assert table[2:] == [
+        "| ES influence_balancing K=1 σ=0.1 N=10 | 1 | 6 ± 0 | 12 ± 0 |",
+        "| NRES influence_balancing K=1 σ=0.1 N=10 | 1 | – | – |",
+        "| PES influence_balancing K=1 σ=0.1 N=10 | 1 | 5 ± 0 | 10 ± 0 |",
+    ]
+    assert plot.unequal_budgets([es, pes]) is None  # both trained to the 10,000 budget
+    plot.main([str(es), str(pes), str(nres), "-o", str(tmp_path / "c.png")])
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line == (
+        "warning: these runs end at different env steps (ES influence_balancing K=1 σ=0.1 "
+        "N=10: 10,000; NRES influence_balancing K=1 σ=0.1 N=10: 4,000; PES influence_balancing "
+        "K=1 σ=0.1 N=10: 10,000); train them with one train.max_env_steps and "
+        "train.eval_every_steps to compare them at equal env steps"
+    )
+
+
 def test_plot_labels_name_the_settings_a_sweep_varies(tmp_path):
     """Seeds of one setting share a label; runs that differ in a setting the label does not
     show (here optimizer.lr) get one label each, naming it."""

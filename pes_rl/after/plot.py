@@ -181,16 +181,64 @@ def plot_runs(
     return {label: len(dirs) for label, dirs in groups.items()}
 
 
+def record_steps(run_dir: Path) -> np.ndarray:
+    """The env steps of every record of a run, in order."""
+    return np.asarray([r["env_steps"] for r in read_records(run_dir / "metrics.jsonl")], float)
+
+
+def final_env_steps(run_dir: Path) -> float:
+    """The env steps a run trained for: its last record's, or its ``train.max_env_steps``
+    where it reached that budget (its last iteration passes the budget by less than one)."""
+    steps = record_steps(run_dir)
+    budget = OmegaConf.load(run_dir / "config.yaml").train.get("max_env_steps")
+    end = steps[-1] if len(steps) else 0.0
+    return min(end, budget) if budget is not None else end
+
+
+def unequal_budgets(run_dirs: list[Path], tolerance: float = 0.05) -> str | None:
+    """One line when the runs end at env steps more than ``tolerance`` apart (ES against PES
+    on an iteration schedule): what each label trained for, and how to compare fairly."""
+    groups = group_runs(run_dirs)
+    ends = {label: [final_env_steps(d) for d in dirs] for label, dirs in groups.items()}
+    every = [end for label_ends in ends.values() for end in label_ends]
+    if max(every) <= (1 + tolerance) * min(every):
+        return None
+
+    def span(values: list[float]) -> str:
+        low, high = min(values), max(values)
+        return f"{low:,.0f}" if low == high else f"{low:,.0f}-{high:,.0f}"
+
+    trained = "; ".join(f"{label}: {span(v)}" for label, v in sorted(ends.items()))
+    return (
+        f"warning: these runs end at different env steps ({trained}); train them with one "
+        "train.max_env_steps and train.eval_every_steps to compare them at equal env steps"
+    )
+
+
+def value_at(steps: np.ndarray, curve: tuple[np.ndarray, np.ndarray], budget: float):
+    """A run's value at ``budget`` env steps: its last evaluation up to the first iteration
+    that reached the budget (the one ``train.eval_every_steps`` and ``train.max_env_steps``
+    evaluate); None for a run that never reached it. ``steps``: every record's env steps."""
+    reached = steps[steps >= budget]
+    if not len(reached):
+        return None
+    evaluated_steps, values = curve
+    before = evaluated_steps <= reached[0]
+    return values[before][-1] if np.any(before) else None
+
+
 def budget_table(
     run_dirs: list[Path], budgets: list[float], key: str = "eval_return", best: bool = False,
     threshold: float | None = None,
 ) -> str:  # fmt: skip
     """A markdown table: mean ± std of ``key`` for each label at each env-step budget.
 
-    A run's value at a budget is its last evaluation at or before that many env steps (with
-    ``best``: the best one). With ``threshold``, two more columns: the median over seeds of
-    the env steps at which ``key`` first reached it (and how many seeds did), and the runs'
-    mean wall-clock minutes.
+    Runs are read at equal env steps: a run's value at a budget is its evaluation at the first
+    iteration that reached that many env steps, or the last one before it (with ``best``: the
+    best so far); a run that never reached the budget has none (the cell says how many seeds
+    did when not all). With ``threshold``, two more columns: the median over seeds of the env
+    steps at which ``key`` first reached it (and how many seeds did), and the runs' mean
+    wall-clock minutes.
     """
     groups = group_runs(run_dirs)
     extra = [] if threshold is None else [f"env steps to {threshold:g}", "minutes"]
@@ -198,11 +246,16 @@ def budget_table(
     lines = ["| run | seeds | " + " | ".join(titles) + " |", "|---|---|" + "---|" * len(titles)]
     for label, dirs in sorted(groups.items()):
         curves = [load_curve(d, key, best) for d in dirs]
+        steps = [record_steps(d) for d in dirs]
         cells = []
         for budget in budgets:
-            values = [v[s <= budget][-1] for s, v in curves if np.any(s <= budget)]
+            at = [value_at(s, curve, budget) for s, curve in zip(steps, curves, strict=True)]
+            values = [v for v in at if v is not None]
+            seeds = "" if len(values) == len(dirs) else f" ({len(values)}/{len(dirs)} seeds)"
             cells.append(
-                f"{_digits(np.mean(values), 4)} ± {_digits(np.std(values), 2)}" if values else "–"
+                f"{_digits(np.mean(values), 4)} ± {_digits(np.std(values), 2)}{seeds}"
+                if values
+                else "–"
             )
         if threshold is not None:
             cells += [steps_to_threshold(curves, threshold, key), minutes_cell(dirs)]
@@ -292,6 +345,9 @@ def main(argv: list[str] | None = None) -> None:
             print(f"error: no run logged --metric {args.metric!r}; they log {sorted(keys)}",
                   file=sys.stderr)  # fmt: skip
             sys.exit(2)
+    warning = unequal_budgets(args.run_dirs)
+    if warning:
+        print(warning, file=sys.stderr)
     panels = PANELS if args.metric is None else ((args.metric, args.metric),)
     x_axes = tuple(X_AXES) if args.x == "both" else (args.x,)
     counts = plot_runs(
