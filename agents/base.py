@@ -261,7 +261,7 @@ class Estimator:
             * scale
             * (weights.first.T @ shaped_first + weights.rest.T @ shaped_rest)
         )
-        state, metrics = self._finish_window(state, window, length)
+        state, metrics = self._finish_window(state, window)
         return unravel(grad_flat), self._keep_split(state), metrics
 
     def _kept_particles(self, window_rewards: jax.Array) -> jax.Array:
@@ -275,14 +275,14 @@ class Estimator:
         kept_pairs = jnp.zeros(best_of_pair.shape, bool).at[top].set(True)
         return jnp.repeat(kept_pairs, 2)
 
-    def _finish_window(self, state: Any, window: engine.Window, length: WindowLength):
+    def _finish_window(self, state: Any, window: engine.Window):
         """Updates the observation normalizer; the window's metrics."""
         if self.obs_normalization:
             obs_norm = normalization.update(state.obs_norm, window.obs_moments)
             state = state._replace(obs_norm=obs_norm)
         count = window.completed_count
         metrics = {
-            "env_steps": window.env_steps + self._extra_env_steps(length),
+            "env_steps": window.env_steps,
             "train_return": jnp.where(
                 count > 0, window.completed_return_sum / jnp.maximum(count, 1), jnp.nan
             ),
@@ -294,11 +294,6 @@ class Estimator:
             / jnp.maximum(window.idle_steps + window.env_steps, 1),
         }
         return state, metrics
-
-    def _extra_env_steps(self, length: WindowLength) -> int | jax.Array:
-        """Env steps a window takes outside the particles (TES's unperturbed trajectory)."""
-        del length
-        return 0
 
     def sample_perturbations(self, key: jax.Array, dim: int) -> jax.Array:
         """[N, D] Gaussian perturbations with std σ; with antithetic pairs, rows 2j, 2j+1 = ±ε_j."""

@@ -126,7 +126,7 @@ class Hybrid(Estimator):
             rp_samples = rp_rows
         # A non-finite sample makes combine() distrust the whole reparameterization estimate.
         combined = combine(es_samples, jnp.where(finite[:, None], rp_samples, jnp.inf))
-        state, metrics = self._finish_window(state._replace(particles=particles), window, length)
+        state, metrics = self._finish_window(state._replace(particles=particles), window)
         metrics |= {
             "hybrid_weight": combined.weight,
             "es_variance": combined.es_variance,

@@ -79,13 +79,10 @@ class TES(Estimator):
             particles, theta + eps, unroll_key, length,
             reset_group=same_group, obs_norm=state.obs_norm,
         )  # fmt: skip
-        shared, _ = self.unroll(
+        shared, shared_window = self.unroll(
             state.shared, theta[None], unroll_key, length, population=self.shared_population,
             reset_group=same_group[:1], obs_norm=state.obs_norm,
         )  # fmt: skip
+        # The shared trajectory's real steps are env steps too (it waits after a second end).
+        window = window._replace(env_steps=window.env_steps + shared_window.env_steps)
         return state._replace(shared=shared), weights, window
-
-    def _extra_env_steps(self, length):
-        if self.shared_population is None:
-            return 0
-        return length.steps if length.limit is None else length.limit

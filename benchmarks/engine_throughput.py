@@ -5,6 +5,8 @@ JAX envs: the raw side is a ``jit(lax.scan(vmap(env.step)))`` with the policy. H
 batched policy call per step. Both sides run the same per-particle perturbed parameters for the
 same number of steps; the raw side does nothing else (no resets, no clocks, no accumulators, no
 gradient). The ratio engine/raw says how close the engine runs to the raw speed of the env.
+"real steps/s" counts only the env steps the engine's particles really took: a particle whose
+second episode ends inside a window waits for the next (the idle fraction of the timed windows).
 
     python benchmarks/engine_throughput.py                       # the default envs
     python benchmarks/engine_throughput.py --envs brax/ant --num-particles 256
@@ -43,16 +45,25 @@ def time_calls(fn, num_calls: int, repeats: int = 3) -> float:
     return best
 
 
-def time_engine(agent, params, key: jax.Array, num_calls: int, repeats: int = 3) -> float:
-    """Seconds per PES window (one ``estimate`` call, state carried between calls)."""
-    holder = {"state": agent.init(key, params), "key": key}
+def time_engine(
+    agent, params, key: jax.Array, num_calls: int, repeats: int = 3
+) -> tuple[float, float, float]:
+    """Seconds per PES window (one ``estimate`` call, state carried between calls), and the
+    mean real env steps and idle fraction of the timed windows (particles that wait after a
+    second episode end in a window take no real steps)."""
+    holder = {"state": agent.init(key, params), "key": key, "metrics": []}
 
     def engine_call():
         holder["key"], window_key = jax.random.split(holder["key"])
-        grad, holder["state"], _ = agent.estimate(holder["state"], params, window_key)
+        grad, holder["state"], metrics = agent.estimate(holder["state"], params, window_key)
+        holder["metrics"].append(metrics)
         return grad
 
-    return time_calls(engine_call, num_calls, repeats)
+    seconds = time_calls(engine_call, num_calls, repeats)
+    timed = holder["metrics"][2:]
+    env_steps = float(np.mean([float(m["env_steps"]) for m in timed]))
+    idle = float(np.mean([float(m["idle_fraction"]) for m in timed]))
+    return seconds, env_steps, idle
 
 
 def benchmark(env_id: str, num_particles: int, unroll_length: int, num_calls: int) -> dict:
@@ -65,7 +76,7 @@ def benchmark(env_id: str, num_particles: int, unroll_length: int, num_calls: in
         unroll_length=unroll_length,
     )  # fmt: skip
 
-    engine_seconds = time_engine(agent, params, key, num_calls)
+    engine_seconds, real_steps, idle_fraction = time_engine(agent, params, key, num_calls)
 
     # Raw: the same steps with nothing around them.
     flat, unravel = ravel_pytree(params)
@@ -87,6 +98,8 @@ def benchmark(env_id: str, num_particles: int, unroll_length: int, num_calls: in
         "unroll": unroll_length,
         "raw_sps": steps / raw_seconds,
         "engine_sps": steps / engine_seconds,
+        "engine_real_sps": real_steps / engine_seconds,
+        "idle_fraction": idle_fraction,
     }
 
 
@@ -145,8 +158,8 @@ def main() -> None:
 
     print(f"device: {jax.devices()[0].device_kind} ({jax.default_backend()})")
     rows = []
-    header = ("env", "N", "K", "raw steps/s", "engine steps/s", "ratio")
-    print("{:28s} {:>6s} {:>5s} {:>14s} {:>15s} {:>6s}".format(*header))
+    header = ("env", "N", "K", "raw steps/s", "engine steps/s", "ratio", "real steps/s", "idle")
+    print("{:28s} {:>6s} {:>5s} {:>14s} {:>15s} {:>6s} {:>13s} {:>5s}".format(*header))
     for env_id in args.envs:
         # Host envs step one sub-env per particle in Python: a CPU-sized population.
         num_particles = (
@@ -158,7 +171,8 @@ def main() -> None:
         rows.append(row)
         print(
             f"{row['env']:28s} {row['particles']:6d} {row['unroll']:5d} {row['raw_sps']:14,.0f} "
-            f"{row['engine_sps']:15,.0f} {row['engine_sps'] / row['raw_sps']:6.2f}"
+            f"{row['engine_sps']:15,.0f} {row['engine_sps'] / row['raw_sps']:6.2f} "
+            f"{row['engine_real_sps']:13,.0f} {row['idle_fraction']:5.2f}"
         )
     if args.json:
         device = f"{jax.devices()[0].device_kind} ({jax.default_backend()})"
