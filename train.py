@@ -11,7 +11,11 @@ Resume a stopped run with the same overrides plus ``hydra.run.dir=RUN_DIR resume
 
 import sys
 
-from pes_rl.cli import train
+from pes_rl import interrupts
 
 if __name__ == "__main__":
-    train(sys.argv[1:])
+    # Ctrl-C is ours before the heavy imports (Hydra, then JAX in the run): one line, exit 130.
+    with interrupts.stopped_in_one_line(interrupts.STOPPED_AT_START):
+        from pes_rl.cli import train
+
+        train(sys.argv[1:])

@@ -20,6 +20,13 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple, NoReturn
 
+from pes_rl import interrupts
+
+# The pes-rl script imports this module before main() runs: a Ctrl-C from here on waits for
+# main(), which stops in one line (python train.py installs the handler before importing it).
+if __name__ == "__main__" or Path(sys.argv[0]).name.startswith("pes-rl"):
+    interrupts.install(raising=False)
+
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
@@ -55,9 +62,9 @@ OmegaConf.register_new_resolver("env_path", env_path, replace=True)
 
 @hydra.main(config_path="pkg://pes_rl.configs", config_name="train", version_base="1.3")
 def hydra_train(cfg: DictConfig) -> float | None:
-    """One training run (or one job of a sweep); exits 2 with one line on a config error."""
+    """One training run (or one job of a sweep); exits 2 with one line on a config error and
+    130 on Ctrl-C."""
     import pes_rl
-    from pes_rl.stepping import distributed
 
     overrides = [o for o in HydraConfig.get().overrides.task if not o.startswith("resume=")]
     run_dir = Path(cfg.run_dir)
@@ -66,25 +73,33 @@ def hydra_train(cfg: DictConfig) -> float | None:
     ours = not foreign_run(run_dir)
     try:
         try:
-            result = pes_rl.train(cfg)
+            # Hydra has made the run dir: Ctrl-C raises again (one that came meanwhile, now).
+            with interrupts.raising(True):
+                return report(cfg, pes_rl.train(cfg))
         finally:  # a start that never finished an iteration leaves no run dir behind
             if ours:
                 remove_if_unused(run_dir)
-    except (ValueError, pes_rl.TrainingDiverged) as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
     except KeyboardInterrupt:  # during start-up, or agent=random_search (nothing to resume)
         if holds_results(run_dir):
             print(f"\nstopped; every finished iteration is in {run_dir}/metrics.jsonl",
                   file=sys.stderr)  # fmt: skip
         else:
-            print("\nstopped before the first iteration finished; nothing was saved",
-                  file=sys.stderr)  # fmt: skip
+            print(f"\n{interrupts.STOPPED_AT_START}", file=sys.stderr)
         sys.exit(130)
+    except (ValueError, pes_rl.TrainingDiverged) as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
     except pes_rl.TrainingInterrupted as stopped:
         resume = " ".join([*overrides, f"hydra.run.dir={stopped.run_dir}", "resume=true"])
         print(f"\n{stopped}\nresume with: {train_program()} {resume}", file=sys.stderr)
         sys.exit(130)
+
+
+def report(cfg: DictConfig, result) -> float | None:
+    """A finished run's last lines (what it trained, where the results are, how to evaluate
+    them); returns its final eval return, the value of a Hydra sweep's job."""
+    from pes_rl.stepping import distributed
+
     if Path(cfg.run_dir).resolve() != result.run_dir.resolve():
         remove_if_unused(Path(cfg.run_dir))  # another process's run dir was used: this one's
     if not distributed.is_primary():  # process 0 reports for a distributed run
@@ -235,27 +250,37 @@ def schedule_note(line: CommandLine, configs: list[DictConfig]) -> str | None:
 
 
 def train(argv: list[str]) -> None:
-    """``python train.py`` / ``pes-rl train`` with Hydra overrides ``argv``."""
-    plain_warnings()
-    import_from_cwd()
-    # Hydra creates hydra.run.dir before the run starts and fails on a bad one with a traceback.
-    run_dir = cli_run_dir(argv)
-    problem = unusable_reason(run_dir) if run_dir else None
-    if problem:
-        print(f"error: {problem}", file=sys.stderr)
-        sys.exit(2)
-    line = parse_command_line(argv)
-    configs = run_configs(line) if line else None
-    note = schedule_note(line, configs) if configs else None
-    if note:
-        print(note, file=sys.stderr)
-    sys.argv = [sys.argv[0], *argv]
-    hydra_train()
+    """``python train.py`` / ``pes-rl train`` with Hydra overrides ``argv``; Ctrl-C at any
+    moment stops it in one line with exit code 130."""
+    with interrupts.stopped_in_one_line(interrupts.STOPPED_AT_START):
+        plain_warnings()
+        import_from_cwd()
+        # Hydra creates hydra.run.dir before the run starts and fails on a bad one with a
+        # traceback.
+        run_dir = cli_run_dir(argv)
+        problem = unusable_reason(run_dir) if run_dir else None
+        if problem:
+            print(f"error: {problem}", file=sys.stderr)
+            sys.exit(2)
+        line = parse_command_line(argv)
+        configs = run_configs(line) if line else None
+        note = schedule_note(line, configs) if configs else None
+        if note:
+            print(note, file=sys.stderr)
+        sys.argv = [sys.argv[0], *argv]
+        # Hydra makes the run dir: a Ctrl-C meanwhile waits for hydra_train, which removes it.
+        with interrupts.raising(False):
+            hydra_train()
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``pes-rl <command> ...``."""
-    argv = sys.argv[1:] if argv is None else argv
+    """``pes-rl <command> ...``; Ctrl-C stops any command in one line (exit code 130)."""
+    with interrupts.stopped_in_one_line("stopped"):
+        run_command(sys.argv[1:] if argv is None else argv)
+
+
+def run_command(argv: list[str]) -> None:
+    """``pes-rl <argv>``."""
     plain_warnings()
     import_from_cwd()
     if not argv or argv[0] in ("-h", "--help"):

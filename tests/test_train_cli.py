@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import gc
+import os
 import signal
 import subprocess
 import sys
+import time
+import weakref
 from pathlib import Path
 
 import pytest
@@ -80,6 +84,7 @@ def test_sweep_and_plot(tmp_path):
         (["-m", "agent=pes", "train.seed=0,1"], None),  # one estimator
         (["agent=es"], None),
     ],
+    ids=["es,pes", "experiments with budgets", "fair", "one estimator", "no sweep"],
 )  # fmt: skip
 def test_a_sweep_over_estimators_on_an_iteration_schedule_says_so(argv, note):
     from pes_rl import cli
@@ -116,6 +121,82 @@ def test_ctrl_c_then_resume_matches_uninterrupted_run(tmp_path):
     assert code == 130, stderr
     assert "resume with: python train.py" in stderr and "resume=true" in stderr
     assert without_timing(resumed) == without_timing(reference)
+
+
+def loaded(process: subprocess.Popen, library: str) -> bool:
+    """Whether ``process`` has mapped a shared library whose path holds ``library``, or ended."""
+    try:
+        return library in Path(f"/proc/{process.pid}/maps").read_text()
+    except OSError:  # it ended
+        return True
+
+
+@pytest.mark.parametrize(
+    "moment",
+    ["jaxlib", "_multiarray_umath", ".hydra"],  # jaxlib loads, NumPy inside it, Hydra's dir made
+)
+def test_ctrl_c_during_start_up_stops_in_one_line(tmp_path, moment):
+    """Ctrl-C while the run imports JAX (inside jaxlib's initialization, in JAX's gc
+    callbacks) or builds: one line, exit code 130, no run dir; never a traceback, never a
+    run that trains on."""
+    run_dir = tmp_path / "run"
+    process = subprocess.Popen(
+        train_command(run_dir, *FAST, "train.iterations=1000000"), cwd=REPO, env=cli_env(),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    if moment.startswith("."):
+        wait_for(lambda: (run_dir / moment).exists() or process.poll() is not None)
+    else:
+        wait_for(lambda: loaded(process, moment), timeout=60)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert stderr.strip() == "stopped before the first iteration finished; nothing was saved"
+    assert not run_dir.exists()
+
+
+class Litter:
+    """An object whose end (a weakref callback) runs when it is collected."""
+
+
+@pytest.mark.parametrize("where", ["gc callback", "weakref callback"])
+def test_a_ctrl_c_inside_a_callback_is_raised_after_it(monkeypatch, where):
+    """Raised inside a gc callback (JAX has one) or a weakref callback, KeyboardInterrupt
+    would be printed as "Exception ignored in ..." and dropped, and the run would train on:
+    the handler lets a gc callback finish, and sends a dropped Ctrl-C again."""
+    from pes_rl import interrupts
+
+    monkeypatch.setattr(interrupts, "_state", {"pending": False, "raising": True, "raised": False})
+    dropped, sent = [], []
+    monkeypatch.setattr(sys, "unraisablehook", dropped.append)
+
+    def ctrl_c(*_):
+        if not sent:
+            sent.append(where)
+            os.kill(os.getpid(), signal.SIGINT)
+            for _ in range(10_000):  # the handler runs here, inside the callback
+                pass
+
+    litter = Litter()
+    ends = weakref.ref(litter, ctrl_c)
+    previous = signal.getsignal(signal.SIGINT)
+    gc.callbacks.append(ctrl_c)
+    try:
+        interrupts.install()
+        with pytest.raises(KeyboardInterrupt):
+            if where == "gc callback":
+                gc.collect()
+            else:
+                gc.callbacks.remove(ctrl_c)
+                del litter
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:
+                time.sleep(0.01)
+    finally:
+        if ctrl_c in gc.callbacks:
+            gc.callbacks.remove(ctrl_c)
+        signal.signal(signal.SIGINT, previous)
+    assert sent and dropped == [] and (ends() is None) == (where == "weakref callback")
 
 
 def test_sigkill_between_checkpoints_then_resume_is_bit_identical(tmp_path):

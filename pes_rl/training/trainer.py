@@ -25,7 +25,7 @@ import optax
 from jax.flatten_util import ravel_pytree
 from omegaconf import DictConfig, OmegaConf
 
-from pes_rl import agents, lopt
+from pes_rl import agents, interrupts, lopt
 from pes_rl.after.trained import POLICY_FILE, save_policy
 from pes_rl.agents import curriculum
 from pes_rl.agents.base import WindowLength
@@ -425,6 +425,7 @@ def train_in_run_dir(cfg: DictConfig, run_dir: Path) -> TrainResult:
         pending.clear()
 
     try:
+        interrupts.check()  # a Ctrl-C of the command's start-up that could not be raised then
         for iteration in range(start + 1, total + 1):
             window = WindowLength(agent.unroll_length)
             if schedule is not None:
