@@ -65,6 +65,8 @@ class InnerTask(NamedTuple):
         [Params, jax.Array, str], jax.Array
     ]  # (params, variant, split): whole split
     name: str
+    # (params, variant, split): the whole split's accuracy; None for the quadratic (no labels)
+    full_accuracy: Callable[[Params, jax.Array, str], jax.Array] | None = None
 
 
 def finite_gradients(grads: Any) -> Any:
@@ -88,20 +90,21 @@ def make(
     sizes = ARCHITECTURES[task, distribution]
     stream = 0 if distribution == "train" else HELDOUT_STREAM
     if task == "quadratic":
-        family = _quadratic(sizes[0])
+        family = (*_quadratic(sizes[0]), None)
     else:
         if task == "cnn_digits" and distribution != "heldout_mlp":
             network = _cnn(sizes, varied_widths=(task, distribution) in VARIED_WIDTHS)
         else:
             network = _mlp(sizes)
         family = _classifier(data.load(dataset), *network, batch_size)
-    sample, init, batch_loss, full_loss = family
+    sample, init, batch_loss, full_loss, full_accuracy = family
     return InnerTask(  # jitted: eager, a CNN's initialization takes seconds of op dispatch
         sample=jax.jit(lambda key: sample(jax.random.fold_in(key, stream))),
         init=jax.jit(lambda key: init(jax.random.fold_in(key, stream))),
         batch_loss=batch_loss,
         full_loss=full_loss,
         name=f"{task}/{distribution}",
+        full_accuracy=full_accuracy,
     )
 
 
@@ -120,8 +123,8 @@ def _quadratic(dim: int):
 
 
 def _classifier(dataset: data.Dataset, apply, init, sample_widths, batch_size: int):
-    """Cross-entropy of ``apply(params, x, widths)`` on the digits; a task variant is a label
-    permutation and the layer widths ``sample_widths`` draws."""
+    """Cross-entropy (and accuracy) of ``apply(params, x, widths)`` on the digits; a task variant
+    is a label permutation and the layer widths ``sample_widths`` draws."""
     unrolled.check_count("batch_size", batch_size)
     num_classes = dataset.num_classes
 
@@ -144,7 +147,11 @@ def _classifier(dataset: data.Dataset, apply, init, sample_widths, batch_size: i
     def full_loss(params, variant, split="train"):
         return loss(params, variant, *split_arrays(split))
 
-    return sample, init, batch_loss, full_loss
+    def full_accuracy(params, variant, split="train"):
+        x, y = split_arrays(split)
+        return unrolled.accuracy(apply(params, x, variant["widths"]), variant["permutation"][y])
+
+    return sample, init, batch_loss, full_loss, full_accuracy
 
 
 def _mlp(hidden_sizes):
@@ -195,7 +202,7 @@ def cnn_features(
 ) -> jax.Array:
     """[examples, channels]: a ``cnn_digits`` CNN's last conv layer, ReLU'd, masked to the
     variant's ``widths`` (``varied_widths``) and averaged over space: what its dense layer
-    reads (``benchmarks/lopt_dead_examples.py`` counts the images for which it is all 0)."""
+    reads."""
     x = x.reshape(-1, 8, 8, 1)
     for index, layer in enumerate(params[:-1]):
         x = jax.nn.relu(conv(x, layer["w"], 1 if index == 0 else 2) + layer["b"])

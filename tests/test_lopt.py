@@ -13,7 +13,7 @@ import pytest
 from pes_rl import agents, envs, lopt, policies
 from pes_rl.envs import lopt_tasks, unrolled
 from pes_rl.meta import lopt_eval
-from pes_rl.meta.lopt_eval import markdown_table, summarize, tune
+from pes_rl.meta.lopt_eval import Setting, markdown_table, summarize, tune
 from pes_rl.stepping import engine
 
 # The optimizer --------------------------------------------------------------------------------
@@ -539,19 +539,26 @@ def test_train_and_heldout_distributions_differ():
         envs.make("learned_optimizer", min_length=50, max_length=10)
 
 
-def splits(train, val=None, test=None) -> dict:
-    """Curves [seeds, points] of one optimizer by split (val and test default to train)."""
+def splits(train, val=None, test=None, **accuracies) -> dict:
+    """Curves [seeds, points] of one optimizer by split (val and test default to train), and
+    any ``{split}_accuracy`` curves."""
     return {"train": train, "val": train if val is None else val,
-            "test": train if test is None else test}  # fmt: skip
+            "test": train if test is None else test, **accuracies}  # fmt: skip
 
 
 def eval_result(steps, learned, baselines, objective="train_loss", learned_sps=2e-3) -> dict:
-    """``evaluate_distribution``'s result; ``baselines``: {name: (lr, seconds/step, curves)}."""
+    """``evaluate_distribution``'s result; ``baselines``: {name: (lr or Setting, seconds/step,
+    curves)}."""
+
+    def entry(setting, sps, curves):
+        setting = setting if isinstance(setting, Setting) else Setting(setting)
+        scores = {setting: lopt_eval.tuning_score(curves, objective)}
+        return {"setting": setting, "scores": scores, "seconds_per_step": sps, **curves}
+
     return {
         "steps": steps, "objective": objective, "learned": learned,
         "learned_seconds_per_step": learned_sps,
-        "baselines": {name: {"lr": lr, "seconds_per_step": sps, **curves}
-                      for name, (lr, sps, curves) in baselines.items()},
+        "baselines": {name: entry(*spec) for name, spec in baselines.items()},
     }  # fmt: skip
 
 
@@ -560,7 +567,19 @@ def three_seeds(curve) -> np.ndarray:
     return np.outer([0.5, 1.0, 2.0], curve)
 
 
+def staircase(*drops: dict[int, float], start: float = 2.0) -> np.ndarray:
+    """[seeds, 11] curves on ``STEPS``: each seed at ``start`` until the steps of its ``drops``
+    ({step: value}), then at the latest drop's value."""
+    curves = np.full((len(drops), len(STEPS)), start)
+    for curve, seed_drops in zip(curves, drops, strict=True):
+        for step, value in sorted(seed_drops.items()):
+            curve[STEPS >= step] = value
+    return curves
+
+
 STEPS = np.arange(0, 101, 10)
+T_2 = 4.302652729749462  # the 97.5 % quantile of Student's t with 2 degrees of freedom
+T_1 = 12.706204736174694  # ... with 1
 
 
 def test_evaluation_measures_speedup_against_the_best_baseline_on_the_training_loss():
@@ -574,10 +593,12 @@ def test_evaluation_measures_speedup_against_the_best_baseline_on_the_training_l
         np.tile(np.linspace(2.0, 0.1, 11), (3, 1)),
         test=three_seeds([2.0, 1.0, 0.5, 0.3, 0.25, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8]),
     )
-    baselines = {"adam": (1e-3, 1e-3, adam), "rmsprop": (3e-3, 1.5e-3, rmsprop),
+    tuned = Setting(3e-3, "cosine", 0.1)
+    baselines = {"adam": (1e-3, 1e-3, adam), "rmsprop": (tuned, 1.5e-3, rmsprop),
                  "sgd_momentum": (0.1, 0.5e-3, sgd)}  # fmt: skip
     row = summarize(eval_result(STEPS, learned, baselines))
     assert row["best_baseline"] == "rmsprop" and row["best_baseline_lr"] == 3e-3
+    assert row["best_baseline_schedule"] == "cosine" and row["best_baseline_weight_decay"] == 0.1
     assert row["best_baseline_final_loss"] == pytest.approx(0.3)
     assert row["target_loss"] == pytest.approx(0.3)
     assert row["learned_steps_to_target"] == 90 and row["baseline_steps_to_target"] == 100
@@ -587,13 +608,17 @@ def test_evaluation_measures_speedup_against_the_best_baseline_on_the_training_l
     assert row["speedup_seconds"] == pytest.approx(100 * 1.5e-3 / (90 * 2e-3))
     assert row["learned_ms_per_step"] == pytest.approx(2.0)
     assert row["best_baseline_ms_per_step"] == pytest.approx(1.5)
-    # Test loss: the lowest point of the seeds' geometric-mean curve.
-    assert row["learned_test_loss"] == pytest.approx(0.25)
-    assert row["best_baseline_test_loss"] == pytest.approx(0.4)
-    assert "learned_best_val_loss" not in row
-    for name, (lr, sps, curves) in baselines.items():
+    # Test loss: at each seed's best validation step (here the last point), not the test
+    # curve's own minimum (0.25 for the learned optimizer, 0.4 for RMSProp).
+    assert row["learned_test_loss_at_best_val"] == pytest.approx(0.8 * 3.5 / 3)
+    assert row["best_baseline_test_loss_at_best_val"] == pytest.approx(0.7 * 3.5 / 3)
+    assert "learned_best_val_loss" not in row and "learned_test_accuracy_at_best_val" not in row
+    for name, (setting, sps, curves) in baselines.items():
+        lr = setting.lr if isinstance(setting, Setting) else setting
         assert row[f"{name}_lr"] == lr and row[f"{name}_ms_per_step"] == pytest.approx(1e3 * sps)
         assert row[f"{name}_final_loss"] == pytest.approx(curves["train"][0, -1])
+    assert row["rmsprop_grid"] == [{"lr": 3e-3, "schedule": "cosine", "weight_decay": 0.1,
+                                    "score": pytest.approx(0.3)}]  # fmt: skip
     # The adam_* keys (and learned_steps_to_adam_final) still compare with tuned Adam.
     assert row["adam_lr"] == 1e-3 and row["adam_final_loss"] == pytest.approx(0.5)
     assert row["learned_steps_to_adam_final"] == 80 and row["adam_steps_to_final"] == 100
@@ -601,10 +626,11 @@ def test_evaluation_measures_speedup_against_the_best_baseline_on_the_training_l
     assert row["adam_speedup_seconds"] == pytest.approx(100 * 1e-3 / (80 * 2e-3))
     assert row["learned_diverged"] == 0
     table = markdown_table({"train": row}, 100, 3)
-    assert "| train | RMSProp (0.003) | 0.3 |" in table
+    assert "| train | RMSProp (lr 0.003, cosine, wd 0.1) | 0.3 |" in table
     assert "| 90 / 100 | 1.11× | 0.83× |" in table
-    # Each tuned baseline: its lr, final loss and test loss.
-    assert "| train | 0.001 | 0.5 | 0.5 | 0.003 | 0.3 | 0.4 | 0.1 | 1 | 1 |" in table
+    # Each tuned baseline: its setting, final loss and test loss at the best validation step.
+    assert ("| train | lr 0.001 | 0.5 | 0.5 | lr 0.003, cosine, wd 0.1 | 0.3 | 0.817 "
+            "| lr 0.1 | 1 | 1 |") in table  # fmt: skip
 
     # A baseline at its final loss from step 50 on: its own steps count, not the run's length.
     early = splits(np.tile(np.concatenate([np.linspace(2.0, 0.3, 6), np.full(5, 0.3)]), (3, 1)))
@@ -618,6 +644,185 @@ def test_evaluation_measures_speedup_against_the_best_baseline_on_the_training_l
     assert never["learned_steps_to_adam_final"] is None and never["learned_diverged"] == 1
     assert "| never / 100 | — | — |" in markdown_table({"train": never}, 100, 3)
     assert never["learned_seed_steps_to_target"] == [None, None, None]
+
+
+def test_fixed_targets_pair_each_seed_with_the_best_baseline():
+    # Three seeds: each optimizer's first step at 1e-1, 1e-2, 1e-3 and 100 % training accuracy
+    # set by hand, and the speed-ups, counts and t intervals that follow from them.
+    learned = splits(
+        staircase({20: 0.1, 50: 0.01, 80: 1e-3}, {30: 0.1, 60: 0.01}, {40: 0.1, 70: 0.05}),
+        train_accuracy=staircase({30: 1.0}, {100: 1.0}, {10: 0.99}, start=0.5),
+    )
+    rmsprop = splits(  # final training loss 0.01 on every seed
+        staircase({40: 0.1, 100: 0.01}, {60: 0.01}, {40: 0.1, 90: 0.01}),
+        train_accuracy=staircase({60: 1.0}, {50: 1.0}, {70: 1.0}, start=0.5),
+    )
+    adam = splits(np.full((3, 11), 1.0), train_accuracy=np.full((3, 11), 0.5))
+    baselines = {"adam": (1e-3, 1e-3, adam), "rmsprop": (3e-3, 1e-3, rmsprop)}
+    targets = summarize(eval_result(STEPS, learned, baselines, learned_sps=2e-3))["targets"]
+    assert list(targets) == [
+        "train_loss_0.1", "train_loss_0.01", "train_loss_0.001", "train_accuracy_100",
+        "baseline_final_loss",
+    ]  # fmt: skip
+    loss_1 = targets["train_loss_0.1"]
+    assert loss_1["learned_steps"] == [20, 30, 40] and loss_1["baseline_steps"] == [40, 60, 40]
+    assert loss_1["speedup_steps"] == [2.0, 2.0, 1.0]
+    assert loss_1["speedup_seconds"] == pytest.approx([1.0, 1.0, 0.5])  # a step costs 2×
+    assert (loss_1["sooner"], loss_1["same"], loss_1["later"]) == (2, 1, 0)
+    assert loss_1["paired_seeds"] == 3
+    # log speed-ups ln 2, ln 2, 0: mean (2/3)·ln 2, standard error ln 2 / 3.
+    geomean = loss_1["speedup_steps_geomean"]
+    assert geomean["mean"] == pytest.approx(2 ** (2 / 3))
+    assert geomean["ci"] == pytest.approx([2 ** ((2 - T_2) / 3), 2 ** ((2 + T_2) / 3)])
+    wall_clock = loss_1["speedup_seconds_geomean"]
+    assert wall_clock["mean"] == pytest.approx(0.5 * 2 ** (2 / 3))
+    assert wall_clock["ci"] == pytest.approx(
+        [0.5 * 2 ** ((2 - T_2) / 3), 0.5 * 2 ** ((2 + T_2) / 3)]
+    )
+    # Seconds saved per seed: 0.04 − 0.04, 0.06 − 0.06, 0.04 − 0.08.
+    saved = loss_1["seconds_saved"]
+    half = T_2 * np.std([0, 0, -0.04], ddof=1) / np.sqrt(3)
+    assert saved["mean"] == pytest.approx(-0.04 / 3)
+    assert saved["ci"] == pytest.approx([-0.04 / 3 - half, -0.04 / 3 + half])
+    # A seed that never gets there: later than any step, and out of the paired statistics.
+    for name in ("train_loss_0.01", "baseline_final_loss"):
+        paired = targets[name]
+        assert paired["learned_steps"] == [50, 60, None], name
+        assert paired["baseline_steps"] == [100, 60, 90], name
+        assert paired["speedup_steps"] == [2.0, 1.0, None], name
+        assert (paired["sooner"], paired["same"], paired["later"]) == (1, 1, 1), name
+        assert paired["learned_reached"] == 2 and paired["baseline_reached"] == 3, name
+        geomean = paired["speedup_steps_geomean"]
+        assert paired["paired_seeds"] == 2 and geomean["mean"] == pytest.approx(np.sqrt(2)), name
+        low, high = (np.log(2) / 2 - T_1 * np.log(2) / 2, np.log(2) / 2 + T_1 * np.log(2) / 2)
+        assert geomean["ci"] == pytest.approx([np.exp(low), np.exp(high)]), name
+    # Neither ever gets there on two seeds: the same; no pair, no interval.
+    loss_3 = targets["train_loss_0.001"]
+    assert loss_3["learned_steps"] == [80, None, None] and loss_3["baseline_steps"] == [None] * 3
+    assert (loss_3["sooner"], loss_3["same"], loss_3["later"]) == (1, 2, 0)
+    assert loss_3["paired_seeds"] == 0 and loss_3["speedup_seconds_geomean"]["mean"] is None
+    accuracy = targets["train_accuracy_100"]
+    assert accuracy["learned_steps"] == [30, 100, None]
+    assert accuracy["baseline_steps"] == [60, 50, 70]
+    assert (accuracy["sooner"], accuracy["same"], accuracy["later"]) == (1, 0, 2)
+    assert accuracy["speedup_steps_geomean"]["mean"] == pytest.approx(1.0)  # 2× and 0.5×
+    table = markdown_table({"train": summarize(eval_result(STEPS, learned, baselines))}, 100, 3)
+    assert "| train | train_loss_0.1 | 3 / 3 | 2 / 1 / 0 | 1.59× [" in table
+    assert "| train | train_loss_0.001 | 1 / 0 | 1 / 2 / 0 | — | — | — |" in table
+    assert "| train | train_loss_0.01 | 1.00× | 0.50× | — |" in table  # each seed, wall-clock
+
+
+def test_paired_interval_is_a_t_interval():
+    interval = lopt_eval.paired_interval([1.0, 2.0, 3.0])
+    assert interval["n"] == 3 and interval["mean"] == pytest.approx(2.0)
+    assert interval["ci"] == pytest.approx([2 - T_2 / np.sqrt(3), 2 + T_2 / np.sqrt(3)])
+    assert lopt_eval.paired_interval([0.5]) == {"n": 1, "mean": 0.5, "ci": None}
+    assert lopt_eval.paired_interval([]) == {"n": 0, "mean": None, "ci": None}
+
+
+def test_test_loss_is_read_at_each_seeds_best_validation_step():
+    # Seed 0's validation loss is lowest at point 3 (step 30), seed 1's at point 7 (step 70)
+    # and its run diverges after point 8 (NaN); the test curves are lowest elsewhere.
+    val = np.array([[2.0, 1.5, 1.0, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1],
+                    [2.0, 1.8, 1.6, 1.4, 1.2, 1.0, 0.8, 0.3, 0.9, np.nan, np.nan]])  # fmt: skip
+    test = np.tile(np.linspace(1.0, 0.1, 11), (2, 1))
+    accuracy = np.tile(np.linspace(0.5, 1.0, 11), (2, 1))
+    learned = splits(val, val=val, test=test, test_accuracy=accuracy)
+    found = lopt_eval.at_best_validation(learned)
+    assert found["points"] == [3, 7]
+    assert found["test_loss"] == pytest.approx([test[0, 3], test[1, 7]])
+    assert found["test_accuracy"] == pytest.approx([accuracy[0, 3], accuracy[1, 7]])
+    # Against a baseline whose best validation points are 10 and 5.
+    base_val = np.array([np.linspace(2.0, 0.2, 11), [2, 1, 0.9, 0.8, 0.7, 0.1, 1, 1, 1, 1, 1]])
+    base_test = np.full((2, 11), 0.5)
+    base_accuracy = np.full((2, 11), 0.8)
+    baseline = splits(base_val, val=base_val, test=base_test, test_accuracy=base_accuracy)
+    row = summarize(eval_result(STEPS, learned, {"adam": (1e-3, 1e-3, baseline)}, "val_loss"))
+    expected = [test[0, 3] - 0.5, test[1, 7] - 0.5]
+    assert row["test"]["learned_best_val_points"] == [3, 7]
+    assert row["test"]["baseline_best_val_points"] == [10, 5]
+    assert row["learned_test_loss_at_best_val"] == pytest.approx(np.mean([test[0, 3], test[1, 7]]))
+    assert row["best_baseline_test_loss_at_best_val"] == pytest.approx(0.5)
+    difference = row["test"]["test_loss_difference"]
+    assert difference["per_seed"] == pytest.approx(expected)
+    half = T_1 * np.std(expected, ddof=1) / np.sqrt(2)
+    assert difference["ci"] == pytest.approx([np.mean(expected) - half, np.mean(expected) + half])
+    assert difference["wins"] == sum(d < 0 for d in expected)
+    accuracy_difference = row["test"]["test_accuracy_difference"]
+    assert accuracy_difference["per_seed"] == pytest.approx(
+        [accuracy[0, 3] - 0.8, accuracy[1, 7] - 0.8]
+    )
+    assert accuracy_difference["wins"] == 1  # seed 1's 0.85 is above 0.8, seed 0's 0.65 not
+    assert row["adam_test_accuracy_at_best_val"] == pytest.approx(0.8)
+
+
+def test_the_baselines_grid_tunes_schedules_and_weight_decay():
+    assert lopt_eval.SCHEDULES == ("constant", "cosine")
+    assert lopt_eval.WEIGHT_DECAYS[0] == 0.0 and len(lopt_eval.WEIGHT_DECAYS) > 1
+    middle = lopt_eval.LR_GRID[5]
+    second = lopt_eval.round_two(middle)
+    neighbours = set(lopt_eval.LR_GRID[4:7])
+    assert {s.lr for s in second} == neighbours
+    assert {(s.schedule, s.weight_decay) for s in second} == {
+        (schedule, decay) for schedule in lopt_eval.SCHEDULES for decay in lopt_eval.WEIGHT_DECAYS
+    } - {("constant", 0.0)}  # round one ran those
+    assert len(second) == 3 * 2 * len(lopt_eval.WEIGHT_DECAYS) - 3
+    assert {s.lr for s in lopt_eval.round_two(lopt_eval.LR_GRID[0])} == set(lopt_eval.LR_GRID[:2])
+    # A constant, undecayed setting is the plain optax optimizer.
+    params = {"w": jnp.array([1.0, -2.0, 3.0])}
+    grads = {"w": jnp.array([0.5, 0.1, -1.0])}
+
+    def updates(optimizer, times=3, grads=grads):
+        state = optimizer.init(params)
+        for _ in range(times):
+            update, state = optimizer.update(grads, state, params)
+        return np.asarray(update["w"])
+
+    plain = {"adam": optax.adam, "rmsprop": optax.rmsprop,
+             "sgd_momentum": lambda lr: optax.sgd(lr, momentum=0.9)}  # fmt: skip
+    for name, make in plain.items():
+        ours = lopt_eval.baseline(name, 10)(jnp.asarray(Setting(0.03).vector()))
+        np.testing.assert_allclose(updates(ours), updates(make(0.03)), rtol=1e-6, err_msg=name)
+    # Cosine: the rate decays from lr to 0 over the run (optax.cosine_decay_schedule).
+    cosine = lopt_eval.baseline("sgd_momentum", 10)(jnp.asarray(Setting(0.1, "cosine").vector()))
+    state = cosine.init(params)
+    for _ in range(6):
+        update, state = cosine.update({"w": jnp.ones(3)}, state, params)
+    momentum = sum(0.9**k for k in range(6))
+    rate = 0.1 * 0.5 * (1 + np.cos(np.pi * 5 / 10))
+    np.testing.assert_allclose(update["w"], -rate * momentum, rtol=1e-5)
+    # Weight decay, decoupled: with no gradient the update is −lr·decay·p, for every baseline.
+    zero = {"w": jnp.zeros(3)}
+    for name in plain:
+        decayed = lopt_eval.baseline(name, 10)(
+            jnp.asarray(Setting(0.03, weight_decay=0.1).vector())
+        )
+        np.testing.assert_allclose(
+            updates(decayed, 1, zero), -0.03 * 0.1 * params["w"], rtol=1e-6, err_msg=name
+        )
+
+
+def test_evaluation_tunes_every_baseline_over_the_whole_grid(capsys):
+    # The quadratic family, 4 steps: every baseline's grid holds the 11 rates of round one and
+    # round two's schedules and weight decays, and the tuned setting is the best-scored one.
+    task = lopt_tasks.make("quadratic")
+    theta = lopt.init(jax.random.key(0), (4,))
+    result = lopt_eval.evaluate_distribution(task, theta, 4, 2, 2, has_splits=False)
+    for name, curves in result["baselines"].items():
+        scores = curves["scores"]
+        assert len(scores) == 11 + 3 * 2 * len(lopt_eval.WEIGHT_DECAYS) - 3 or len(scores) == (
+            11 + 2 * 2 * len(lopt_eval.WEIGHT_DECAYS) - 2
+        ), name
+        assert {s.schedule for s in scores} == {"constant", "cosine"}, name
+        assert {s.weight_decay for s in scores} == set(lopt_eval.WEIGHT_DECAYS), name
+        assert curves["setting"] == min(scores, key=scores.get), name
+        assert curves["train"].shape == (2, 3) and "train_accuracy" not in curves, name
+    assert "sgd_momentum: tuned lr" in capsys.readouterr().out
+    row = summarize(result)
+    assert (
+        "train_accuracy_100" not in row["targets"] and "test_accuracy_difference" not in row["test"]
+    )
+    assert len(row["adam_grid"]) == len(result["baselines"]["adam"]["scores"])
 
 
 def test_evaluation_names_each_seeds_steps_to_the_target():
@@ -677,16 +882,19 @@ def test_evaluation_on_the_validation_loss_tunes_for_and_targets_the_best_val_lo
     assert row["learned_steps_to_target"] == 30 and row["baseline_steps_to_target"] == 50
     assert row["speedup_steps"] == pytest.approx(50 / 30)
     assert row["speedup_seconds"] == pytest.approx(50 * 1e-3 / (30 * 2e-3))
-    assert row["best_baseline_test_loss"] == pytest.approx(0.5)  # Adam's training curve
+    # Adam's test loss (its training curve) at its best validation step, 50: 1.25.
+    assert row["best_baseline_test_loss_at_best_val"] == pytest.approx(1.25)
     table = markdown_table({"heldout": row}, 100, 3, "val_loss")
-    assert "| heldout | Adam (0.001) |" in table and "| 0.3 / 0.4 |" in table
-    assert row["rmsprop_test_loss"] == pytest.approx(0.6)  # every baseline's, not only the best's
-    assert "| heldout | 0.001 | 0.4 | 0.5 | 0.003 | 0.5 | 0.6 | 0.1 | 1 | 1 |" in table
+    assert "| heldout | Adam (lr 0.001) |" in table and "| 0.3 / 0.4 |" in table
+    # Every baseline's, not only the best's: RMSProp's best validation step is the last.
+    assert row["rmsprop_test_loss_at_best_val"] == pytest.approx(0.6 * 3.5 / 3)
+    assert "| heldout | lr 0.001 | 0.4 | 1.25 | lr 0.003 | 0.5 | 0.7 | lr 0.1 | 1 | 1 |" in table
     # On the training loss, the same curves make RMSProp the best baseline.
     assert summarize(eval_result(STEPS, learned, baselines))["best_baseline"] == "rmsprop"
-    # Tuning a baseline's rate: the tail of the training loss, or the best validation loss.
-    grid = {1e-3: adam, 1e-2: rmsprop}
-    assert tune(grid, "train_loss")[0] == 1e-2 and tune(grid, "val_loss")[0] == 1e-3
+    # Tuning a baseline: the tail of the training loss, or the best validation loss.
+    grid = {Setting(1e-3): adam, Setting(1e-2, "cosine", 0.1): rmsprop}
+    assert tune(grid, "train_loss")[0] == Setting(1e-2, "cosine", 0.1)
+    assert tune(grid, "val_loss")[0] == Setting(1e-3)
 
 
 @pytest.mark.slow  # ~20 s of compiling; summarize's numbers are tested in the default suite
@@ -717,10 +925,13 @@ def test_lopt_eval_compares_with_three_tuned_baselines_on_the_validation_loss(tm
         for name in lopt_eval.BASELINES:
             assert row[f"{name}_lr"] in lopt_eval.LR_GRID and row[f"{name}_ms_per_step"] > 0
             assert np.isfinite(row[f"{name}_final_loss"])
-        for key in ("learned_test_loss", "best_baseline_test_loss", "learned_best_val_loss",
+        for key in ("learned_test_loss_at_best_val", "best_baseline_test_loss_at_best_val",
+                    "learned_test_accuracy_at_best_val", "learned_best_val_loss",
                     "best_baseline_final_loss", "learned_ms_per_step"):  # fmt: skip
             assert 0 < row[key] < np.inf, (distribution, key)
         assert row["baseline_steps_to_target"] in (0, 10, 20)
+        assert set(row["targets"]) >= {"train_loss_0.01", "train_accuracy_100"}
+        assert row[f"{best}_schedule"] in lopt_eval.SCHEDULES
         assert "speedup_steps" in row and "speedup_seconds" in row and "adam_final_loss" in row
     assert "| heldout |" in (out / "results.md").read_text()
     assert (out / "curves.png").stat().st_size > 10_000

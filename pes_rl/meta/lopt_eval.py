@@ -8,47 +8,66 @@ Evaluates as Metz et al. (2019). For the task family of the run (or ``--task``),
 evaluation distributions (``lopt_tasks.EVAL_DISTRIBUTIONS``: the training distribution's unseen
 seeds and the held-out one(s), another architecture and seed stream), trains ``--seeds`` fresh
 tasks (seeds ``--first-seed``, ``--first-seed`` + 1, …) for ``--steps`` inner steps with the
-learned optimizer of ``RUN_DIR/lopt_theta.npz`` and with each baseline (``optax.adam``,
-``optax.rmsprop``, ``optax.sgd`` with momentum 0.9) at every learning rate of a log grid (11
-values, 1e-4 … 10). Each baseline's rate is tuned per distribution on the objective the
-optimizer was meta-trained for (the run's ``env.kwargs.objective``, or ``--objective``):
+learned optimizer of ``RUN_DIR/lopt_theta.npz`` and with each baseline. A baseline is Adam,
+RMSProp or SGD+momentum (0.9), each with a learning rate, a schedule (constant, or
+``optax.cosine_decay_schedule`` from the rate to 0 over the run) and a decoupled weight decay
+(AdamW-style: the update gains decay·p before the rate scales it), tuned per distribution on
+the objective the optimizer was meta-trained for (the run's ``env.kwargs.objective``, or
+``--objective``) over a small grid in two rounds, one rule for both:
 
-* ``train_loss``: the lowest training loss over the last tenth of the run (geometric mean over
-  seeds and points; the last point alone rewards a rate that is chaotic all run and lucky at
-  the end);
-* ``val_loss``: the lowest validation loss reached during the run (of the seeds' geometric
-  mean curve), as early stopping would give.
+1. the rate alone, on ``LR_GRID`` (11 values, 1e-4 … 10, half a decade apart; constant, no
+   decay: the plain optax optimizer);
+2. the tuned rate and its two neighbours on that grid × ``SCHEDULES`` × ``WEIGHT_DECAYS``
+   (0, 0.01, 0.1, 1): 24 settings, the three of round 1 among them.
 
-The best baseline is the tuned one with the best such score, and the speed-up is measured
-against it: the steps the baseline needs to reach its target (its final training loss for
-``train_loss``, its best validation loss for ``val_loss``) over the steps the learned optimizer
-needs to reach the same loss; the wall-clock speed-up multiplies steps by each optimizer's own
-seconds per step (one run at its rate, measured on this machine). All optimizers see the same
-tasks, initializations and minibatches; non-finite gradients count as 0. Losses are of whole
-splits (train, validation, test; the quadratic family has one loss, used for all three and
-only with ``train_loss``). They span many decades: curves and tables average over seeds
-geometrically, and are clipped at ``LOSS_FLOOR`` (1e-6, float32 rounding of a memorized
-training set). Prints a line per distribution and per optimizer as it goes, and writes
-``RUN_DIR/lopt_eval/`` (or ``--out``):
+The tuning score is, for ``train_loss``, the training loss over the last tenth of the run
+(geometric mean over seeds and points: the last point alone rewards a setting that is chaotic
+all run and lucky at the end), for ``val_loss`` the lowest validation loss reached during the
+run (of the seeds' geometric-mean curve), as early stopping would give. The best baseline is
+the tuned one with the best score; the learned optimizer is compared with it:
+
+* **speed-up** at the objective's target, the best baseline's final training loss
+  (``train_loss``) or best validation loss (``val_loss``), on the seeds' geometric-mean curve:
+  its steps to the target over the learned optimizer's, in steps and in wall-clock (steps ×
+  each optimizer's own seconds per step, one run at its setting measured on this machine);
+* **per seed and paired**, on the training split, at fixed targets: a training loss of 1e-1,
+  1e-2 and 1e-3, 100 % training accuracy, and each seed's own final loss of the best baseline.
+  For every seed the learned optimizer's and the baseline's first recorded step there, the
+  speed-ups, and over the seeds where both get there the geometric mean of the per-seed
+  speed-ups and the mean seconds saved with 95 % t intervals (``PAIRED_LEVEL``), and how many
+  seeds the learned optimizer reaches the target sooner, at the same step, or later (never
+  counts as later than any step);
+* **test loss and test accuracy at each seed's best validation step** (the split an optimizer
+  may look at; the test split is never used to choose), their means over seeds and the paired
+  learned − baseline differences with 95 % t intervals.
+
+All optimizers see the same tasks, initializations and minibatches; non-finite gradients count
+as 0. Losses are of whole splits (train, validation, test; the quadratic family has one loss,
+used for all three and only with ``train_loss``, and no accuracy). They span many decades:
+curves average over seeds geometrically and are clipped at ``LOSS_FLOOR`` (1e-6, float32
+rounding of a memorized training set). Prints a line per distribution and per optimizer as it
+goes, and writes ``RUN_DIR/lopt_eval/`` (or ``--out``):
 
 * ``curves.png``: per distribution, the objective's loss against inner steps and against
   wall-clock seconds, and the test loss against steps, of the learned optimizer and each
   tuned baseline;
-* ``results.json`` and ``results.md``: per distribution, the best baseline and its rate, final
-  losses, steps and seconds to the target, speed-ups, test losses (the minimum over the run),
-  diverged runs, each seed's first step at the target (which seeds hold the mean back), and
-  each baseline's tuned rate and loss; ``results.json`` also records the
-  ``machine`` (CPU, device, JAX version). The ``adam_*`` keys compare with tuned Adam on the
-  training loss alone, as earlier versions did.
+* ``results.json`` and ``results.md``: per distribution all of the above, each baseline's
+  tuned setting and every setting's score (``<name>_grid``), diverged runs, and each seed's
+  first step at the objective's target; ``results.json`` also records the ``machine`` (CPU,
+  device, JAX version). The ``adam_*`` keys compare with tuned Adam on the training loss, as
+  earlier versions did.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import platform
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -61,14 +80,20 @@ from pes_rl.cli import ArgumentParser, program
 from pes_rl.envs import lopt_tasks, unrolled
 
 LR_GRID = tuple(float(lr) for lr in np.logspace(-4, 1, 11))  # 1e-4 … 10, half-decade steps
-BASELINES = {  # name -> learning rate -> optimizer; the rate may be traced (one compilation)
-    "adam": optax.adam,
-    "rmsprop": optax.rmsprop,
-    "sgd_momentum": lambda lr: optax.sgd(lr, momentum=0.9),
+SCHEDULES = ("constant", "cosine")  # cosine: optax.cosine_decay_schedule(lr, steps), to 0
+WEIGHT_DECAYS = (0.0, 0.01, 0.1, 1.0)  # decoupled (AdamW): the update gains decay·p, × the rate
+BASELINES = {  # name -> the direction the rate scales (optax.<name>(lr) without the rate)
+    "adam": optax.scale_by_adam,
+    "rmsprop": optax.scale_by_rms,
+    "sgd_momentum": lambda: optax.trace(decay=0.9),
 }
 BASELINE_LABELS = {"adam": "Adam", "rmsprop": "RMSProp", "sgd_momentum": "SGD+momentum"}
 OBJECTIVES = {"train_loss": "train", "val_loss": "val"}  # objective -> the split it is on
 SPLITS = ("train", "val", "test")
+TARGET_LOSSES = (1e-1, 1e-2, 1e-3)  # fixed training-loss targets, each seed paired
+FINAL_TARGET = "baseline_final_loss"  # each seed's own final training loss of the best baseline
+ACCURACY_TARGET = "train_accuracy_100"  # 100 % training accuracy
+PAIRED_LEVEL = 0.95  # confidence of the paired t intervals
 SEED_OFFSET = 10_000  # evaluation seeds never coincide with training's reset keys
 AT_TARGET = 1 + 1e-6  # a loss within float rounding of the target (a geometric mean) is at it
 DIVERGED_LOSS = 1e3  # a final loss above this (or non-finite) counts as diverged
@@ -76,6 +101,25 @@ TIMING_REPEATS = 5  # seconds_per_step: the fastest of this many whole runs
 # Training losses below this are float32 rounding (a cross-entropy of memorized data reads 0 or
 # 1e-9 at random): curves are clipped here, and reaching it counts as solving the task.
 LOSS_FLOOR = unrolled.LOG_FLOOR  # the same floor offsets the log_loss meta-objective
+
+
+class Setting(NamedTuple):
+    """One baseline setting of the tuning grid."""
+
+    lr: float
+    schedule: str = "constant"  # one of SCHEDULES
+    weight_decay: float = 0.0
+
+    def vector(self) -> list[float]:
+        """(rate, 1 for the cosine schedule, weight decay): how the grid is traced."""
+        return [self.lr, float(self.schedule == "cosine"), self.weight_decay]
+
+    def label(self) -> str:
+        """``lr 0.0316, cosine, wd 0.1`` (schedule and decay only when not the plain ones)."""
+        parts = [f"lr {self.lr:.3g}"]
+        parts += ["cosine"] if self.schedule == "cosine" else []
+        parts += [f"wd {self.weight_decay:g}"] if self.weight_decay else []
+        return ", ".join(parts)
 
 
 def machine() -> dict[str, str]:
@@ -96,6 +140,43 @@ def machine() -> dict[str, str]:
     return {"cpu": cpu, "device": jax.devices()[0].device_kind, "jax": jax.__version__}
 
 
+def baseline(name: str, steps: int):
+    """``make(setting) -> optimizer`` for the baseline ``name``: its direction, then the decayed
+    weights, then the scheduled rate (optax.adamw's order). ``setting`` is
+    :meth:`Setting.vector`, which may be traced (one compilation for a whole grid); at a
+    constant schedule and no decay the optimizer is ``optax.<name>(lr)``."""
+    direction = BASELINES[name]
+    cosine = optax.cosine_decay_schedule(1.0, steps)
+
+    def make(setting: jax.Array) -> optax.GradientTransformation:
+        lr, use_cosine, weight_decay = setting[0], setting[1], setting[2]
+
+        def schedule(count):
+            return lr * (1.0 - use_cosine + use_cosine * cosine(count))
+
+        return optax.chain(
+            direction(),
+            optax.add_decayed_weights(weight_decay),
+            optax.scale_by_learning_rate(schedule),
+        )
+
+    return make
+
+
+def round_two(lr: float) -> list[Setting]:
+    """The second round of tuning: ``lr`` and its neighbours on ``LR_GRID`` × ``SCHEDULES`` ×
+    ``WEIGHT_DECAYS``, but for the constant, undecayed settings round one ran."""
+    index = LR_GRID.index(lr)
+    rates = LR_GRID[max(index - 1, 0) : index + 2]
+    return [
+        Setting(rate, schedule, decay)
+        for rate in rates
+        for schedule in SCHEDULES
+        for decay in WEIGHT_DECAYS
+        if (schedule, decay) != ("constant", 0.0)
+    ]
+
+
 def training_step(task: lopt_tasks.InnerTask, optimizer: optax.GradientTransformation, variant):
     """A ``lax.scan`` body, ((params, optimizer state), step key) -> (the next, None): one step
     of ``optimizer`` on the training minibatch the key draws, non-finite gradient entries as 0.
@@ -112,31 +193,38 @@ def training_step(task: lopt_tasks.InnerTask, optimizer: optax.GradientTransform
 
 
 def make_curve(
-    task: lopt_tasks.InnerTask, steps: int, record_every: int, splits: tuple[str, ...] = ("train",)
+    task: lopt_tasks.InnerTask,
+    steps: int,
+    record_every: int,
+    splits: tuple[str, ...] = ("train",),
+    accuracy: bool = False,
 ):
-    """``curve(optimizer, params, variant, data_key) -> [steps // record_every + 1, len(splits)]``.
+    """``curve(optimizer, params, variant, data_key) -> [steps // record_every + 1, columns]``.
 
-    Each row holds the whole-split losses at step 0 and every ``record_every`` steps. Step t's
-    minibatch comes from the t-th of ``steps`` keys split from ``data_key``, whatever
-    ``record_every`` is: runs recorded at two intervals train on the same minibatches. The
-    task's variant and initial parameters come in as arguments: drawn once per seed, they are
-    shared by every optimizer, and compiling them into each optimizer's run would double its
-    compilation time.
+    Each row holds the whole-split losses of ``splits`` (and then, with ``accuracy``, their
+    accuracies) at step 0 and every ``record_every`` steps. Step t's minibatch comes from the
+    t-th of ``steps`` keys split from ``data_key``, whatever ``record_every`` is: runs recorded
+    at two intervals train on the same minibatches. The task's variant and initial parameters
+    come in as arguments: drawn once per seed, they are shared by every optimizer, and
+    compiling them into each optimizer's run would double its compilation time.
     """
 
-    def losses(params, variant):
-        return jnp.stack([task.full_loss(params, variant, split) for split in splits])
+    def metrics(params, variant):
+        values = [task.full_loss(params, variant, split) for split in splits]
+        if accuracy:
+            values += [task.full_accuracy(params, variant, split) for split in splits]
+        return jnp.stack(values)
 
     def curve(optimizer: optax.GradientTransformation, params, variant, data_key) -> jax.Array:
         step = training_step(task, optimizer, variant)
 
         def block(carry, step_keys):
             carry, _ = jax.lax.scan(step, carry, step_keys)
-            return carry, losses(carry[0], variant)
+            return carry, metrics(carry[0], variant)
 
         step_keys = jax.random.split(data_key, steps).reshape(-1, record_every)
         _, recorded = jax.lax.scan(block, (params, optimizer.init(params)), step_keys)
-        return jnp.concatenate([losses(params, variant)[None], recorded])
+        return jnp.concatenate([metrics(params, variant)[None], recorded])
 
     return curve
 
@@ -190,10 +278,11 @@ def tuning_score(curves: dict[str, np.ndarray], objective: str) -> float:
     return _tuning_score(curves["train"])
 
 
-def tune(grid: dict[float, dict[str, np.ndarray]], objective: str) -> tuple[float, dict]:
-    """The rate of ``grid`` ({lr: curves}) with the best tuning score, and every rate's score."""
-    scores = {lr: tuning_score(curves, objective) for lr, curves in grid.items()}
-    return min(scores, key=lambda lr: scores[lr]), scores
+def tune(grid: dict, objective: str) -> tuple:
+    """The key of ``grid`` ({setting: curves}) with the best tuning score, and every key's
+    score (a tie goes to the first key)."""
+    scores = {key: tuning_score(curves, objective) for key, curves in grid.items()}
+    return min(scores, key=lambda key: scores[key]), scores
 
 
 def evaluate_distribution(
@@ -206,25 +295,32 @@ def evaluate_distribution(
     has_splits: bool = True,
     first_seed: int = SEED_OFFSET,
 ) -> dict:
-    """Curves of the learned optimizer and of each baseline at its tuned rate.
+    """Curves of the learned optimizer and of each baseline at its tuned setting.
 
-    Returns ``{"steps", "objective", "learned": {split: [seeds, points]},
-    "learned_seconds_per_step", "baselines": {name: {"lr", "scores", "seconds_per_step",
-    split: [seeds, points]}}}``. ``has_splits=False`` (the quadratic family): the training
-    loss stands for the validation and test losses.
+    Returns ``{"steps", "objective", "learned": curves, "learned_seconds_per_step",
+    "baselines": {name: {"setting", "scores", "seconds_per_step", **curves}}}`` with curves
+    ``{split: [seeds, points]}`` for the losses of ``SPLITS`` and, where the task has labels,
+    ``{split}_accuracy``. ``has_splits=False`` (the quadratic family): the training loss
+    stands for the validation and test losses.
     """
     splits = SPLITS if has_splits else ("train",)
-    curve_fn = make_curve(task, steps, record_every, splits)
+    accuracy = has_splits and task.full_accuracy is not None
+    curve_fn = make_curve(task, steps, record_every, splits, accuracy)
     tasks = draw_tasks(task, seeds, first_seed)
     first = jax.tree.map(lambda x: x[0], tasks)  # the run that is timed
 
     def over_seeds(optimizer, params, variants, data_keys):
         return jax.vmap(lambda *inputs: curve_fn(optimizer, *inputs))(params, variants, data_keys)
 
-    def by_split(curves: np.ndarray) -> dict[str, np.ndarray]:  # [..., points, splits]
-        curves = np.maximum(curves, LOSS_FLOOR)  # NaN (diverged) stays NaN
-        named = {split: curves[..., i] for i, split in enumerate(splits)}
-        return {split: named.get(split, named["train"]) for split in SPLITS}
+    def by_split(curves: np.ndarray) -> dict[str, np.ndarray]:  # [..., points, columns]
+        losses = np.maximum(curves[..., : len(splits)], LOSS_FLOOR)  # NaN (diverged) stays NaN
+        named = {split: losses[..., i] for i, split in enumerate(splits)}
+        named |= {split: named.get(split, named["train"]) for split in SPLITS}
+        if accuracy:
+            named |= {
+                f"{split}_accuracy": curves[..., len(splits) + i] for i, split in enumerate(splits)
+            }
+        return named
 
     # Timing: one run without the recorded losses, so it measures the optimizer's steps.
     timing_fn = make_curve(task, steps, steps)
@@ -238,23 +334,45 @@ def evaluate_distribution(
         flush=True,
     )
     baselines = {}
-    for name, make_optimizer in BASELINES.items():
+    for name in BASELINES:
         start = time.perf_counter()
-        # One compilation for the whole grid: the learning rate is traced, vmapped over it.
+        make_optimizer = baseline(name, steps)
+        # One compilation for the whole grid: the setting is traced, vmapped over a chunk of
+        # len(LR_GRID) settings (round two is padded to whole chunks).
         grid_fn = jax.jit(
             jax.vmap(
-                lambda lr, *tasks, make=make_optimizer: over_seeds(make(lr), *tasks),
+                lambda setting, *tasks, make=make_optimizer: over_seeds(make(setting), *tasks),
                 in_axes=(0, None, None, None),
             )
         )
-        grid_curves = np.asarray(grid_fn(jnp.asarray(LR_GRID), *tasks))
-        grid = {lr: by_split(curves) for lr, curves in zip(LR_GRID, grid_curves, strict=True)}
-        lr, scores = tune(grid, objective)
-        sps = seconds_per_step(timing_fn, make_optimizer, jnp.asarray(lr), first, steps)
-        baselines[name] = {"lr": lr, "scores": scores, "seconds_per_step": sps, **grid[lr]}
+
+        def run(settings: list[Setting], grid_fn=grid_fn) -> dict[Setting, dict]:
+            chunk = len(LR_GRID)
+            padded = settings + settings[-1:] * (-len(settings) % chunk)
+            vectors = jnp.asarray([setting.vector() for setting in padded])
+            curves = np.concatenate([
+                np.asarray(grid_fn(vectors[i : i + chunk], *tasks))
+                for i in range(0, len(padded), chunk)
+            ])  # fmt: skip
+            return {s: by_split(c) for s, c in zip(settings, curves[: len(settings)], strict=True)}
+
+        grid = run([Setting(lr) for lr in LR_GRID])
+        rate, _ = tune(grid, objective)
+        grid |= run(round_two(rate.lr))
+        setting, scores = tune(grid, objective)
+        sps = seconds_per_step(
+            timing_fn, make_optimizer, jnp.asarray(setting.vector()), first, steps
+        )
+        baselines[name] = {
+            "setting": setting,
+            "scores": scores,
+            "seconds_per_step": sps,
+            **grid[setting],
+        }
         print(
-            f"  {name}: tuned lr {lr:.3g}, {objective} score {scores[lr]:.4g}, "
-            f"{1e3 * sps:.3f} ms/step ({time.perf_counter() - start:.1f} s)",
+            f"  {name}: tuned {setting.label()}, {objective} score {scores[setting]:.4g}, "
+            f"{1e3 * sps:.3f} ms/step ({len(grid)} settings, "
+            f"{time.perf_counter() - start:.1f} s)",
             flush=True,
         )
     return {
@@ -272,10 +390,30 @@ def _steps_to(mean_curve: np.ndarray, target: float, steps: np.ndarray) -> int |
     return int(steps[reached[0]]) if reached.size else None
 
 
-def each_seed_steps_to(curves: np.ndarray, target: float, steps: np.ndarray) -> list[int | None]:
-    """Each seed's first recorded step at or below ``target`` (``curves``: [seeds, points]): which
-    seeds hold the seeds' mean back."""
-    return [_steps_to(curve, target, steps) for curve in curves]
+def each_seed_steps_to(
+    curves: np.ndarray, target: float | np.ndarray, steps: np.ndarray
+) -> list[int | None]:
+    """Each seed's first recorded step at or below ``target`` (``curves``: [seeds, points];
+    ``target``: one for all seeds, or one per seed): which seeds hold the seeds' mean back."""
+    targets = np.broadcast_to(np.asarray(target, np.float64), (len(curves),))
+    return [_steps_to(curve, bound, steps) for curve, bound in zip(curves, targets, strict=True)]
+
+
+def paired_interval(values: Sequence[float], level: float = PAIRED_LEVEL) -> dict:
+    """The mean of per-seed ``values`` (paired differences) and its t interval at ``level``:
+    mean ± t(n − 1)·sd/√n. ``{"n", "mean", "ci": [low, high]}``; the interval is None for fewer
+    than two values, the mean too for none."""
+    from scipy import stats
+
+    values = np.asarray(values, np.float64)
+    if values.size == 0:
+        return {"n": 0, "mean": None, "ci": None}
+    mean = float(np.mean(values))
+    if values.size == 1:
+        return {"n": 1, "mean": mean, "ci": None}
+    half = stats.t.ppf(0.5 + level / 2, values.size - 1) * np.std(values, ddof=1)
+    half /= math.sqrt(values.size)
+    return {"n": int(values.size), "mean": mean, "ci": [mean - half, mean + half]}
 
 
 def _ratio(numerator: float | None, denominator: float | None) -> float | None:
@@ -286,23 +424,130 @@ def _times(steps: int | None, seconds: float) -> float | None:
     return None if steps is None else steps * seconds
 
 
+def paired_speedup(
+    learned_steps: Sequence[int | None],
+    baseline_steps: Sequence[int | None],
+    learned_sps: float,
+    baseline_sps: float,
+) -> dict:
+    """Per seed, the baseline's steps (seconds) to a target over the learned optimizer's, and
+    over the seeds where both get there (after step 0) the geometric mean of those speed-ups
+    with its t interval (of the mean log speed-up) and the mean seconds saved with its t
+    interval; ``sooner``/``same``/``later``: the seeds where the learned optimizer gets there
+    before, with, or after the baseline (never is after every step)."""
+
+    def order(step: int | None) -> float:
+        return math.inf if step is None else step
+
+    both = [
+        (learned, base)
+        for learned, base in zip(learned_steps, baseline_steps, strict=True)
+        if learned and base  # None (never) or 0 (there at the start) has no ratio
+    ]
+    log_steps = [math.log(base / learned) for learned, base in both]
+    wall_clock = math.log(baseline_sps / learned_sps)
+
+    def geometric(interval: dict, shift: float = 0.0) -> dict:
+        ci = interval["ci"] and [math.exp(bound + shift) for bound in interval["ci"]]
+        mean = interval["mean"]
+        return {"mean": None if mean is None else math.exp(mean + shift), "ci": ci}
+
+    steps_interval = paired_interval(log_steps)
+    saved = paired_interval([base * baseline_sps - learned * learned_sps for learned, base in both])
+    pairs = list(zip(learned_steps, baseline_steps, strict=True))
+    return {
+        "learned_steps": list(learned_steps),
+        "baseline_steps": list(baseline_steps),
+        "speedup_steps": [_ratio(base, learned) for learned, base in pairs],
+        "speedup_seconds": [
+            _ratio(_times(base, baseline_sps), _times(learned, learned_sps))
+            for learned, base in pairs
+        ],
+        "learned_reached": sum(step is not None for step in learned_steps),
+        "baseline_reached": sum(step is not None for step in baseline_steps),
+        "sooner": sum(order(learned) < order(base) for learned, base in pairs),
+        "same": sum(order(learned) == order(base) for learned, base in pairs),
+        "later": sum(order(learned) > order(base) for learned, base in pairs),
+        "paired_seeds": steps_interval["n"],
+        "speedup_steps_geomean": geometric(steps_interval),
+        "speedup_seconds_geomean": geometric(steps_interval, wall_clock),
+        "seconds_saved": {"mean": saved["mean"], "ci": saved["ci"]},
+    }
+
+
+def at_best_validation(curves: dict[str, np.ndarray]) -> dict:
+    """Each seed's recorded point with the lowest validation loss (a diverged run's NaN points
+    are skipped), and the test loss and test accuracy there (accuracy None without labels)."""
+    index = np.argmin(np.where(np.isnan(curves["val"]), np.inf, curves["val"]), axis=1)
+    seeds = np.arange(len(index))
+    accuracy = curves.get("test_accuracy")
+    return {
+        "points": index.tolist(),
+        "test_loss": curves["test"][seeds, index].tolist(),
+        "test_accuracy": None if accuracy is None else accuracy[seeds, index].tolist(),
+    }
+
+
+def paired_difference(learned: list[float], base: list[float], lower_is_better: bool) -> dict:
+    """Per-seed learned − baseline, its mean with a t interval, and the seeds the learned
+    optimizer wins (lower, or higher when not ``lower_is_better``)."""
+    differences = [a - b for a, b in zip(learned, base, strict=True)]
+    interval = paired_interval(differences)
+    wins = sum((d < 0) if lower_is_better else (d > 0) for d in differences)
+    return {"per_seed": differences, "mean": interval["mean"], "ci": interval["ci"], "wins": wins}
+
+
+def paired_targets(result: dict, best_name: str) -> dict[str, dict]:
+    """:func:`paired_speedup` of the learned optimizer against the baseline ``best_name`` at
+    each fixed target on the training split (``TARGET_LOSSES``, 100 % training accuracy where
+    the task has labels, and each seed's final loss of the baseline)."""
+    steps, learned, best = result["steps"], result["learned"], result["baselines"][best_name]
+    sps = result["learned_seconds_per_step"], best["seconds_per_step"]
+
+    def pair(learned_steps, baseline_steps):
+        return paired_speedup(learned_steps, baseline_steps, *sps)
+
+    targets = {
+        f"train_loss_{loss:g}": pair(
+            each_seed_steps_to(learned["train"], loss, steps),
+            each_seed_steps_to(best["train"], loss, steps),
+        )
+        for loss in TARGET_LOSSES
+    }
+    if "train_accuracy" in learned:  # 1 − accuracy at or below 0: every image right
+        targets[ACCURACY_TARGET] = pair(
+            each_seed_steps_to(1.0 - learned["train_accuracy"], 0.0, steps),
+            each_seed_steps_to(1.0 - best["train_accuracy"], 0.0, steps),
+        )
+    finals = best["train"][:, -1] * AT_TARGET
+    targets[FINAL_TARGET] = pair(
+        each_seed_steps_to(learned["train"], finals, steps),
+        each_seed_steps_to(best["train"], finals, steps),
+    )
+    return targets
+
+
 def summarize(result: dict) -> dict:
     """The table row of one distribution (``evaluate_distribution``'s result).
 
     The best baseline is the one with the best tuning score on the objective. Its target: its
     final training loss (``train_loss``) or the lowest validation loss of its run
     (``val_loss``); ``speedup_steps`` = its steps to the target / the learned optimizer's, and
-    ``speedup_seconds`` the same in seconds. The ``adam_*`` keys (and ``learned_final_loss``,
-    ``learned_steps_to_adam_final``, ...) compare with tuned Adam on the training loss.
+    ``speedup_seconds`` the same in seconds, on the seeds' geometric-mean curves. ``targets``:
+    the per-seed paired speed-ups at fixed targets (:func:`paired_targets`); ``test``: test
+    loss and accuracy at each seed's best validation step, paired. The ``adam_*`` keys (and
+    ``learned_final_loss``, ``learned_steps_to_adam_final``, ...) compare with tuned Adam on
+    the training loss.
     """
     steps, objective = result["steps"], result["objective"]
     split = OBJECTIVES[objective]
     learned, baselines = result["learned"], result["baselines"]
     learned_sps = result["learned_seconds_per_step"]
     scores = {name: tuning_score(curves, objective) for name, curves in baselines.items()}
-    test_losses = {name: best_val_loss(curves["test"]) for name, curves in baselines.items()}
     best_name = min(scores, key=lambda name: scores[name])
     best = baselines[best_name]
+    tested = {name: at_best_validation(curves) for name, curves in baselines.items()}
+    learned_tested = at_best_validation(learned)
 
     # Against the best baseline, on the objective's split.
     best_mean = geometric_mean(best[split], axis=0)
@@ -312,9 +557,12 @@ def summarize(result: dict) -> dict:
     # The baseline's own steps to its target: fewer than the run when it got there early.
     best_steps = _steps_to(best_mean, target * AT_TARGET, steps)
     finals = learned["train"][:, -1]
+    setting = best["setting"]
     row = {
         "best_baseline": best_name,
-        "best_baseline_lr": best["lr"],
+        "best_baseline_lr": setting.lr,
+        "best_baseline_schedule": setting.schedule,
+        "best_baseline_weight_decay": setting.weight_decay,
         "best_baseline_final_loss": best_final,
         "target_loss": target,
         "learned_final_loss": float(geometric_mean(finals)),
@@ -336,20 +584,53 @@ def summarize(result: dict) -> dict:
         ),
         "learned_ms_per_step": 1e3 * learned_sps,
         "best_baseline_ms_per_step": 1e3 * best["seconds_per_step"],
-        "learned_test_loss": best_val_loss(learned["test"]),
-        "best_baseline_test_loss": test_losses[best_name],
+        "targets": paired_targets(result, best_name),
     }
+    test = {
+        "learned_best_val_points": learned_tested["points"],
+        "baseline_best_val_points": tested[best_name]["points"],
+        "learned_test_loss": learned_tested["test_loss"],
+        "baseline_test_loss": tested[best_name]["test_loss"],
+        "test_loss_difference": paired_difference(
+            learned_tested["test_loss"], tested[best_name]["test_loss"], lower_is_better=True
+        ),
+    }
+    row["learned_test_loss_at_best_val"] = float(np.mean(learned_tested["test_loss"]))
+    row["best_baseline_test_loss_at_best_val"] = float(np.mean(tested[best_name]["test_loss"]))
+    if learned_tested["test_accuracy"] is not None:
+        test["learned_test_accuracy"] = learned_tested["test_accuracy"]
+        test["baseline_test_accuracy"] = tested[best_name]["test_accuracy"]
+        test["test_accuracy_difference"] = paired_difference(
+            learned_tested["test_accuracy"],
+            tested[best_name]["test_accuracy"],
+            lower_is_better=False,
+        )
+        row["learned_test_accuracy_at_best_val"] = float(np.mean(learned_tested["test_accuracy"]))
+        row["best_baseline_test_accuracy_at_best_val"] = float(
+            np.mean(tested[best_name]["test_accuracy"])
+        )
+    row["test"] = test
     if objective == "val_loss":
         row["learned_best_val_loss"] = best_val_loss(learned["val"])
         row["best_baseline_best_val_loss"] = best_val_loss(best["val"])
     for name, curves in baselines.items():
-        row[f"{name}_lr"] = curves["lr"]
+        tuned = curves["setting"]
+        row[f"{name}_lr"] = tuned.lr
+        row[f"{name}_schedule"] = tuned.schedule
+        row[f"{name}_weight_decay"] = tuned.weight_decay
         row[f"{name}_final_loss"] = float(geometric_mean(curves["train"][:, -1]))
         if objective == "val_loss":
             row[f"{name}_best_val_loss"] = best_val_loss(curves["val"])
-        row[f"{name}_test_loss"] = test_losses[name]
+        row[f"{name}_test_loss_at_best_val"] = float(np.mean(tested[name]["test_loss"]))
+        if tested[name]["test_accuracy"] is not None:
+            row[f"{name}_test_accuracy_at_best_val"] = float(
+                np.mean(tested[name]["test_accuracy"])
+            )
         row[f"{name}_tuning_score"] = scores[name]
         row[f"{name}_ms_per_step"] = 1e3 * curves["seconds_per_step"]
+        row[f"{name}_grid"] = [
+            setting._asdict() | {"score": score} for setting, score in curves["scores"].items()
+        ]
 
     # Against tuned Adam on the training loss (the keys of earlier versions).
     adam = baselines["adam"]
@@ -372,6 +653,17 @@ def summarize(result: dict) -> dict:
     }
 
 
+def _interval(value: dict, spec: str, unit: str = "") -> str:
+    """``1.23× [0.9×, 1.6×]`` from {"mean", "ci"} (— without a mean)."""
+    if value["mean"] is None:
+        return "—"
+    text = f"{value['mean']:{spec}}{unit}"
+    if value["ci"] is not None:
+        low, high = value["ci"]
+        text += f" [{low:{spec}}{unit}, {high:{spec}}{unit}]"
+    return text
+
+
 def markdown_table(
     rows: dict[str, dict],
     steps: int,
@@ -379,6 +671,9 @@ def markdown_table(
     objective: str = "train_loss",
     first_seed: int = SEED_OFFSET,
 ) -> str:
+    """``results.md``: the comparison per distribution, the per-seed paired targets, the test
+    split at the best validation step, the tuned baselines and each seed's steps."""
+
     def fmt(value, spec):
         return "never" if value is None else format(value, spec)
 
@@ -389,22 +684,30 @@ def markdown_table(
         low, high = row["learned_final_loss_range"]
         return f"{row['learned_final_loss']:.3g} [{low:.3g}, {high:.3g}]"
 
+    def setting(row, name):
+        prefix = "best_baseline" if name is None else name
+        return Setting(
+            row[f"{prefix}_lr"], row[f"{prefix}_schedule"], row[f"{prefix}_weight_decay"]
+        ).label()
+
     validation = objective == "val_loss"
     target = "best validation loss" if validation else "final training loss"
+    level = f"{PAIRED_LEVEL:.0%}"
+    decays = ", ".join(f"{decay:g}" for decay in WEIGHT_DECAYS)
     names = [name for name in BASELINES if any(f"{name}_lr" in row for row in rows.values())]
     lines = [
         f"Learned optimizer vs the best of {', '.join(BASELINE_LABELS[n] for n in names)}, "
-        f"each lr tuned per distribution on {len(LR_GRID)} values 1e-4…10 for the "
-        f"{'validation' if validation else 'training'} loss; {steps} inner steps, {seeds} seeds. "
-        "Losses of whole splits, geometric mean over seeds ([min, max]); final loss: training; "
-        "test loss: the lowest of the run. Target: the best baseline's "
-        f"{target}.",
+        f"each tuned per distribution for the {'validation' if validation else 'training'} loss "
+        f"on {len(LR_GRID)} learning rates 1e-4…10, then the best rate and its two neighbours × "
+        f"{{{', '.join(SCHEDULES)}}} × weight decay {{{decays}}}"
+        f"; {steps} inner steps, {seeds} seeds. Losses of whole splits, geometric mean over seeds "
+        "([min, max]); final loss: training; test loss: the mean over seeds of each seed's test "
+        f"loss at its best validation step. Target: the best baseline's {target}.",
         "",
-        "| distribution | best baseline (lr) | baseline final loss | learned final loss "
-        "| diverged "
+        "| distribution | best baseline | baseline final loss | learned final loss | diverged "
         + ("| best val loss learned / baseline " if validation else "")
         + "| steps to target: learned / baseline | speed-up (steps) | speed-up (wall-clock) "
-        "| ms/step learned / baseline | test loss learned / baseline |",
+        "| ms/step learned / baseline | test loss at best val learned / baseline |",
         "|---|---|---|---|---|" + ("---|" if validation else "") + "---|---|---|---|---|",
     ]
     for name, row in rows.items():
@@ -415,24 +718,87 @@ def markdown_table(
             else ""
         )
         lines.append(
-            f"| {name} | {BASELINE_LABELS.get(best, best)} ({row['best_baseline_lr']:.3g}) "
+            f"| {name} | {BASELINE_LABELS.get(best, best)} ({setting(row, None)}) "
             f"| {row['best_baseline_final_loss']:.3g} | {learned_loss(row)} "
             f"| {row['learned_diverged']}/{seeds} {val}"
             f"| {fmt(row['learned_steps_to_target'], 'd')} / "
             f"{fmt(row['baseline_steps_to_target'], 'd')} "
             f"| {speedup(row['speedup_steps'])} | {speedup(row['speedup_seconds'])} "
             f"| {row['learned_ms_per_step']:.3f} / {row['best_baseline_ms_per_step']:.3f} "
-            f"| {row['learned_test_loss']:.3g} / {row['best_baseline_test_loss']:.3g} |"
+            f"| {row['learned_test_loss_at_best_val']:.3g} / "
+            f"{row['best_baseline_test_loss_at_best_val']:.3g} |"
         )
+    lines += [
+        "",
+        "Per seed, paired with the best baseline, on the training split: seeds that reach each "
+        "target (learned / baseline); seeds where the learned optimizer gets there sooner / at "
+        f"the same step / later (never is later); over the seeds both reach, the geometric mean "
+        f"of the per-seed speed-ups and the mean seconds saved, with {level} t intervals.",
+        "",
+        "| distribution | target | reached learned / baseline | sooner / same / later "
+        "| speed-up (steps) | speed-up (wall-clock) | seconds saved per seed |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, row in rows.items():
+        for target_name, paired in row["targets"].items():
+            lines.append(
+                f"| {name} | {target_name} | {paired['learned_reached']} / "
+                f"{paired['baseline_reached']} | {paired['sooner']} / {paired['same']} / "
+                f"{paired['later']} | {_interval(paired['speedup_steps_geomean'], '.2f', '×')} "
+                f"| {_interval(paired['speedup_seconds_geomean'], '.2f', '×')} "
+                f"| {_interval(paired['seconds_saved'], '.3g', ' s')} |"
+            )
+    lines += [
+        "",
+        "Each seed's wall-clock speed-up at each target (— : one of them never gets there).",
+        "",
+        "| distribution | target | " + " | ".join(f"seed {first_seed + i}" for i in range(seeds))
+        + " |",
+        "|---|---|" + "---|" * seeds,
+    ]
+    for name, row in rows.items():
+        for target_name, paired in row["targets"].items():
+            cells = [speedup(value) for value in paired["speedup_seconds"]]
+            lines.append(f"| {name} | {target_name} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "Test split at each seed's best validation step, learned vs the best baseline: means "
+        f"over seeds, the paired difference learned − baseline with its {level} t interval, and "
+        "the seeds where the learned optimizer is better.",
+        "",
+        "| distribution | test loss learned / baseline | difference | seeds lower "
+        "| test accuracy learned / baseline | difference | seeds higher |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, row in rows.items():
+        test = row["test"]
+        loss = test["test_loss_difference"]
+        cells = [
+            f"{row['learned_test_loss_at_best_val']:.4g} / "
+            f"{row['best_baseline_test_loss_at_best_val']:.4g}",
+            _interval(loss, "+.4f"),
+            f"{loss['wins']}/{seeds}",
+        ]
+        if "test_accuracy_difference" in test:
+            accuracy = test["test_accuracy_difference"]
+            cells += [
+                f"{row['learned_test_accuracy_at_best_val']:.4f} / "
+                f"{row['best_baseline_test_accuracy_at_best_val']:.4f}",
+                _interval(accuracy, "+.4f"),
+                f"{accuracy['wins']}/{seeds}",
+            ]
+        else:
+            cells += ["—", "—", "—"]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     loss_key = "best_val_loss" if validation else "final_loss"
     loss_label = "best val loss" if validation else "final loss"
     lines += [
         "",
-        f"Tuned baselines: learning rate, {loss_label} and test loss (the lowest of the run).",
+        f"Tuned baselines: setting, {loss_label} and test loss at the best validation step.",
         "",
         "| distribution | "
         + " | ".join(
-            f"{BASELINE_LABELS[n]} lr | {BASELINE_LABELS[n]} {loss_label} | "
+            f"{BASELINE_LABELS[n]} | {BASELINE_LABELS[n]} {loss_label} | "
             f"{BASELINE_LABELS[n]} test loss"
             for n in names
         )
@@ -441,13 +807,15 @@ def markdown_table(
     ]
     for name, row in rows.items():
         cells = [
-            f"{row[f'{n}_lr']:.3g} | {row[f'{n}_{loss_key}']:.3g} | {row[f'{n}_test_loss']:.3g}"
+            f"{setting(row, n)} | {row[f'{n}_{loss_key}']:.3g} | "
+            f"{row[f'{n}_test_loss_at_best_val']:.3g}"
             for n in names
         ]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines += [
         "",
-        "Each seed's first recorded step at the target: learned / best baseline.",
+        f"Each seed's first recorded step at the target ({target} of the seeds' mean): learned / "
+        "best baseline.",
         "",
         "| distribution | " + " | ".join(f"seed {first_seed + i}" for i in range(seeds)) + " |",
         "|---|" + "---|" * seeds,
@@ -462,6 +830,8 @@ def markdown_table(
 
 
 def plot(results: dict[str, dict], path: Path, title: str, has_splits: bool = True) -> None:
+    """``curves.png``: per distribution, the objective's loss against steps and seconds, and
+    the test loss against steps (seeds' geometric mean, their range shaded)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -476,7 +846,7 @@ def plot(results: dict[str, dict], path: Path, title: str, has_splits: bool = Tr
         split = OBJECTIVES[objective]
         series = [("learned optimizer", result["learned"], result["learned_seconds_per_step"])]
         series += [
-            (f"{BASELINE_LABELS[b]}, tuned lr {c['lr']:.3g}", c, c["seconds_per_step"])
+            (f"{BASELINE_LABELS[b]}, tuned {c['setting'].label()}", c, c["seconds_per_step"])
             for b, c in result["baselines"].items()
         ]
         panels = [
@@ -504,6 +874,7 @@ def plot(results: dict[str, dict], path: Path, title: str, has_splits: bool = Tr
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``pes-rl lopt-eval``: evaluates RUN_DIR's θ and writes its results; 2 on a usage error."""
     parser = ArgumentParser(
         prog=program("lopt-eval", "python -m pes_rl.meta.lopt_eval"),
         description=__doc__.split("\n\n")[0],
@@ -585,8 +956,9 @@ def main(argv: list[str] | None = None) -> int:
     for distribution in distributions:
         task = lopt_tasks.make(task_name, distribution, batch_size, dataset)
         print(
-            f"{task.name}: {args.seeds} seeds × {args.steps} steps, {len(BASELINES)} baselines "
-            f"× {len(LR_GRID)} learning rates, tuned for {objective}",
+            f"{task.name}: {args.seeds} seeds × {args.steps} steps, {len(BASELINES)} baselines, "
+            f"each tuned on {len(LR_GRID)} learning rates, then schedules × weight decays, "
+            f"for {objective}",
             flush=True,
         )
         results[distribution] = evaluate_distribution(
@@ -602,6 +974,14 @@ def main(argv: list[str] | None = None) -> int:
         "steps": args.steps,
         "seeds": args.seeds,
         "first_seed": args.first_seed,
+        "grid": {
+            "lr": LR_GRID,
+            "schedules": SCHEDULES,
+            "weight_decays": WEIGHT_DECAYS,
+            "rule": "the best lr on the lr grid (constant, no decay), then it and its two "
+            "neighbours × schedules × weight decays",
+        },
+        "paired_level": PAIRED_LEVEL,
         "machine": machine(),
     }
     (out / "results.json").write_text(json.dumps(header | rows, indent=2))
