@@ -11,10 +11,13 @@ losses, the first step at which each optimizer's geometric-mean curve reaches th
 * RMSProp plus multiplicative weight growth p ← p + γ·p per step: once the split is classified
   correctly, growing every weight raises every margin, so the cross-entropy falls far faster
   than any step along the gradient makes it fall;
+* RMSProp plus layered growth (:func:`layered_growth`): weights grown by G per step and layer
+  k's bias by (1 + G)^k − 1, which keeps a ReLU network's function (no unit switches off)
+  while its logits grow, until step S. The hand-set rule the library's learned optimizer was
+  once wired to reproduce (removed in issue 42); here a baseline, "RMSProp + layered growth";
 * the learned optimizer's nominal θ_0 (``env.kwargs.lopt_nominal_rate``: RMSProp's direction
-  normalized per tensor at the rate, the random units scaled down), before any meta-training,
-  with its growth path closed (the config's θ_0) and set by hand to the 0.4% of a tensor's RMS
-  per step that meta-training learns.
+  normalized per tensor at the rate plus a tenth of the random MLP's steps; the θ_0 of
+  ``experiment=learned_optimizer_cnn_train``), before any meta-training.
 
     python benchmarks/lopt_cnn_schedules.py --out benchmarks/results/lopt_cnn_schedules_cpu.json
     python benchmarks/lopt_cnn_schedules.py --optimizers rmsprop lopt_nominal_theta_0
@@ -48,12 +51,34 @@ def weight_growth(learning_rate: float, gamma: float) -> optax.GradientTransform
     return optax.chain(optax.rmsprop(learning_rate), optax.add_decayed_weights(gamma))
 
 
-def nominal_theta_0(learning_rate: jax.Array, growth: float = 0.0) -> optax.GradientTransformation:
+def layered_growth(growth: float, until: int) -> optax.GradientTransformation:
+    """Adds, before step ``until``, growth·w to every weight's update and ((1 + growth)^k − 1)·b
+    to layer k's bias (k = 1 for the first): a ReLU network's activation pattern is unchanged
+    and its logits grow by (1 + growth)^depth. ``params`` is a list of layers whose weights and
+    bias are named by their keys, {"w": …, "b": …} (the ``cnn_digits`` and ``mlp_digits``
+    networks)."""
+
+    def factor(depth: int, name: str) -> float:
+        if name not in ("w", "b"):
+            raise ValueError(f"layered_growth: a layer's keys are 'w' and 'b', got {name!r}")
+        return growth if name == "w" else (1.0 + growth) ** depth - 1.0
+
+    def update(updates, count, params):
+        on = (count < until).astype(jnp.float32)
+        grown = [
+            {name: updates[k][name] + on * factor(k + 1, name) * p for name, p in layer.items()}
+            for k, layer in enumerate(params)
+        ]
+        return grown, count + 1
+
+    return optax.GradientTransformation(lambda params: jnp.zeros((), jnp.int32), update)
+
+
+def nominal_theta_0(learning_rate: jax.Array) -> optax.GradientTransformation:
     """The CNN train config's θ_0 (rms features, one hidden layer of 32, the env's θ seed)
-    with its nominal RMSProp rate set to ``learning_rate`` (traced: one compilation) and its
-    growth path set to ``growth`` (the config's θ_0: 0)."""
-    theta = lopt.init(jax.random.key(learned_optimizer.THETA_SEED), (32,), "rms")
-    return lopt.as_optax(lopt.with_nominal_rmsprop(theta, learning_rate, growth))
+    with its nominal RMSProp rate set to ``learning_rate`` (traced: one compilation)."""
+    key = jax.random.key(learned_optimizer.THETA_SEED)
+    return lopt.as_optax(lopt.init(key, (32,), "rms", nominal_rate=learning_rate))
 
 
 Optimizer = Callable[[jax.Array], optax.GradientTransformation]
@@ -70,8 +95,10 @@ OPTIMIZERS: dict[str, tuple[Optimizer, tuple[float, ...]]] = {  # name -> (make(
     "rmsprop_linear_growth": (lambda lr: optax.rmsprop(lambda t: lr * (1 + t / 300)), RATES),
     "rmsprop_weight_growth_0.003": (lambda lr: weight_growth(lr, 0.003), RATES),
     "rmsprop_weight_growth_0.01": (lambda lr: weight_growth(lr, 0.01), RATES),
+    "rmsprop_layered_growth_0.01_until_250": (
+        lambda lr: optax.chain(optax.rmsprop(lr), layered_growth(0.01, 250)), RATES
+    ),
     "lopt_nominal_theta_0": (nominal_theta_0, RATES),
-    "lopt_nominal_theta_0_growth_0.004": (lambda lr: nominal_theta_0(lr, 0.004), RATES),
 }
 
 

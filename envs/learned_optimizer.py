@@ -34,7 +34,6 @@ import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
 from pes_rl import lopt
-from pes_rl.checks import is_number
 from pes_rl.envs import lopt_tasks, unrolled
 
 OBJECTIVES = ("train_loss", "val_loss")
@@ -66,22 +65,11 @@ class LearnedOptimizer(unrolled.UnrolledOptimizationEnv):
         more: large inner steps are reachable in fewer outer iterations. The saved θ
         (:meth:`lopt_theta`) is rescaled to the standard λ = 1e-3, so it loads alone.
       lopt_features: the MLP's inputs: ``base`` (None; learned_optimization's MLPLOpt: g, p,
-        momenta, time), ``rms`` (also RMSProp's and Adam's per-parameter directions, as
-        Metz et al. 2019's RMS terms), ``rms_raw`` (also the raw parameter, for steps
-        proportional to it) or ``rms_raw_depth`` (also a bias's raw value and layer, so that
-        θ_0's growth keeps a ReLU network's function); see :mod:`pes_rl.lopt`.
+        momenta, time) or ``rms`` (also RMSProp's and Adam's per-parameter directions, as
+        Metz et al. 2019's RMS terms); see :mod:`pes_rl.lopt`.
       lopt_nominal_rate: θ_0 steps this rate along RMSProp's direction (normalized per
-        tensor) and the random units add little (``lopt.with_nominal_rmsprop``); needs
-        ``lopt_features`` rms, rms_raw or rms_raw_depth. None: the paper's random θ_0.
-      lopt_nominal_growth: with ``lopt_nominal_rate``, θ_0 also grows every tensor by this
-        much per step along its normalized values (rms), or by this fraction of itself
-        (rms_raw; rms_raw_depth: the weights, and layer k's bias by (1 + this)^k − 1);
-        negative: weight decay. None = 0: the growth path is open but unused, and
-        meta-training sets it (rms_raw_depth: a layer-k bias's steps are still k× as large).
-      lopt_nominal_growth_until: with ``lopt_nominal_growth``, θ_0's growth stops around this
-        inner step (a gate on the time features, ``lopt.growth_gate``): fast multiplicative
-        growth (rms_raw) that does not grow the network without bound; rms_raw_depth also
-        stops the biases' steps (``lopt.BIAS_FREEZE``). None: it never stops.
+        tensor) and its random units add a tenth of their steps (``lopt.init``'s
+        ``nominal_rate``); needs ``lopt_features`` rms. None: the paper's random θ_0.
       lopt_init: θ_0 = a saved learned optimizer (a ``lopt_theta.npz`` or a run dir holding
         one): meta-training goes on from it, e.g. with longer inner runs. Its feature set and
         hidden sizes must match ``lopt_features`` and ``lopt_hidden_sizes``. None: θ_0 as above.
@@ -103,8 +91,6 @@ class LearnedOptimizer(unrolled.UnrolledOptimizationEnv):
         step_mult: float | None = None,
         lopt_features: str | None = None,
         lopt_nominal_rate: float | None = None,
-        lopt_nominal_growth: float | None = None,
-        lopt_nominal_growth_until: int | None = None,
         lopt_init: str | None = None,
     ):
         if objective not in OBJECTIVES:
@@ -129,30 +115,9 @@ class LearnedOptimizer(unrolled.UnrolledOptimizationEnv):
             raise ValueError(f"env.kwargs.lopt_features: {error}") from None
         if lopt_nominal_rate is not None:
             unrolled.check_positive("lopt_nominal_rate", lopt_nominal_rate)
-            if self.lopt_features not in lopt.RMS_FEATURE_SETS:
-                raise ValueError(
-                    "env.kwargs.lopt_nominal_rate needs env.kwargs.lopt_features rms, rms_raw "
-                    "or rms_raw_depth"
-                )
+            if self.lopt_features != "rms":
+                raise ValueError("env.kwargs.lopt_nominal_rate needs env.kwargs.lopt_features rms")
         self.lopt_nominal_rate = lopt_nominal_rate
-        if lopt_nominal_growth is not None:
-            if lopt_nominal_rate is None:
-                raise ValueError(
-                    "env.kwargs.lopt_nominal_growth needs env.kwargs.lopt_nominal_rate"
-                )
-            if not is_number(lopt_nominal_growth) or not -1 < lopt_nominal_growth < 1:
-                raise ValueError(
-                    "env.kwargs.lopt_nominal_growth must be a number in (-1, 1), "
-                    f"got {lopt_nominal_growth!r}"
-                )
-        self.lopt_nominal_growth = lopt_nominal_growth or 0.0
-        if lopt_nominal_growth_until is not None:
-            if lopt_nominal_growth is None:
-                raise ValueError(
-                    "env.kwargs.lopt_nominal_growth_until needs env.kwargs.lopt_nominal_growth"
-                )
-            unrolled.check_count("lopt_nominal_growth_until", lopt_nominal_growth_until)
-        self.lopt_nominal_growth_until = lopt_nominal_growth_until
         self.lopt_init = None if lopt_init is None else self._load_init(lopt_init)
         flat, self.unravel = ravel_pytree(self.as_meta_theta(jax.random.key(THETA_SEED)))
         if loss_cap is None:
@@ -182,10 +147,10 @@ class LearnedOptimizer(unrolled.UnrolledOptimizationEnv):
             theta = lopt.load(path)
         except (OSError, ValueError) as error:
             raise ValueError(f"env.kwargs.lopt_init: {error}") from None
-        hidden_sizes = tuple(int(layer["w"].shape[1]) for layer in theta[:-1])
-        if lopt.features_of(theta) != self.lopt_features or hidden_sizes != self.lopt_hidden_sizes:
+        hidden_sizes = tuple(int(layer["w"].shape[1]) for layer in theta.layers[:-1])
+        if theta.features != self.lopt_features or hidden_sizes != self.lopt_hidden_sizes:
             raise ValueError(
-                f"env.kwargs.lopt_init: {path} holds a θ with {lopt.features_of(theta)!r} "
+                f"env.kwargs.lopt_init: {path} holds a θ with {theta.features!r} "
                 f"features and hidden sizes {list(hidden_sizes)}; this run has "
                 f"{self.lopt_features!r} and {list(self.lopt_hidden_sizes)}"
             )
@@ -196,14 +161,7 @@ class LearnedOptimizer(unrolled.UnrolledOptimizationEnv):
         divided by the step scale, so that every ``step_mult`` starts from the same optimizer."""
         if self.lopt_init is not None:
             return lopt.scale_steps(self.lopt_init, 1.0 / self.step_scale)
-        theta = lopt.init(key, self.lopt_hidden_sizes, self.lopt_features)
-        if self.lopt_nominal_rate is not None:
-            theta = lopt.with_nominal_rmsprop(
-                theta,
-                self.lopt_nominal_rate,
-                self.lopt_nominal_growth,
-                self.lopt_nominal_growth_until,
-            )
+        theta = lopt.init(key, self.lopt_hidden_sizes, self.lopt_features, self.lopt_nominal_rate)
         return lopt.scale_steps(theta, 1.0 / self.step_scale)
 
     def lopt_theta(self, theta: jax.Array) -> lopt.Theta:

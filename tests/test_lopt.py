@@ -28,16 +28,18 @@ def hand_update(theta, grad, param, momenta, step):
     taus = np.array([1, 3, 10, 30, 100, 300, 1e3, 3e3, 1e4, 3e4, 1e5])
     times = np.broadcast_to(np.tanh(step / taus - 1), (*param.shape, 11))
     x = np.concatenate([stacked, times], axis=-1)
-    for layer in theta[:-1]:
+    for layer in theta.layers[:-1]:
         x = np.maximum(x @ np.asarray(layer["w"]) + np.asarray(layer["b"]), 0)
-    out = x @ np.asarray(theta[-1]["w"]) + np.asarray(theta[-1]["b"])
+    out = x @ np.asarray(theta.layers[-1]["w"]) + np.asarray(theta.layers[-1]["b"])
     return param - out[..., 0] * np.exp(1e-3 * out[..., 1]) * 1e-3, momenta
 
 
 def test_update_matches_a_hand_computation():
-    theta = lopt.init(jax.random.key(0))
+    layers = lopt.init(jax.random.key(0)).layers
     # Large output weights so that the step is far from its tiny initial size.
-    theta[-1] = {"w": theta[-1]["w"] * 300.0, "b": jnp.array([0.5, 2000.0])}
+    theta = lopt.Theta(
+        [*layers[:-1], {"w": layers[-1]["w"] * 300.0, "b": jnp.array([0.5, 2000.0])}]
+    )
     rng = np.random.default_rng(0)
     params = {"w": rng.normal(size=(4, 3)).astype(np.float32), "b": np.float32(0.7)}
     grads = {"w": rng.normal(size=(4, 3)).astype(np.float32), "b": np.float32(-2.0)}
@@ -86,7 +88,7 @@ def sign_descent_theta(step: float, feature: int = 0, features: str = "base") ->
     hidden = [{"w": first.at[feature, 0].set(1.0).at[feature, 1].set(-1.0), "b": jnp.zeros(2)}]
     magnitude = np.log(step / lopt.STEP_MULT) / lopt.EXP_MULT
     out = {"w": jnp.array([[1.0, 0.0], [-1.0, 0.0]]), "b": jnp.array([0.0, magnitude])}
-    return hidden + [out]
+    return lopt.Theta(hidden + [out], features)
 
 
 def test_as_optax_trains_a_regression_in_an_ordinary_optax_loop():
@@ -139,50 +141,70 @@ def test_rms_features_give_every_parameter_a_step_of_its_own_scale():
     expected = r"made for other parameters .* are \[3\], the parameters' \[4\]"
     with pytest.raises(ValueError, match=expected):
         lopt.update(rmsprop, grads, params, other)
+    # θ's feature set is its own field, checked against its first layer, never read off it.
+    mislabelled = lopt.Theta(rmsprop.layers, "base")
+    with pytest.raises(ValueError, match=r"reads the 'base' features \(19\) but its first layer"):
+        lopt.update(mislabelled, grads, params, lopt.init_state(params))
 
 
 @pytest.mark.parametrize("hidden_sizes", [(8,), (8, 6)])
-def test_nominal_rmsprop_theta_starts_as_rmsprops_direction(hidden_sizes):
-    grads = {"w": jnp.array([1e-4, -1.0, 100.0, -3e-3])}
-    params = {"w": jnp.zeros(4)}
+def test_nominal_theta_0_is_rmsprops_direction_and_nothing_else(hidden_sizes):
+    grads = {"w": jnp.array([1e-4, -1.0, 100.0, -3e-3]), "b": jnp.array([0.5, -0.2])}
+    params = {"w": jnp.array([1.0, -2.0, 3.0, 0.5]), "b": jnp.array([4.0, -1.0])}
     state = lopt.init_state(params, "rms")
-    theta = lopt.init(jax.random.key(0), hidden_sizes, "rms")
-    silent = [*theta[:-1], {"w": jnp.zeros_like(theta[-1]["w"]), "b": theta[-1]["b"]}]
-    # The nominal path alone: every parameter steps 0.02 against its gradient's sign.
-    nominal = lopt.update(lopt.with_nominal_rmsprop(silent, 0.02), grads, params, state)[0]
-    np.testing.assert_allclose(nominal["w"], -0.02 * np.sign(grads["w"]), rtol=1e-4)
-    # With the random units (scaled by NOMINAL_OTHERS_SCALE) it stays close to that.
-    full = lopt.update(lopt.with_nominal_rmsprop(theta, 0.02), grads, params, state)[0]
+    theta = lopt.init(jax.random.key(0), hidden_sizes, "rms", nominal_rate=0.02)
+    assert theta.features == "rms"
+    random = lopt.init(jax.random.key(0), hidden_sizes, "rms")
+    # Only units 0 and 1 of each hidden layer and o_dir's weights differ from the random MLP.
+    for layer, start in zip(theta.layers[:-1], random.layers[:-1], strict=True):
+        np.testing.assert_array_equal(layer["w"][:, 2:], start["w"][:, 2:])
+    out, start = theta.layers[-1]["w"], random.layers[-1]["w"]
+    np.testing.assert_allclose(out[2:, 0], lopt.NOMINAL_OTHERS_SCALE * start[2:, 0], rtol=1e-6)
+    np.testing.assert_array_equal(out[2:, 1], start[2:, 1])
+    # The nominal path alone (the random units' o_dir silenced): every parameter steps 0.02
+    # against its gradient's sign, whatever its value: no growth, no decay.
+    silent_out = {"w": out.at[2:, 0].set(0.0).at[:, 1].set(0.0), "b": jnp.zeros(2)}
+    silent = lopt.Theta([*theta.layers[:-1], silent_out], "rms")
+    nominal = lopt.update(silent, grads, params, state)[0]
+    for name in params:
+        np.testing.assert_allclose(
+            nominal[name], params[name] - 0.02 * np.sign(grads[name]), rtol=1e-5, atol=1e-7
+        )
+    still = lopt.update(silent, jax.tree.map(jnp.zeros_like, grads), params, state)[0]
+    for name in params:
+        np.testing.assert_array_equal(still[name], params[name])
+    # With the random units (a tenth of their steps) it stays close to that.
+    full = lopt.update(theta, grads, params, state)[0]
     assert 0 < float(jnp.abs(full["w"] - nominal["w"]).max()) < 0.005
-    # The growth path: with no gradient, p grows by growth·p/rms(p) (0: open but unused).
-    values = {"w": jnp.array([1.0, -2.0, 3.0, 0.5])}
-    no_grads = {"w": jnp.zeros(4)}
-    for growth in (0.0, 0.01, -0.01):
-        grown = lopt.update(
-            lopt.with_nominal_rmsprop(silent, 0.02, growth), no_grads, values, state
-        )[0]
-        rms = np.sqrt(1e-5 + np.mean(np.square(values["w"])))
-        np.testing.assert_allclose(grown["w"], values["w"] * (1 + growth / rms), rtol=1e-5)
-    with pytest.raises(ValueError, match="needs the 'rms', 'rms_raw' or 'rms_raw_depth' features"):
-        lopt.with_nominal_rmsprop(lopt.init(jax.random.key(0)), 0.02)
-    with pytest.raises(ValueError, match="at least 4 units"):
-        lopt.with_nominal_rmsprop(lopt.init(jax.random.key(0), (3,), "rms"), 0.02)
+    # The rate may be traced: one compilation for a grid of rates.
+    rates = jnp.array([0.01, 0.02])
+    steps = jax.vmap(
+        lambda rate: lopt.update(
+            lopt.init(jax.random.key(0), hidden_sizes, "rms", rate), grads, params, state
+        )[0]["w"]
+    )(rates)
+    np.testing.assert_allclose(steps[1], full["w"], rtol=1e-6)
+    with pytest.raises(ValueError, match="needs features='rms'"):
+        lopt.init(jax.random.key(0), nominal_rate=0.02)
+    with pytest.raises(ValueError, match="at least 2 units"):
+        lopt.init(jax.random.key(0), (1,), "rms", nominal_rate=0.02)
     kwargs = dict(task="quadratic", min_length=3, max_length=3)
     with pytest.raises(ValueError, match="lopt_nominal_rate needs env.kwargs.lopt_features rms"):
         envs.make("learned_optimizer", lopt_nominal_rate=0.02, **kwargs)
     with pytest.raises(ValueError, match="lopt_nominal_rate must be a number > 0"):
         envs.make("learned_optimizer", lopt_features="rms", lopt_nominal_rate=-1, **kwargs)
-    with pytest.raises(ValueError, match="lopt_nominal_growth needs env.kwargs.lopt_nominal_rate"):
-        envs.make("learned_optimizer", lopt_features="rms", lopt_nominal_growth=0.01, **kwargs)
-    for growth in (2, False):
-        with pytest.raises(ValueError, match=r"lopt_nominal_growth must be a number in \(-1, 1\)"):
-            envs.make(
-                "learned_optimizer",
-                lopt_features="rms",
-                lopt_nominal_rate=0.02,
-                lopt_nominal_growth=growth,
-                **kwargs,
-            )
+    env = envs.make(
+        "learned_optimizer",
+        lopt_features="rms",
+        lopt_nominal_rate=0.02,
+        lopt_hidden_sizes=hidden_sizes,
+        step_mult=0.003,
+        **kwargs,
+    )
+    started = env.lopt_theta(jnp.asarray(env.spec.default_action))
+    assert started.features == "rms"
+    for a, b in zip(jax.tree.leaves(started), jax.tree.leaves(theta), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6)
 
 
 def test_env_starts_from_a_saved_theta(tmp_path):
@@ -194,7 +216,7 @@ def test_env_starts_from_a_saved_theta(tmp_path):
     )
     # θ_0 is the saved optimizer: in meta-training's units (o_dir / 3), back to it when saved.
     started = env.lopt_theta(jnp.asarray(env.spec.default_action))
-    for layer, saved in zip(started, theta, strict=True):
+    for layer, saved in zip(started.layers, theta.layers, strict=True):
         np.testing.assert_allclose(layer["w"], saved["w"], rtol=1e-6)
         np.testing.assert_allclose(layer["b"], saved["b"], rtol=1e-6)
     with pytest.raises(
@@ -206,6 +228,10 @@ def test_env_starts_from_a_saved_theta(tmp_path):
             lopt_init=str(tmp_path),
             **{**kwargs, "lopt_hidden_sizes": (8,)},
         )
+    with pytest.raises(
+        ValueError, match="'rms' features and hidden sizes \\[4\\]; this run has 'base'"
+    ):
+        envs.make("learned_optimizer", lopt_init=str(tmp_path), **kwargs)
     with pytest.raises(ValueError, match="lopt_init: no learned optimizer at"):
         envs.make("learned_optimizer", lopt_features="rms", lopt_init=str(tmp_path / "x"), **kwargs)
     with pytest.raises(ValueError, match="lopt_init and env.kwargs.lopt_nominal_rate exclude"):
@@ -218,182 +244,12 @@ def test_env_starts_from_a_saved_theta(tmp_path):
         )
 
 
-def test_rms_raw_theta_grows_every_tensor_by_a_fraction_of_itself(tmp_path):
-    # The rms_raw features add the raw p: the nominal θ_0's growth path then grows p by
-    # growth·p (multiplicative, whatever the tensor's scale), where the rms θ_0 grows it by
-    # growth·p/rms(p). The random units do not read the raw p at θ_0.
-    theta = lopt.init(jax.random.key(0), (8,), "rms_raw")
-    assert theta[0]["w"].shape == (26, 8) and lopt.features_of(theta) == "rms_raw"
-    raw_row = lopt.NUM_TENSOR_FEATURES + lopt.NUM_RMS_FEATURES
-    no_grads = {"small": jnp.zeros(3), "large": jnp.zeros((2, 2))}
-    values = {"small": jnp.array([0.01, -0.02, 0.03]), "large": jnp.array([[10.0, -20], [5, 1]])}
-    state = lopt.init_state(values, "rms_raw")
-    silent = [*theta[:-1], {"w": jnp.zeros_like(theta[-1]["w"]), "b": theta[-1]["b"]}]
-    for growth in (0.01, -0.005):
-        nominal = lopt.with_nominal_rmsprop(theta, 0.02, growth)
-        assert not np.any(np.asarray(nominal[0]["w"][raw_row, 4:]))
-        silent_nominal = lopt.with_nominal_rmsprop(silent, 0.02, growth)
-        grown = lopt.update(silent_nominal, no_grads, values, state)[0]
-        for name in values:
-            np.testing.assert_allclose(
-                grown[name], values[name] * (1 + growth), rtol=1e-5, err_msg=name
-            )
-    lopt.save(tmp_path / "lopt_theta.npz", nominal)
-    loaded = lopt.load(tmp_path)
-    assert lopt.features_of(loaded) == "rms_raw"
-    optimizer = lopt.as_optax(loaded)
-    assert optimizer.init(values).second_moments["large"].shape == (len(lopt.RMS_DECAYS), 4)
-    env = envs.make(
-        "learned_optimizer",
-        task="quadratic",
-        min_length=3,
-        max_length=3,
-        lopt_features="rms_raw",
-        lopt_nominal_rate=0.02,
-        lopt_nominal_growth=0.01,
-    )
-    assert lopt.features_of(env.lopt_theta(jnp.asarray(env.spec.default_action))) == "rms_raw"
-
-
-def test_nominal_growth_stops_around_growth_until():
-    # growth_until gates the growth path with the time features: each tensor grows by the
-    # fraction `growth` of itself per step until about that step, then not at all, for small
-    # and large values alike (within the gate's reach); the descent path is untouched.
-    theta = lopt.init(jax.random.key(0), (8, 8), "rms_raw")
-    silent = [*theta[:-1], {"w": jnp.zeros_like(theta[-1]["w"]), "b": theta[-1]["b"]}]
-    values = {"small": jnp.array([0.01, -0.02, 0.03]), "large": jnp.array([[1.0, -2], [0.5, 1.5]])}
-    no_grads = jax.tree.map(jnp.zeros_like, values)
-    step = jax.jit(lopt.update)
-    for until in (30, 300):
-        gated = lopt.with_nominal_rmsprop(silent, 0.02, 0.01, growth_until=until)
-        params, state = values, lopt.init_state(values, "rms_raw")
-        ratios = []
-        for _ in range(until + 250):
-            new, state = step(gated, no_grads, params, state)
-            ratios.append(jax.tree.map(lambda n, p: n / p, new, params))
-            params = new
-        for name in values:
-            np.testing.assert_allclose(ratios[0][name], 1.01, rtol=1e-4, err_msg=name)
-            np.testing.assert_allclose(ratios[until // 2][name], 1.01, rtol=1e-3, err_msg=name)
-            np.testing.assert_allclose(ratios[-1][name], 1.0, rtol=1e-6, err_msg=name)
-        grads = {"small": jnp.array([1.0, -2.0, 0.5]), "large": jnp.ones((2, 2))}
-        moved = lopt.update(gated, grads, values, lopt.init_state(values, "rms_raw"))[0]
-        np.testing.assert_allclose(
-            moved["small"], values["small"] * 1.01 - 0.02 * np.sign(grads["small"]), atol=1e-6
-        )
-    with pytest.raises(ValueError, match="growth_until must be a step > 0"):
-        lopt.with_nominal_rmsprop(silent, 0.02, 0.01, growth_until=0)
-    kwargs = dict(task="quadratic", min_length=3, max_length=3, lopt_features="rms_raw")
-    env = envs.make(
-        "learned_optimizer",
-        lopt_hidden_sizes=(8, 8),
-        lopt_nominal_rate=0.02,
-        lopt_nominal_growth=0.01,
-        lopt_nominal_growth_until=30,
-        **kwargs,
-    )
-    expected = lopt.with_nominal_rmsprop(theta, 0.02, 0.01, growth_until=30)
-    started = env.lopt_theta(jnp.asarray(env.spec.default_action))
-    for layer, want in zip(started, expected, strict=True):
-        np.testing.assert_allclose(layer["w"], want["w"], rtol=1e-6)
-        np.testing.assert_allclose(layer["b"], want["b"], rtol=1e-6)
-    with pytest.raises(ValueError, match="growth_until needs env.kwargs.lopt_nominal_growth"):
-        envs.make(
-            "learned_optimizer", lopt_nominal_rate=0.02, lopt_nominal_growth_until=9, **kwargs
-        )
-    with pytest.raises(ValueError, match="lopt_nominal_growth_until must be an int >= 1"):
-        envs.make(
-            "learned_optimizer",
-            lopt_nominal_rate=0.02,
-            lopt_nominal_growth=0.01,
-            lopt_nominal_growth_until=-5,
-            **kwargs,
-        )
-
-
-def test_rms_raw_depth_theta_grows_layer_by_layer_then_stops():
-    # The rms_raw_depth features add a bias's raw p and its layer: the nominal θ_0 grows every
-    # weight by the fraction `growth` and layer k's bias by (1 + growth)^k − 1 per step, which
-    # keeps a ReLU network's units on or off (benchmarks/lopt_dead_examples.py), then stops.
-    # 600 steps with no gradient, so that the deep biases reach ~1e3–1e6: far beyond an
-    # additive gate's reach, a stop that only one step would not test.
-    theta = lopt.init(jax.random.key(0), (16,), "rms_raw_depth")
-    assert theta[0]["w"].shape == (33, 16) and lopt.features_of(theta) == "rms_raw_depth"
-    shapes = [(3, 3, 1, 2), (3, 3, 2, 3), (3, 3, 3, 2), (3, 3, 2, 2), (2, 10)]  # held-out CNN
-    keys = jax.random.split(jax.random.key(1), 2 * len(shapes))
-    values = [
-        {"w": jax.random.normal(keys[2 * i], s), "b": jax.random.normal(keys[2 * i + 1], s[-1:])}
-        for i, s in enumerate(shapes)
-    ]
-    assert lopt.bias_depths(jax.tree.leaves(values)) == [1, 0, 2, 0, 3, 0, 4, 0, 5, 0]
-    silent = [*theta[:-1], {"w": jnp.zeros_like(theta[-1]["w"]), "b": theta[-1]["b"]}]
-    growth, until = 0.01, 250
-    no_grads = jax.tree.map(jnp.zeros_like, values)
-    step = jax.jit(lopt.update)
-    for gate in (None, until):
-        nominal = lopt.with_nominal_rmsprop(silent, 0.02, growth, gate)
-        params, state = values, lopt.init_state(values, "rms_raw_depth")
-        ratios = []
-        for _ in range(600 if gate else 1):
-            new, state = step(nominal, no_grads, params, state)
-            ratios.append(jax.tree.map(lambda n, p: n / p, new, params))
-            params = new
-        for index in (0, until // 2) if gate else (0,):
-            for depth, ratio in enumerate(ratios[index], start=1):
-                np.testing.assert_allclose(ratio["w"], 1 + growth, rtol=2e-6)
-                np.testing.assert_allclose(ratio["b"], (1 + growth) ** depth, rtol=2e-6)
-    biases = [float(jnp.abs(layer["b"]).max()) for layer in params]
-    assert biases[-1] > 1e5  # grown e^12.5 by step 250: beyond an additive gate's reach
-    for ratio in ratios[-200:]:  # stopped: every tensor, the deepest bias too
-        for name, value in jax.tree_util.tree_leaves_with_path(ratio):
-            np.testing.assert_array_equal(value, 1.0, err_msg=str(name))
-    # A bias deeper than MAX_BIAS_DEPTH grows as the deepest row says, and stops too.
-    deep = [{"w": jnp.ones((2, 2)), "b": jnp.ones(2)} for _ in range(lopt.MAX_BIAS_DEPTH + 2)]
-    nominal = lopt.with_nominal_rmsprop(silent, 0.02, growth, until)
-    params, state = deep, lopt.init_state(deep, "rms_raw_depth")
-    for _ in range(450):
-        params, state = step(nominal, jax.tree.map(jnp.zeros_like, deep), params, state)
-    last = jnp.stack([params[-3]["b"], params[-2]["b"], params[-1]["b"]])
-    np.testing.assert_allclose(last, last[0, 0], rtol=1e-5)  # layers 6, 7 and 8 alike
-    later = step(nominal, jax.tree.map(jnp.zeros_like, deep), params, state)[0]
-    np.testing.assert_array_equal(later[-1]["b"], params[-1]["b"])  # and stopped
-    # The descent path is untouched for a matrix and multiplied with the growth for a bias.
-    grads = jax.tree.map(jnp.ones_like, values)
-    nominal = lopt.with_nominal_rmsprop(silent, 0.02, growth, until)
-    moved = lopt.update(nominal, grads, values, lopt.init_state(values, "rms_raw_depth"))[0]
-    for depth, (new, old) in enumerate(zip(moved, values, strict=True), start=1):
-        np.testing.assert_allclose(new["w"], old["w"] * (1 + growth) - 0.02, atol=1e-5)
-        multiplier = ((1 + growth) ** depth - 1) / growth
-        np.testing.assert_allclose(
-            new["b"], old["b"] * (1 + growth) ** depth - 0.02 * multiplier, atol=1e-5
-        )
-    # The random units read none of the raw rows at θ_0; too few units is an error.
-    raw_row = lopt.NUM_TENSOR_FEATURES + lopt.NUM_RMS_FEATURES
-    full = lopt.with_nominal_rmsprop(theta, 0.02, growth, until)
-    assert not np.any(np.asarray(full[0]["w"][raw_row : raw_row + 8, 8:]))
-    with pytest.raises(ValueError, match="at least 8 units"):
-        lopt.with_nominal_rmsprop(lopt.init(jax.random.key(0), (6,), "rms_raw_depth"), 0.02)
-    env = envs.make(
-        "learned_optimizer",
-        task="quadratic",
-        min_length=3,
-        max_length=3,
-        lopt_features="rms_raw_depth",
-        lopt_hidden_sizes=[16],
-        lopt_nominal_rate=0.02,
-        lopt_nominal_growth=growth,
-        lopt_nominal_growth_until=until,
-    )
-    saved = env.lopt_theta(jnp.asarray(env.spec.default_action))
-    assert lopt.features_of(saved) == "rms_raw_depth"
-
-
 def test_rms_theta_saves_loads_and_steps_as_optax(tmp_path):
     theta = lopt.init(jax.random.key(0), hidden_sizes=(8,), features="rms")
-    assert theta[0]["w"].shape == (25, 8) and lopt.features_of(theta) == "rms"
+    assert theta.layers[0]["w"].shape == (25, 8) and theta.features == "rms"
     lopt.save(tmp_path / "lopt_theta.npz", theta)
     loaded = lopt.load(tmp_path)
-    assert lopt.features_of(loaded) == "rms"
+    assert loaded.features == "rms"
     optimizer = lopt.as_optax(loaded)
     params = {"w": jnp.ones((3, 2))}
     state = optimizer.init(params)
@@ -404,11 +260,33 @@ def test_rms_theta_saves_loads_and_steps_as_optax(tmp_path):
         lopt.init(jax.random.key(0), features="adam")
 
 
+def rewrite_header(path, **changes) -> None:
+    """The saved θ at ``path`` with its header's entries changed (None: removed)."""
+    with np.load(path) as saved:
+        arrays = dict(saved)
+    header = json.loads(str(arrays["header"])) | changes
+    arrays["header"] = np.asarray(json.dumps({k: v for k, v in header.items() if v is not None}))
+    np.savez(path, **arrays)
+
+
+def test_the_feature_set_is_read_from_the_file(tmp_path):
+    path = tmp_path / "lopt_theta.npz"
+    lopt.save(path, lopt.init(jax.random.key(0), hidden_sizes=(8,)))
+    rewrite_header(path, features="rms")  # a 19-input θ that says it reads 25 inputs
+    with pytest.raises(ValueError, match=r"reads the 'rms' features \(25\) but its first layer"):
+        lopt.load(path)
+    rewrite_header(path, features="rms_raw_depth")  # a θ of the removed hand-set growth rule
+    with pytest.raises(ValueError, match="'rms_raw_depth' features, which this version"):
+        lopt.load(path)
+    rewrite_header(path, features=None)  # written before headers named a set: the base set
+    assert lopt.load(path).features == "base"
+
+
 def test_env_meta_trains_rms_features():
     kwargs = dict(task="quadratic", min_length=3, max_length=3, lopt_hidden_sizes=(4,))
     env = envs.make("learned_optimizer", lopt_features="rms", **kwargs)
     assert np.size(env.spec.default_action) == 25 * 4 + 4 + 4 * 2 + 2
-    assert lopt.features_of(env.lopt_theta(jnp.asarray(env.spec.default_action))) == "rms"
+    assert env.lopt_theta(jnp.asarray(env.spec.default_action)).features == "rms"
     base = envs.make("learned_optimizer", **kwargs)
     assert np.size(base.spec.default_action) == 19 * 4 + 4 + 4 * 2 + 2
     params, opt_state = env.init_inner(jax.random.key(0))
@@ -418,13 +296,16 @@ def test_env_meta_trains_rms_features():
     assert 0 < float(jnp.abs(after["p"] - params["p"]).max()) < 0.1
     with pytest.raises(ValueError, match="env.kwargs.lopt_features: unknown"):
         envs.make("learned_optimizer", lopt_features="adam", **kwargs)
+    for removed in ("lopt_nominal_growth", "lopt_nominal_growth_until"):
+        with pytest.raises(ValueError, match=f"{removed} is not a setting"):
+            envs.make("learned_optimizer", lopt_features="rms", **{removed: 0.01}, **kwargs)
 
 
 def test_save_and_load_without_a_config(tmp_path):
     theta = lopt.init(jax.random.key(4), hidden_sizes=(8, 8))
     lopt.save(tmp_path / "lopt_theta.npz", theta)
     loaded = lopt.load(tmp_path)  # a run dir works too
-    assert jax.tree.structure(loaded) == jax.tree.structure(theta)
+    assert jax.tree.structure(loaded) == jax.tree.structure(theta) and loaded.features == "base"
     for a, b in zip(jax.tree.leaves(loaded), jax.tree.leaves(theta), strict=True):
         np.testing.assert_array_equal(a, b)
     with pytest.raises(FileNotFoundError, match="no learned optimizer"):
@@ -516,7 +397,9 @@ def test_step_mult_scales_meta_trainings_steps_from_the_same_initial_optimizer()
     for a, b in zip(jax.tree.leaves(theta_0), jax.tree.leaves(initial), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-6)
     sampled = tenfold.lopt_theta(tenfold.sample_theta(jax.random.key(3)))
-    np.testing.assert_allclose(sampled[-1]["w"], lopt.init(jax.random.key(3))[-1]["w"], rtol=1e-6)
+    np.testing.assert_allclose(
+        sampled.layers[-1]["w"], lopt.init(jax.random.key(3)).layers[-1]["w"], rtol=1e-6
+    )
     for bad in (0, -1e-3, "big", True):
         with pytest.raises(ValueError, match="step_mult must be a number > 0"):
             envs.make("learned_optimizer", step_mult=bad, **kwargs)
