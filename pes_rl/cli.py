@@ -220,6 +220,25 @@ def run_configs(line: CommandLine) -> list[DictConfig] | None:
     return configs
 
 
+def unknown_key(line: CommandLine, configs: list[DictConfig]) -> str | None:
+    """``unknown key agent.sigmaa; did you mean agent.sigma?``: the first key=value override
+    whose key a run's config lacks (Hydra's own message says "To append to your config use
+    +agent.sigmaa"), with the nearest key that exists; None when every key exists."""
+    from hydra.core.override_parser.types import OverrideType
+
+    for override in line.values:
+        key = override.key_or_group
+        lacking = [cfg for cfg in configs if not config.has_key(cfg, key)]
+        if override.type is not OverrideType.CHANGE or not lacking:
+            continue  # +key and ++key add keys, ~key deletes one
+        near = config.nearest_key(lacking[0], key)
+        message = f"unknown key {key}" + (f"; did you mean {near}?" if near else "")
+        if config.in_open_mapping(key):
+            return f"{message} (+{override.input_line} passes a setting the config does not list)"
+        return message if near else f"{message} ({train_program()} --cfg job lists the keys)"
+    return None
+
+
 ENV_STEP_SCHEDULE = {"train.max_env_steps": "end", "train.eval_every_steps": "be evaluated"}
 
 
@@ -264,9 +283,14 @@ def train(argv: list[str]) -> None:
             sys.exit(2)
         line = parse_command_line(argv)
         configs = run_configs(line) if line else None
-        note = schedule_note(line, configs) if configs else None
-        if note:
-            print(note, file=sys.stderr)
+        if configs:
+            typo = unknown_key(line, configs)
+            if typo:  # before any note, hint or warning
+                print(f"error: {typo}", file=sys.stderr)
+                sys.exit(2)
+            note = schedule_note(line, configs)
+            if note:
+                print(note, file=sys.stderr)
         sys.argv = [sys.argv[0], *argv]
         # Hydra makes the run dir: a Ctrl-C meanwhile waits for hydra_train, which removes it.
         with interrupts.raising(False):

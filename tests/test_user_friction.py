@@ -15,12 +15,13 @@ from cli import REPO, cli_env
 from gymnasium import spaces
 from omegaconf import OmegaConf
 
+import pes_rl
 from pes_rl import agents, cli, envs, policies
 from pes_rl.after import evaluate, render
 from pes_rl.envs.gymnasium_env import unflattenable_part
 from pes_rl.stepping import memory
 from pes_rl.training.components import make_env, make_policy
-from pes_rl.training.config import compose, validate
+from pes_rl.training.config import compose, from_dict, validate
 
 # Unknown env.kwargs / policy.kwargs -------------------------------------------------------------
 
@@ -322,3 +323,65 @@ def test_a_run_with_one_evaluation_is_drawn_as_a_dot(tmp_path, monkeypatch):
     plot.plot_runs([run_dir], tmp_path / "c.png")
     (line,) = figures[0].axes[0].lines
     assert line.get_marker() == "o"
+
+
+# Mistyped keys, and errors before hints --------------------------------------------------------
+
+
+def test_a_mistyped_key_gets_the_nearest_key_in_one_line(tmp_path):
+    """Hydra's own message ("To append to your config use +agent.sigmaa=0.1") invites adding
+    the typo; ours names the key it was meant to be, before anything is written."""
+    run_dir = tmp_path / "run"
+    result = subprocess.run(
+        [sys.executable, str(REPO / "train.py"), "agent.sigmaa=0.1", f"hydra.run.dir={run_dir}"],
+        cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 2
+    typo = "error: unknown key agent.sigmaa; did you mean agent.sigma?"
+    assert result.stderr.splitlines() == [typo]
+    assert not run_dir.exists()
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["agnt.sigma=1"], "unknown key agnt.sigma; did you mean agent.sigma?"),
+        (["train.distributed.enable=true"],
+         "unknown key train.distributed.enable; did you mean train.distributed.enabled?"),
+        (["env.kwargs.foo=1"],
+         "unknown key env.kwargs.foo (+env.kwargs.foo=1 passes a setting the config does not "
+         "list)"),
+        (["train.foo=1"], "unknown key train.foo (python train.py --cfg job lists the keys)"),
+        (["-m", "agent=es,hybrid", "agent.curriculum=null"],  # es has no curriculum
+         "unknown key agent.curriculum (python train.py --cfg job lists the keys)"),
+        (["+agent.sigmaa=1", "++train.foo=1", "agent.sigma=0.1"], None),  # adds: agents judge
+    ],
+    ids=["group", "nested", "kwargs", "none close", "one agent of a sweep", "added keys"],
+)  # fmt: skip
+def test_unknown_keys_name_the_nearest_one(argv, message):
+    line = cli.parse_command_line(argv)
+    assert cli.unknown_key(line, cli.run_configs(line)) == message
+
+
+def test_from_python_a_mistyped_key_names_the_nearest_one():
+    with pytest.raises(ValueError, match=r"^unknown config key 'agent.sigmaa': did you mean "
+                       r"'agent.sigma'\?$"):  # fmt: skip
+        from_dict({"agent": {"sigmaa": 0.1}})
+
+
+@pytest.mark.parametrize(
+    "env_id, notice",
+    [("CartPole-v1", "hint: CartPole-v1 has a JAX twin"),
+     ("toy_gym:DictObservation-v0", "Dict observations are flattened")],
+)  # fmt: skip
+def test_a_set_up_error_comes_before_any_hint_or_warning(tmp_path, capsys, env_id, notice):
+    """The env's hint or warning waits until the set-up succeeded: an error found after the
+    env was built (agent.curriculum on a host env) is the only thing the user reads."""
+    cfg = compose([f"env.id={env_id}", "agent.num_particles=4", "agent.curriculum={start: 10}",
+                   "train.progress=false"])  # fmt: skip
+    cfg.run_dir = str(tmp_path / "run")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(ValueError, match="^agent.curriculum needs a persistent estimator"):
+            pes_rl.train(cfg)
+    assert notice not in capsys.readouterr().err + " ".join(str(w.message) for w in caught)

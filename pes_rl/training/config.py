@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import importlib.resources
 import math
 from pathlib import Path
@@ -56,6 +57,30 @@ _MISSING = object()
 OPEN_MAPPINGS = ("kwargs", "curriculum")  # nodes whose keys are the user's to choose
 
 
+def has_key(cfg: DictConfig, key: str) -> bool:
+    """Whether the dotted ``key`` is in ``cfg`` (its value may be null)."""
+    return OmegaConf.select(cfg, key, default=_MISSING) is not _MISSING
+
+
+def nearest_key(cfg: DictConfig, key: str) -> str | None:
+    """The key of ``cfg`` closest to a mistyped one, or None when none is close
+    (``difflib.get_close_matches``): a sibling where the parent exists (``agent.sigmaa`` ->
+    ``agent.sigma``), else any key (``agnt.sigma`` -> ``agent.sigma``)."""
+    parent, _, name = key.rpartition(".")
+    if not parent or has_key(cfg, parent):
+        node = OmegaConf.select(cfg, parent) if parent else cfg
+        siblings = [str(k) for k in node] if isinstance(node, DictConfig) else []
+        close = difflib.get_close_matches(name, siblings, n=1)
+        return None if not close else f"{parent}.{close[0]}" if parent else close[0]
+    close = difflib.get_close_matches(key, list(dotted(OmegaConf.to_container(cfg))), n=1)
+    return close[0] if close else None
+
+
+def in_open_mapping(key: str) -> bool:
+    """Whether ``key`` lies in a mapping whose keys are the user's (``env.kwargs.<name>``)."""
+    return "." in key and key.split(".")[-2] in OPEN_MAPPINGS
+
+
 def from_dict(values: dict) -> DictConfig:
     """The defaults with ``values`` merged on, as ``python train.py`` would merge overrides.
 
@@ -69,11 +94,10 @@ def from_dict(values: dict) -> DictConfig:
     rest = {k: v for k, v in values.items() if k not in selections}
     OmegaConf.set_struct(cfg, False)
     for key, value in dotted(rest).items():
-        parent_name = key.split(".")[-2] if "." in key else ""
-        if OmegaConf.select(cfg, key, default=_MISSING) is _MISSING and (
-            parent_name not in OPEN_MAPPINGS
-        ):
-            raise ValueError(f"unknown config key {key!r}: see python train.py --cfg job")
+        if not has_key(cfg, key) and not in_open_mapping(key):
+            near = nearest_key(cfg, key)
+            hint = f"did you mean {near!r}?" if near else "see python train.py --cfg job"
+            raise ValueError(f"unknown config key {key!r}: {hint}")
         OmegaConf.update(cfg, key, value, merge=True, force_add=True)
     return cfg
 

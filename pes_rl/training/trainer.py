@@ -323,15 +323,49 @@ def train(config: DictConfig | dict | list[str] | None = None) -> TrainResult:
                 refused = error
         if not distributed.primary_says(refused is None):
             raise refused or RunDirError(f"process 0 could not use {run_dir}; its output says why")
-        return train_in_run_dir(cfg, run_dir)
+        notices = owned.enter_context(HeldNotices())
+        return train_in_run_dir(cfg, run_dir, notices)
 
 
-def train_in_run_dir(cfg: DictConfig, run_dir: Path) -> TrainResult:
-    """``train`` in a run dir this process has claimed (an estimator, or random search)."""
+class HeldNotices:
+    """A run's set-up warnings and hints, held until the set-up succeeded (:meth:`release`),
+    so that an error of the set-up is the first and only line the user reads; leaving the
+    ``with`` block unreleased drops them."""
+
+    def __enter__(self) -> HeldNotices:
+        self.catcher: Any = warnings.catch_warnings(record=True)
+        self.warnings = self.catcher.__enter__()
+        warnings.simplefilter("always")  # held here; the filters judge them on release
+        self.hints: list[str] = []
+        return self
+
+    def release(self) -> None:
+        """Shows each held warning (once per message and place, as the filters say), then
+        the hints; later warnings are shown as they come."""
+        if self.catcher is None:
+            return
+        self.__exit__()
+        shown: dict = {}  # warn_explicit's registry: a repeated warning is shown once
+        for held in self.warnings:
+            warnings.warn_explicit(
+                held.message, held.category, held.filename, held.lineno, registry=shown
+            )
+        for hint in self.hints:
+            print(hint, file=sys.stderr)
+
+    def __exit__(self, *exc_info) -> None:
+        if self.catcher is not None:
+            self.catcher.__exit__(None, None, None)
+            self.catcher = None
+
+
+def train_in_run_dir(cfg: DictConfig, run_dir: Path, notices: HeldNotices) -> TrainResult:
+    """``train`` in a run dir this process has claimed (an estimator, or random search);
+    ``notices`` holds the set-up's warnings and hints until it succeeded."""
     env, policy, agent, optimizer = build(cfg)
     hint = twin_hint(getattr(env, "gym_id", None))
     if hint and distributed.is_primary():
-        print(hint, file=sys.stderr)
+        notices.hints.append(hint)
     cfg = OmegaConf.merge(cfg, {"run_dir": str(run_dir)})
     total = cfg.train.iterations
 
@@ -373,6 +407,7 @@ def train_in_run_dir(cfg: DictConfig, run_dir: Path) -> TrainResult:
     evaluate = agent.population.make_evaluate(
         env, policy, cfg.train.eval_episodes, cfg.train.eval_steps
     )
+    notices.release()  # the set-up succeeded
     wandb_run = WandbRun(cfg, run_dir, enabled=primary)
     progress = Progress(
         cfg.train.progress and primary, total, start, budget=budget, start_env_steps=env_steps
