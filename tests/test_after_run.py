@@ -268,13 +268,13 @@ def test_plot_table_counts_env_steps_to_a_threshold_and_minutes(tmp_path):
 
 
 def swept_run(run_dir, agent: str, per_iteration: int, iterations: int, evaluated: list[int],
-              budget: int | None = None):  # fmt: skip
-    """A sweep's run of ``agent`` on influence balancing: ``per_iteration`` env steps per
+              budget: int | None = None, env_id: str = "influence_balancing"):  # fmt: skip
+    """A sweep's run of ``agent`` on a built-in env: ``per_iteration`` env steps per
     iteration, an evaluation (return = its env steps / 1000) at the ``evaluated``
     iterations."""
     run_dir.mkdir()
     (run_dir / "config.yaml").write_text(
-        "env: {family: null, id: influence_balancing}\n"
+        f"env: {{family: null, id: {env_id}}}\n"
         f"agent: {{name: {agent}, num_particles: 10, sigma: 0.1, unroll_length: 1}}\n"
         f"train: {{seed: 0, max_env_steps: {'null' if budget is None else budget}}}\n"
     )
@@ -312,6 +312,34 @@ def test_plot_reads_budgets_at_equal_env_steps_and_warns_of_unequal_ends(tmp_pat
         "K=1 σ=0.1 N=10: 10,000); train them with one train.max_env_steps and "
         "train.eval_every_steps to compare them at equal env steps"
     )
+
+
+def test_plot_x_axis_says_env_steps_for_rl_and_inner_steps_for_meta_tasks(tmp_path, monkeypatch):
+    import matplotlib.pyplot as plt
+
+    from pes_rl.after import plot
+    from pes_rl.envs import registry
+    from pes_rl.envs.unrolled import UnrolledOptimizationEnv
+
+    rl = swept_run(tmp_path / "rl", "pes", 100, 2, [2])
+    meta = swept_run(tmp_path / "meta", "pes", 100, 2, [2], env_id="lr_toy2d")
+    figures = []
+    monkeypatch.setattr(plt, "close", figures.append)
+    labels = {}
+    for name, dirs in {"rl": [rl], "meta": [meta], "both": [rl, meta]}.items():
+        plot.plot_runs(dirs, tmp_path / f"{name}.png", x_axes=("env_steps", "iteration"))
+        labels[name] = [ax.get_xlabel() for ax in figures[-1].axes[:2]]
+    assert labels == {
+        "rl": ["env steps", "outer iterations"],
+        "meta": ["inner steps", "outer iterations"],
+        "both": ["env steps (meta tasks: inner steps)", "outer iterations"],
+    }
+    # META_TASKS are the built-in envs whose steps are inner optimization steps
+    unrolled = {
+        name for name, make in registry._REGISTRY.items()
+        if isinstance(make, type) and issubclass(make, UnrolledOptimizationEnv)
+    }  # fmt: skip
+    assert set(plot.META_TASKS) == unrolled
 
 
 def test_plot_labels_name_the_settings_a_sweep_varies(tmp_path):

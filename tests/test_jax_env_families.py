@@ -166,3 +166,37 @@ def test_factories_may_return_gymnax_or_brax_objects_and_bad_ids_say_what_to_do(
         with pytest.raises(ValueError, match=message):
             envs.make(env_id)
     assert np.isfinite(envs.make("gymnax/MountainCarContinuous-v0").spec.action_space.high).all()
+
+
+def test_the_docs_say_how_actions_arrive_and_what_each_spec_field_means():
+    """docs/envs.md's "Your own JAX env": a table row for every EnvSpec field, and actions as
+    it says they arrive in ``step``: Discrete a scalar int32 argmax of the logits, Box the
+    output clipped to the bounds, or tanh-squashed with action_mode=tanh."""
+    import dataclasses
+    import types
+
+    from gymnasium import spaces
+
+    from pes_rl import policies
+    from pes_rl.envs import EnvSpec
+
+    docs = (REPO / "docs" / "envs.md").read_text()
+    section = docs[docs.index("## Your own JAX env") :]
+    assert [f.name for f in dataclasses.fields(EnvSpec) if f"| `{f.name}`" not in section] == []
+
+    obs = jnp.array([1.0, -2.0, 0.5])
+    observations = spaces.Box(-np.inf, np.inf, (3,))
+
+    def act(action_space, params, **kwargs):
+        env = types.SimpleNamespace(spec=EnvSpec(observations, action_space, horizon=10))
+        return policies.make("linear", env, **kwargs).apply({"w": jnp.asarray(params)}, obs)
+
+    logits_of = [[0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0], [0.0, 0.0, 0.0, 0.0]]  # → 1, -2, 0
+    action = act(spaces.Discrete(4), logits_of)
+    assert action.dtype == jnp.int32 and action.shape == () and int(action) == 1
+    to_both = [[3.0, 0.2], [0.0, 0.0], [0.0, 0.0]]  # raw output (3, 0.2)
+    box = spaces.Box(-1.0, 1.0, (2,))
+    np.testing.assert_allclose(act(box, to_both), [1.0, 0.2])
+    np.testing.assert_allclose(act(box, to_both, action_mode="tanh"), np.tanh([3, 0.2]), 1e-6)
+    unbounded = spaces.Box(-np.inf, np.inf, (2,))
+    np.testing.assert_allclose(act(unbounded, to_both), [3.0, 0.2])

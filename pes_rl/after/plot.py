@@ -101,7 +101,22 @@ def lower_is_better(key: str) -> bool:
     return key.endswith("loss")
 
 
-X_AXES = {"env_steps": "env steps (meta tasks: inner steps)", "iteration": "outer iterations"}
+X_AXES = {"env_steps": "env steps", "iteration": "outer iterations"}
+# Built-in meta tasks: one env step is one step of an inner training run.
+META_TASKS = ("lr_toy2d", "lr_schedule", "hparams29", "learned_optimizer")
+
+
+def x_label(x: str, run_dirs: list[Path]) -> str:
+    """The x axis's label: env steps of RL runs are "env steps", of meta tasks "inner steps"."""
+    if x != "env_steps":
+        return X_AXES[x]
+    meta = set()
+    for run_dir in run_dirs:
+        env = OmegaConf.load(run_dir / "config.yaml").env
+        meta.add(env.get("family") is None and env.id in META_TASKS)
+    if meta == {True}:
+        return "inner steps"
+    return X_AXES[x] if meta == {False} else "env steps (meta tasks: inner steps)"
 
 
 def load_curve(
@@ -140,6 +155,7 @@ def plot_runs(
     # One color per label in every panel, whether or not a run logged that panel's metric.
     colors = {label: f"C{i % 10}" for i, label in enumerate(sorted(groups))}
     grid_panels = [(key, title, x) for key, title in panels for x in x_axes]
+    x_labels = {x: x_label(x, run_dirs) for x in x_axes}
     fig, axes = plt.subplots(
         1, len(grid_panels), figsize=(6 * len(grid_panels), 4.5), squeeze=False
     )
@@ -163,7 +179,7 @@ def plot_runs(
             )  # fmt: skip
             if len(curves) > 1:
                 ax.fill_between(grid, mean - std, mean + std, color=line.get_color(), alpha=0.2)
-        ax.set_xlabel(X_AXES[x])
+        ax.set_xlabel(x_labels[x])
         if log_y:
             ax.set_yscale("log")
         title = f"−{title}" if negate else title
