@@ -144,3 +144,44 @@ def test_host_env_run_resumes_with_fresh_episodes(tmp_path):
     # resume.
     assert history[-1]["env_steps"] == sum(h["env_steps_window"] for h in history)
     assert 0 < history[-1]["env_steps"] <= 4 * 4 * 20
+
+
+
+def closing_run_config(tmp_path, vectorization: str, sigma: float, resume: bool):
+    cfg = compose(
+        ["env.id=CartPole-v1", f"env.kwargs.vectorization={vectorization}",
+         "agent.num_particles=2", "agent.unroll_length=20", f"agent.sigma={sigma}",
+         "train.iterations=2", "train.eval_every=1", "train.eval_episodes=1",
+         "train.progress=false", f"resume={str(resume).lower()}"]
+    )  # fmt: skip
+    cfg.run_dir = str(tmp_path / "run")
+    return cfg
+
+
+def test_the_trainer_closes_its_sub_envs_when_a_run_ends_or_fails(tmp_path, monkeypatch):
+    """Every exit path closes the training population's and the evaluation's sub-envs: a run
+    that finishes, and one that fails after its sub-envs started (a resume refused for a
+    changed config)."""
+    from pes_rl.stepping.host_engine import HostPopulation
+
+    closed = []
+    close = HostPopulation.close
+    monkeypatch.setattr(HostPopulation, "close", lambda self: closed.append(self) or close(self))
+    pes_rl.train(closing_run_config(tmp_path, "sync", 0.1, resume=False))
+    assert sorted(p.num_particles for p in closed) == [1, 2]  # evaluation and training
+    closed.clear()
+    with pytest.raises(ValueError, match="config differs"):
+        pes_rl.train(closing_run_config(tmp_path, "sync", 0.2, resume=True))
+    assert [p.num_particles for p in closed] == [2]  # it failed before making its evaluation
+
+
+@pytest.mark.slow  # spawning AsyncVectorEnv workers takes tens of seconds on 2 cores
+def test_no_async_worker_process_outlives_a_run(tmp_path):
+    import multiprocessing
+
+    assert not multiprocessing.active_children()
+    pes_rl.train(closing_run_config(tmp_path, "async", 0.1, resume=False))
+    assert not multiprocessing.active_children()
+    with pytest.raises(ValueError, match="config differs"):
+        pes_rl.train(closing_run_config(tmp_path, "async", 0.2, resume=True))
+    assert not multiprocessing.active_children()

@@ -46,9 +46,13 @@ def episode_returns(trained, episodes: int, key) -> tuple[np.ndarray, float]:
     evaluation the trainer runs (so the run's own key repeats its ``eval_return``)."""
     from pes_rl.stepping.evaluation import make_episode_returns_for, mean_return
 
-    returns = make_episode_returns_for(
+    evaluate = make_episode_returns_for(
         trained.env, trained.policy, episodes, trained.config.train.eval_steps
-    )(trained.params, trained.obs_norm, key)
+    )
+    try:
+        returns = evaluate(trained.params, trained.obs_norm, key)
+    finally:
+        getattr(evaluate, "close", lambda: None)()  # a Gymnasium env's sub-envs
     return np.asarray(returns), float(mean_return(returns))
 
 

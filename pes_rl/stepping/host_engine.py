@@ -216,14 +216,17 @@ class HostPopulation(Population):
         return multihost_utils.process_allgather(tree, tiled=True)
 
     def close(self) -> None:
+        """Closes this process's sub-envs (an async vector env's worker processes too)."""
         if self._vector is not None:
             self._vector.close()
+            self._vector = None
 
 
 def make_host_episode_returns(env: GymnasiumEnv, policy, num_episodes: int, num_steps: int):
     """``episode_returns(params, obs_norm, key) -> [num_episodes]``: one complete episode of θ
     unperturbed on each of ``num_episodes`` sub-envs (at most ``num_steps`` steps when the env
-    has no time limit), reset with seeds drawn from ``key``."""
+    has no time limit), reset with seeds drawn from ``key``. ``episode_returns.close()`` closes
+    the sub-envs (made at the first call)."""
     population = HostPopulation(env, policy, num_episodes, split_over_processes=False)
 
     def episode_returns(params, obs_norm, key: jax.Array) -> np.ndarray:
@@ -235,15 +238,17 @@ def make_host_episode_returns(env: GymnasiumEnv, policy, num_episodes: int, num_
         )
         return np.asarray(window.reward_first)
 
+    episode_returns.close = population.close
     return episode_returns
 
 
 def make_host_evaluate(env: GymnasiumEnv, policy, num_episodes: int, num_steps: int):
     """``evaluate(params, obs_norm, key) -> {"eval_return": ...}``: the mean of
-    :func:`make_host_episode_returns`."""
+    :func:`make_host_episode_returns`; ``evaluate.close()`` closes its sub-envs."""
     episode_returns = make_host_episode_returns(env, policy, num_episodes, num_steps)
 
     def evaluate(params, obs_norm, key: jax.Array) -> dict:
         return {"eval_return": float(mean_return(episode_returns(params, obs_norm, key)))}
 
+    evaluate.close = episode_returns.close
     return evaluate

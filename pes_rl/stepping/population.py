@@ -42,7 +42,8 @@ class Population:
     2j, 2j + 1) reset alike.
 
     Subclasses say what they can do (the class attributes) and implement :meth:`reset`,
-    :meth:`unroll`, :meth:`copy_state` and :meth:`make_episode_returns`.
+    :meth:`unroll`, :meth:`copy_state` and :meth:`make_episode_returns` (and :meth:`close`
+    where they hold something outside JAX).
     """
 
     jittable: ClassVar[bool]  # reset and unroll run inside jit
@@ -79,6 +80,10 @@ class Population:
         """``tree``'s [N, ...] arrays placed as the particles are (split over a device mesh, or
         as they are)."""
         return tree
+
+    def close(self) -> None:
+        """Releases what the population holds outside JAX (a host population's sub-envs and
+        worker processes); the trainer calls it on every exit path."""
 
     def shared(self) -> Population:
         """A population of one particle of the same env and policy: TES's trajectory that

@@ -361,8 +361,19 @@ class HeldNotices:
 
 def train_in_run_dir(cfg: DictConfig, run_dir: Path, notices: HeldNotices) -> TrainResult:
     """``train`` in a run dir this process has claimed (an estimator, or random search);
-    ``notices`` holds the set-up's warnings and hints until it succeeded."""
+    ``notices`` holds the set-up's warnings and hints until it succeeded. The population's
+    sub-envs (an async vector env's worker processes) are closed on every exit path."""
     env, policy, agent, optimizer = build(cfg)
+    try:
+        return train_built(cfg, run_dir, notices, env, policy, agent, optimizer)
+    finally:
+        agent.population.close()
+
+
+def train_built(
+    cfg: DictConfig, run_dir: Path, notices: HeldNotices, env, policy, agent, optimizer
+) -> TrainResult:
+    """:func:`train_in_run_dir` once its env, policy, agent and optimizer are built."""
     hint = twin_hint(getattr(env, "gym_id", None))
     if hint and distributed.is_primary():
         notices.hints.append(hint)
@@ -518,4 +529,5 @@ def train_in_run_dir(cfg: DictConfig, run_dir: Path, notices: HeldNotices) -> Tr
         metrics_file.close()
         wandb_run.finish()
         checkpointer.close()
+        getattr(evaluate, "close", lambda: None)()  # a Gymnasium env's evaluation sub-envs
     return TrainResult(state.params, metrics_file.history, run_dir)
