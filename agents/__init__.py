@@ -14,6 +14,7 @@ Examples:
   (1,)
 """
 
+import importlib
 import inspect
 from typing import Any
 
@@ -35,10 +36,33 @@ AGENTS: dict[str, type[Estimator]] = {
 }
 
 
+def resolve(name: str) -> type[Estimator]:
+    """The estimator class ``name`` names: one of ``AGENTS``, or ``module:Class`` for your own
+    subclass of :class:`Estimator` (docs/own-estimator.md); a ValueError says why not."""
+    if ":" not in name:
+        if name not in AGENTS:
+            raise ValueError(
+                f"unknown estimator {name!r}: agent must be one of {list(AGENTS)} or "
+                "'module:Class' (your own Estimator subclass)"
+            )
+        return AGENTS[name]
+    module_name, _, attribute = name.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        raise ValueError(f"cannot import {module_name!r} for agent {name!r}: {error}") from None
+    estimator = getattr(module, attribute, None)
+    if not (inspect.isclass(estimator) and issubclass(estimator, Estimator)):
+        raise ValueError(
+            f"agent {name!r}: {module_name!r} has no subclass of pes_rl.agents.Estimator "
+            f"named {attribute!r}"
+        )
+    return estimator
+
+
 def make(name: str, **kwargs: Any) -> Estimator:
-    """Builds estimator ``name`` (one of ``AGENTS``); see ``Estimator``."""
-    if name not in AGENTS:
-        raise ValueError(f"unknown estimator {name!r}: agent must be one of {list(AGENTS)}")
+    """Builds estimator ``name`` (one of ``AGENTS``, or ``module:Class``); see ``Estimator``."""
+    estimator = resolve(name)
     accepted = [p for p in inspect.signature(Estimator.__init__).parameters if p != "self"]
     unknown = sorted(set(kwargs) - set(accepted))
     if unknown:
@@ -46,7 +70,7 @@ def make(name: str, **kwargs: Any) -> Estimator:
             f"agent.{unknown[0]} is not a setting of agent {name!r}: it takes "
             f"{[p for p in accepted if p not in ('env', 'policy', 'mesh')]}"
         )
-    return AGENTS[name](**kwargs)
+    return estimator(**kwargs)
 
 
 __all__ = [
@@ -64,4 +88,5 @@ __all__ = [
     "TES",
     "TESState",
     "make",
+    "resolve",
 ]

@@ -118,6 +118,8 @@ def test_other_python_blocks_run(where, code, monkeypatch):
     run_block(where, code)
     if "class PointMass" in code:  # the pages say this env ships as envs/point_mass.py
         assert code.strip() in (REPO / "envs" / "point_mass.py").read_text()
+    if "class DecayingPES" in code:  # docs/own-estimator.md shows examples/decaying_pes.py
+        assert code.strip() == (REPO / "examples" / "decaying_pes.py").read_text().strip()
 
 
 # Commands -----------------------------------------------------------------------------------

@@ -38,7 +38,7 @@ from pes_rl.stepping.evaluation import evaluation_key, run_keys
 from pes_rl.training.checkpoint import Checkpointer, NoCheckpoint
 from pes_rl.training.components import make_env, make_policy
 from pes_rl.training.config import RESUMABLE_KEYS, as_config, differing_keys, validate
-from pes_rl.training.run_dir import RunDirError, atomic_write_text, claim, env_path
+from pes_rl.training.run_dir import RunDirError, atomic_write_text, claim, env_path, path_part
 from pes_rl.training.run_log import MetricsFile, Progress, WandbRun, clean
 
 Params = Any
@@ -107,7 +107,7 @@ def make_population_mesh(cfg: DictConfig, env, agent_name: str):
     every local device where the population can be split (a JAX env; es, ars, tes, pes, nres) and
     one device elsewhere; an explicit count > 1 there is an error."""
     devices = OmegaConf.select(cfg, "train.devices", default="all")
-    estimator = agents.AGENTS.get(agent_name)  # an unknown name fails in agents.make
+    estimator = None if agent_name == RandomSearch.name else agents.resolve(agent_name)
     if estimator is not None and estimator.splits_over_devices(env):
         return sharding.make_mesh(devices)
     if jax.process_count() > 1 and (estimator is None or not estimator.supports_sharding):
@@ -222,7 +222,7 @@ def resolve_run_dir(cfg: DictConfig) -> Path:
     if not run_dir:
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
         env = env_path(cfg.env.get("family"), cfg.env.id)
-        run_dir = f"runs/{env}/{cfg.agent.name}/seed{cfg.train.seed}-{stamp}"
+        run_dir = f"runs/{env}/{path_part(cfg.agent.name)}/seed{cfg.train.seed}-{stamp}"
     return Path(run_dir)
 
 
