@@ -42,11 +42,11 @@ def lax_conv(x: jax.Array, w: jax.Array, stride: int) -> jax.Array:
 def lax_conv_task(batch_size: int = 128) -> lopt_tasks.InnerTask:
     """The training distribution's CNN task with ``lax.conv`` in place of ``conv3x3``."""
     channels = lopt_tasks.ARCHITECTURES["cnn_digits", "train"]
-    sample, init, batch_loss, full_loss, full_accuracy = lopt_tasks._classifier(
+    sample, init, batch_loss, full_loss, full_metrics = lopt_tasks._classifier(
         data.load("digits"), *lopt_tasks._cnn(channels, conv=lax_conv), batch_size
     )
     return lopt_tasks.InnerTask(
-        sample, init, batch_loss, full_loss, "cnn_digits/lax_conv", full_accuracy
+        sample, init, batch_loss, full_loss, "cnn_digits/lax_conv", full_metrics
     )
 
 

@@ -65,8 +65,9 @@ class InnerTask(NamedTuple):
         [Params, jax.Array, str], jax.Array
     ]  # (params, variant, split): whole split
     name: str
-    # (params, variant, split): the whole split's accuracy; None for the quadratic (no labels)
-    full_accuracy: Callable[[Params, jax.Array, str], jax.Array] | None = None
+    # (params, variant, split) -> [loss, accuracy] of the whole split from one forward pass;
+    # None for the quadratic (no labels)
+    full_metrics: Callable[[Params, jax.Array, str], jax.Array] | None = None
 
 
 def finite_gradients(grads: Any) -> Any:
@@ -97,14 +98,14 @@ def make(
         else:
             network = _mlp(sizes)
         family = _classifier(data.load(dataset), *network, batch_size)
-    sample, init, batch_loss, full_loss, full_accuracy = family
+    sample, init, batch_loss, full_loss, full_metrics = family
     return InnerTask(  # jitted: eager, a CNN's initialization takes seconds of op dispatch
         sample=jax.jit(lambda key: sample(jax.random.fold_in(key, stream))),
         init=jax.jit(lambda key: init(jax.random.fold_in(key, stream))),
         batch_loss=batch_loss,
         full_loss=full_loss,
         name=f"{task}/{distribution}",
-        full_accuracy=full_accuracy,
+        full_metrics=full_metrics,
     )
 
 
@@ -147,11 +148,13 @@ def _classifier(dataset: data.Dataset, apply, init, sample_widths, batch_size: i
     def full_loss(params, variant, split="train"):
         return loss(params, variant, *split_arrays(split))
 
-    def full_accuracy(params, variant, split="train"):
+    def full_metrics(params, variant, split="train"):
         x, y = split_arrays(split)
-        return unrolled.accuracy(apply(params, x, variant["widths"]), variant["permutation"][y])
+        logits, labels = apply(params, x, variant["widths"]), variant["permutation"][y]
+        loss = unrolled.cross_entropy(logits, labels)
+        return jnp.stack([loss, unrolled.accuracy(logits, labels)])
 
-    return sample, init, batch_loss, full_loss, full_accuracy
+    return sample, init, batch_loss, full_loss, full_metrics
 
 
 def _mlp(hidden_sizes):

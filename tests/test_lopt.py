@@ -834,6 +834,16 @@ def test_lopt_eval_curves_see_the_same_minibatches_at_any_recording_interval():
     # Steps 0, 6 and 12 are in both: the same minibatches give the same losses.
     np.testing.assert_allclose(coarse, fine[::2], rtol=1e-5)
     assert float(fine[-1, 0]) < float(fine[0, 0])
+    # With accuracy: the three splits' losses, then their accuracies, from one forward pass each.
+    both = lopt_eval.make_curve(task, 12, 6, lopt_eval.SPLITS, accuracy=True)
+    recorded = np.asarray(both(optimizer, params, variant, data_key))
+    assert recorded.shape == (3, 6)
+    np.testing.assert_allclose(recorded[:, 0], coarse[:, 0], rtol=1e-5)
+    for column, split in enumerate(lopt_eval.SPLITS):
+        np.testing.assert_allclose(
+            recorded[0, [column, 3 + column]], task.full_metrics(params, variant, split), rtol=1e-5
+        )
+    assert np.all((recorded[:, 3:] >= 0) & (recorded[:, 3:] <= 1))
 
 
 def test_lopt_eval_first_seed_draws_other_tasks_and_refuses_low_seeds(tmp_path, capsys):
