@@ -14,7 +14,7 @@ from pes_rl.training.trainer import build
 
 EXPERIMENTS = sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml"))
 # Playground experiments need the playground extra (and load an MJX model each): -m playground.
-SLOW_BUILDS = ("brax_halfcheetah_pes_cpu",)  # Brax's HalfCheetah: 7 s (test_rl builds Brax)
+SLOW_BUILDS = ("brax_halfcheetah_pes_cpu", "brax_hopper_pes_cpu")  # Brax builds: 7-14 s (test_rl builds Brax)
 EXPERIMENT_PARAMS = [
     pytest.param(name, marks=pytest.mark.playground)
     if name.startswith("playground_")
