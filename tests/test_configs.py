@@ -14,7 +14,8 @@ from pes_rl.training.trainer import build
 
 EXPERIMENTS = sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml"))
 # Playground experiments need the playground extra (and load an MJX model each): -m playground.
-SLOW_BUILDS = ("brax_halfcheetah_pes_cpu", "brax_hopper_pes_cpu")  # Brax builds: 7-14 s (test_rl builds Brax)
+# Brax's HalfCheetah and Hopper build in 7-14 s each (test_rl builds Brax in the default suite).
+SLOW_BUILDS = ("brax_halfcheetah_pes_cpu", "brax_hopper_pes_cpu")
 EXPERIMENT_PARAMS = [
     pytest.param(name, marks=pytest.mark.playground)
     if name.startswith("playground_")
