@@ -154,11 +154,17 @@ def account_step(
     return tally, done
 
 
+def waiting(tally: Tally) -> jax.Array:
+    """[N] bool: particles that stopped stepping in the window (a second episode end; with
+    ``autoreset=False``, the first)."""
+    return tally.ended & ~tally.alive
+
+
 def finish(env_state: Any, tally: Tally) -> tuple[Particles, Window]:
     """The particles after a window and what the window produced."""
     window = Window(
         tally.reward_first, tally.reward_rest, tally.ended, tally.steps_since_end,
-        tally.steps_first, tally.steps_rest, tally.ended & ~tally.alive,
+        tally.steps_first, tally.steps_rest, waiting(tally),
         tally.completed_return_sum, tally.completed_count, tally.env_steps, tally.idle_steps,
         tally.obs_moments,
     )  # fmt: skip
@@ -302,7 +308,7 @@ def unroll(
     init = (particles.env_state, start_tally(particles, obs_size))
     (env_state, tally), _ = jax.lax.scan(body, init, jnp.arange(unroll_length))
     if autoreset:
-        env_state = _reset_waiting(env, env_state, tally.ended & ~tally.alive, key, group)
+        env_state = _reset_waiting(env, env_state, waiting(tally), key, group)
     return finish(env_state, tally)
 
 

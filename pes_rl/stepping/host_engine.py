@@ -185,19 +185,12 @@ class HostPopulation(Population):
             # Masked-out particles keep stepping (the vector steps them all): reset them too.
             needs_reset = np.asarray(done) | terminated | truncated
             group_seeds = rng.integers(0, 2**31 - 1, size=num_groups)
-            if needs_reset.any():
-                reset_obs, _ = self.vector.reset(
-                    seed=[int(s) for s in group_seeds[group]], options={"reset_mask": needs_reset}
-                )
-                next_obs = np.where(needs_reset[:, None], reset_obs, next_obs)
-            obs = np.asarray(next_obs, np.float32).reshape(obs.shape)
-        waiting = np.asarray(tally.ended & ~tally.alive)
+            next_obs = np.asarray(next_obs, np.float32).reshape(obs.shape)
+            obs = self._reset_where(needs_reset, group_seeds[group], next_obs)
+        waiting = np.asarray(engine.waiting(tally))
         if autoreset and waiting.any():
             group_seeds = rng.integers(0, 2**31 - 1, size=num_groups)
-            reset_obs, _ = self.vector.reset(
-                seed=[int(s) for s in group_seeds[group]], options={"reset_mask": waiting}
-            )
-            obs = np.where(waiting[:, None], reset_obs.reshape(obs.shape), obs).astype(np.float32)
+            obs = self._reset_where(waiting, group_seeds[group], obs)
         particles, window = engine.finish(obs, tally)
         if self.processes == 1:
             return particles, window
@@ -207,6 +200,14 @@ class HostPopulation(Population):
             lambda x: np.sum(x, axis=0), multihost_utils.process_allgather(totals)
         )
         return particles, Window(*per_particle, *totals)
+
+    def _reset_where(self, mask: np.ndarray, seeds: np.ndarray, obs: np.ndarray) -> np.ndarray:
+        """``obs`` [n, ...] with the sub-envs in ``mask`` reset from ``seeds`` (one each)."""
+        if not mask.any():
+            return obs
+        reset_obs, _ = self.vector.reset(seed=[int(s) for s in seeds], options={"reset_mask": mask})
+        mask = mask.reshape(mask.shape + (1,) * (obs.ndim - 1))
+        return np.where(mask, np.asarray(reset_obs, np.float32).reshape(obs.shape), obs)
 
     def _gather(self, tree):
         """Every process's slice of the particle axis, in process order (or ``tree`` itself in
