@@ -1,4 +1,5 @@
-"""Gradient estimators (ES, ARS, TES, PES, NRES, hybrid) behind one ``init`` / ``estimate`` API.
+"""Strategies the trainer runs (:class:`Strategy`): the gradient estimators ES, ARS, TES, PES,
+NRES and hybrid behind one ``init`` / ``estimate`` API, and random search.
 
 Examples:
   >>> import jax
@@ -24,21 +25,25 @@ from pes_rl.agents.es import ES, ESState
 from pes_rl.agents.hybrid import Hybrid, HybridState
 from pes_rl.agents.nres import NRES, NRESState
 from pes_rl.agents.pes import PES, PESState
+from pes_rl.agents.random_search import RandomSearch
+from pes_rl.agents.strategy import Strategy, is_strategy
 from pes_rl.agents.tes import TES, TESState
 
-AGENTS: dict[str, type[Estimator]] = {
+AGENTS: dict[str, type[Strategy]] = {
     "es": ES,
     "ars": ARS,
     "tes": TES,
     "pes": PES,
     "nres": NRES,
     "hybrid": Hybrid,
+    "random_search": RandomSearch,
 }
 
 
-def resolve(name: str) -> type[Estimator]:
-    """The estimator class ``name`` names: one of ``AGENTS``, or ``module:Class`` for your own
-    subclass of :class:`Estimator` (docs/own-estimator.md); a ValueError says why not."""
+def resolve(name: str) -> type[Strategy]:
+    """The strategy class ``name`` names: one of ``AGENTS``, or ``module:Class`` for your own
+    (a subclass of :class:`Estimator`, or any class with :class:`Strategy`'s methods;
+    docs/own-estimator.md); a ValueError says why not."""
     if ":" not in name:
         if name not in AGENTS:
             raise ValueError(
@@ -51,19 +56,33 @@ def resolve(name: str) -> type[Estimator]:
         module = importlib.import_module(module_name)
     except ImportError as error:
         raise ValueError(f"cannot import {module_name!r} for agent {name!r}: {error}") from None
-    estimator = getattr(module, attribute, None)
-    if not (inspect.isclass(estimator) and issubclass(estimator, Estimator)):
+    strategy = getattr(module, attribute, None)
+    if not is_strategy(strategy):
         raise ValueError(
             f"agent {name!r}: {module_name!r} has no subclass of pes_rl.agents.Estimator "
-            f"named {attribute!r}"
+            f"(or other pes_rl.agents.Strategy) named {attribute!r}"
         )
-    return estimator
+    return strategy
 
 
-def make(name: str, **kwargs: Any) -> Estimator:
-    """Builds estimator ``name`` (one of ``AGENTS``, or ``module:Class``); see ``Estimator``."""
+def settings_of(strategy: type[Strategy]) -> list[str]:
+    """The keyword arguments ``strategy`` is built with (an estimator's that pass ``**kwargs``
+    on take :class:`Estimator`'s)."""
+    accepted = []
+    for cls in strategy.__mro__:
+        if "__init__" not in vars(cls):
+            continue
+        parameters = inspect.signature(cls.__init__).parameters.values()
+        accepted += [p.name for p in parameters if p.name != "self" and p.kind != p.VAR_KEYWORD]
+        if all(p.kind != p.VAR_KEYWORD for p in parameters):
+            break
+    return list(dict.fromkeys(accepted))
+
+
+def make(name: str, **kwargs: Any) -> Strategy:
+    """Builds strategy ``name`` (one of ``AGENTS``, or ``module:Class``); see ``Estimator``."""
     estimator = resolve(name)
-    accepted = [p for p in inspect.signature(Estimator.__init__).parameters if p != "self"]
+    accepted = settings_of(estimator)
     unknown = sorted(set(kwargs) - set(accepted))
     if unknown:
         raise ValueError(
@@ -85,6 +104,8 @@ __all__ = [
     "NRESState",
     "PES",
     "PESState",
+    "RandomSearch",
+    "Strategy",
     "TES",
     "TESState",
     "make",

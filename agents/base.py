@@ -1,12 +1,13 @@
-"""The uniform estimator interface: ``init(key, params)`` and ``estimate(state, params, key)``.
+"""The ES-family estimators' base: ``init(key, params)`` and ``estimate(state, params, key)``,
+and the :class:`pes_rl.agents.strategy.Strategy` the trainer runs (``update``: the estimate's
+negation handed to optax).
 
 The base class owns what every estimator shares: argument checks, flattening θ, sampling
 (antithetic) perturbations, fitness shaping, observation normalization and metrics. Each
 estimator (``es.py``, ``tes.py``, ``pes.py``, ``nres.py``) supplies only ``_init`` and
 ``_window``: how perturbations and accumulators evolve and where particles start.
 
-``estimate`` returns the gradient of expected return: an ascent direction. The trainer hands
-``-grad`` to the optax optimizer.
+``estimate`` returns the gradient of expected return: an ascent direction.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any, ClassVar, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from jax.flatten_util import ravel_pytree
 from jax.sharding import Mesh
 
@@ -25,8 +27,7 @@ from pes_rl.agents import shaping
 from pes_rl.checks import is_number, is_positive_int
 from pes_rl.envs.base import Env
 from pes_rl.policies import Policy
-from pes_rl.stepping import engine, memory
-from pes_rl.stepping import population as populations
+from pes_rl.stepping import engine, evaluation, memory, populations
 
 Params = Any
 
@@ -134,6 +135,11 @@ class Estimator:
             self._jit_estimate = jax.jit(self._estimate, static_argnums=3, donate_argnums=0)
 
     @classmethod
+    def run_keys(cls, seed: int) -> evaluation.RunKeys:
+        """The keys a run draws from ``seed`` (:func:`pes_rl.stepping.evaluation.run_keys`)."""
+        return evaluation.run_keys(seed)
+
+    @classmethod
     def splits_over_devices(cls, env: Env) -> bool:
         """Whether this estimator's population on ``env`` can be split over a device mesh (a
         JAX env, and an estimator that supports it)."""
@@ -171,6 +177,46 @@ class Estimator:
         """
         with memory.out_of_memory_as_value_error(self.num_particles, self.state_bytes, self.mesh):
             return self._jit_init(key, params)
+
+    def update(
+        self,
+        optimizer: optax.GradientTransformation,
+        params: Params,
+        opt_state: optax.OptState,
+        state: Any,
+        key: jax.Array,
+        window: WindowLength,
+    ) -> tuple[Params, optax.OptState, Any, dict]:
+        """One iteration of the trainer: the window's estimate, its negation handed to optax
+        (the estimate ascends E[return]; optax descends), and ``grad_norm`` in the metrics.
+        Traced: the trainer jits a whole iteration around it."""
+        grad, state, metrics = self.estimate_traced(state, params, key, window)
+        updates, opt_state = optimizer.update(jax.tree.map(jnp.negative, grad), opt_state, params)
+        params = optax.apply_updates(params, updates)
+        return params, opt_state, state, metrics | {"grad_norm": optax.global_norm(grad)}
+
+    @property
+    def jittable(self) -> bool:
+        """Whether ``update`` runs inside jit (a JAX env; host envs jit each policy call)."""
+        return self.population.jittable
+
+    @property
+    def restorable(self) -> bool:
+        """Whether a checkpoint holds the particles (not a Gymnasium env's sub-envs)."""
+        return self.population.restorable
+
+    @property
+    def shortens_windows(self) -> bool:
+        """Whether windows may be shorter than ``unroll_length`` (a truncation curriculum)."""
+        return self.supports_curriculum and self.population.can_shorten_windows
+
+    def make_evaluate(self, num_episodes: int, num_steps: int) -> evaluation.Evaluation:
+        """The evaluation of θ unperturbed on this estimator's env (its population's kind)."""
+        return self.population.make_evaluate(self.env, self.policy, num_episodes, num_steps)
+
+    def close(self) -> None:
+        """Closes the population (a host env's sub-envs and worker processes)."""
+        self.population.close()
 
     def estimate(
         self,

@@ -353,3 +353,21 @@ def test_plot_labels_name_the_settings_a_sweep_varies(tmp_path):
     base = "ARS Hopper-v5 K=T σ=0.025 N=16 b=4"
     assert {k: len(v) for k, v in groups.items()} == {f"{base} lr=0.01": 2, f"{base} lr=0.1": 2}
     assert list(plot.group_runs(runs[:2])) == [base]
+
+
+def test_plot_reads_an_archived_run_dir_as_a_live_one(tmp_path):
+    """benchmarks/results keeps runs' metrics as ``metrics.jsonl.gz``: the budget table of an
+    archived run equals the live run's, and such a dir counts as holding results."""
+    import gzip
+
+    from pes_rl.after import plot
+    from pes_rl.training.run_dir import holds_results
+
+    live = swept_run(tmp_path / "live", "pes", 1000, 10, [5, 10])
+    archived = swept_run(tmp_path / "archived", "pes", 1000, 10, [5, 10])
+    metrics = archived / "metrics.jsonl"
+    (archived / "metrics.jsonl.gz").write_bytes(gzip.compress(metrics.read_bytes()))
+    metrics.unlink()
+    assert holds_results(archived)
+    assert plot.budget_table([archived], [5000, 10000]) == plot.budget_table([live], [5000, 10000])
+    assert "5 ± 0 | 10 ± 0" in plot.budget_table([archived], [5000, 10000])

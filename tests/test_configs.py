@@ -32,7 +32,7 @@ def test_experiment_configs_build(experiment):
         pytest.importorskip("mujoco_playground", reason='pip install -e ".[playground]"')
     cfg = compose([f"experiment={experiment}"])
     validate(cfg)
-    if cfg.agent.name == "random_search":  # not an estimator: runs pes_rl.meta.random_search
+    if cfg.agent.name == "random_search":  # a search strategy: pes_rl.agents.random_search
         assert envs.make(cfg.env.id, **cfg.env.kwargs).spec.default_action is not None
         return
     if cfg.env.family == "brax" and cfg.env.kwargs.backend == "generalized":

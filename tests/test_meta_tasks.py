@@ -357,7 +357,7 @@ def test_a_diverging_theta_has_one_return_in_training_evaluation_and_random_sear
     """ES stops a diverged particle, evaluation and random search carry the run on to T:
     all three must give the same return, or they would optimize different objectives."""
     from pes_rl import agents, policies
-    from pes_rl.meta.random_search import make_search_step
+    from pes_rl.agents.random_search import make_search_step
     from pes_rl.stepping.evaluation import make_evaluate
 
     env = envs.make("lr_toy2d", horizon=20)

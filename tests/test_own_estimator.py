@@ -80,3 +80,20 @@ def test_trains_on_a_gymnasium_env(tmp_path):
     assert result.history[-1]["env_steps"] > 0
     assert np.isfinite(result.history[-1]["eval_return"])
     assert (tmp_path / "run" / "checkpoints").is_dir()
+
+
+def test_a_strategy_named_as_module_class_runs_as_its_built_in_name(tmp_path):
+    """The trainer checks no strategy's name: random search named by its class path (a
+    Strategy that is not an Estimator: its own key splits, update and evaluation) gives the
+    built-in ``agent=random_search`` run's metrics exactly."""
+    histories = []
+    for name in ("random_search", "pes_rl.agents.random_search:RandomSearch"):
+        cfg = compose(
+            ["experiment=lr_toy2d_random_search", f"agent.name={name}", "agent.num_particles=4",
+             "train.iterations=3", "train.eval_every=3", "train.progress=false",
+             f"run_dir={tmp_path / name.replace(':', '_')}"]
+        )  # fmt: skip
+        histories.append(pes_rl.train(cfg).history)
+    strip = [[{k: v for k, v in r.items() if k != "steps_per_s"} for r in h] for h in histories]
+    assert strip[0] == strip[1]
+    assert "eval_return" in strip[0][-1] and np.isfinite(strip[0][-1]["search_return"])

@@ -33,26 +33,29 @@ def episode_key(trained, seed: int | None):
     loaded iteration (``seed`` None), else one from ``seed``."""
     import jax
 
+    from pes_rl import agents
     from pes_rl.stepping.evaluation import evaluation_key
 
     if seed is None:
         config = trained.config
-        return evaluation_key(config.train.seed, trained.iteration, config.agent.name)
+        keys = agents.resolve(config.agent.name).run_keys(config.train.seed)
+        return evaluation_key(keys, trained.iteration)
     return jax.random.key(seed)
 
 
 def episode_returns(trained, episodes: int, key) -> tuple[np.ndarray, float]:
     """The returns of ``episodes`` episodes of θ unperturbed and their mean, computed by the
     evaluation the trainer runs (so the run's own key repeats its ``eval_return``)."""
-    from pes_rl.stepping.evaluation import make_episode_returns_for, mean_return
+    from pes_rl.stepping.evaluation import mean_return
+    from pes_rl.stepping.populations import make_episode_returns
 
-    evaluate = make_episode_returns_for(
+    evaluate = make_episode_returns(
         trained.env, trained.policy, episodes, trained.config.train.eval_steps
     )
     try:
         returns = evaluate(trained.params, trained.obs_norm, key)
     finally:
-        getattr(evaluate, "close", lambda: None)()  # a Gymnasium env's sub-envs
+        evaluate.close()  # a Gymnasium env's sub-envs
     return np.asarray(returns), float(mean_return(returns))
 
 

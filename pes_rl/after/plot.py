@@ -3,7 +3,8 @@
     python -m pes_rl.after.plot runs/sweeps/<time>/*/ -o compare.png [--budgets 400000 1600000]
     python -m pes_rl.after.plot runs/h29/*/ --metric eval_val_loss --best --budgets 50000 100000
 
-Each RUN_DIR holds the ``metrics.jsonl`` and ``config.yaml`` that ``python train.py`` writes.
+Each RUN_DIR holds the ``metrics.jsonl`` (or an archived ``metrics.jsonl.gz``) and
+``config.yaml`` that ``python train.py`` writes.
 Runs whose configs differ only in ``train.seed`` share a label and are drawn as a mean curve
 with a ±1 std band; runs that differ in other settings get labels that name them.
 """
@@ -20,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from pes_rl.cli import ArgumentParser, program
 from pes_rl.training.config import dotted
-from pes_rl.training.run_dir import env_name, foreign_run, has_metrics
+from pes_rl.training.run_dir import env_name, foreign_run, has_metrics, metrics_file
 from pes_rl.training.run_log import read_records
 
 PANELS = (
@@ -37,8 +38,9 @@ def label_of(run_dir: Path) -> str:
 def config_label(cfg: DictConfig) -> str:
     """:func:`label_of` for a loaded run config."""
     agent, env = cfg.agent, env_name(cfg.env.get("family"), cfg.env.id)
-    if agent.name == "random_search":
-        return f"RANDOM SEARCH {env} {agent.num_particles} points/iteration"
+    if agent.get("sigma") is None:  # a search strategy: no perturbation, points per iteration
+        name = agent.name.upper().replace("_", " ")
+        return f"{name} {env} {agent.num_particles} points/iteration"
     unroll = agent.unroll_length if agent.unroll_length is not None else "T"
     if agent.get("curriculum"):
         unroll = f"{agent.curriculum.start}→{unroll}"
@@ -125,7 +127,7 @@ def load_curve(
     """(x, values) of ``key``, x = env steps or iterations; ``best``: the best value so far at
     each point (the minimum for ``*loss`` metrics, else the maximum)."""
     steps, values = [], []
-    for record in read_records(run_dir / "metrics.jsonl"):
+    for record in read_records(metrics_file(run_dir)):
         if key in record:
             steps.append(record[x])
             values.append(record[key])
@@ -199,7 +201,7 @@ def plot_runs(
 
 def record_steps(run_dir: Path) -> np.ndarray:
     """The env steps of every record of a run, in order."""
-    return np.asarray([r["env_steps"] for r in read_records(run_dir / "metrics.jsonl")], float)
+    return np.asarray([r["env_steps"] for r in read_records(metrics_file(run_dir))], float)
 
 
 def final_env_steps(run_dir: Path) -> float:
@@ -297,7 +299,7 @@ def minutes_cell(run_dirs: list[Path]) -> str:
     """The runs' mean wall-clock minutes, from each record's env steps and steps/s."""
     minutes = []
     for run_dir in run_dirs:
-        records = [r for r in read_records(run_dir / "metrics.jsonl") if r.get("steps_per_s")]
+        records = [r for r in read_records(metrics_file(run_dir)) if r.get("steps_per_s")]
         if records:
             seconds = sum(r["env_steps_window"] / r["steps_per_s"] for r in records)
             minutes.append(seconds / 60)
@@ -356,7 +358,7 @@ def main(argv: list[str] | None = None) -> None:
               file=sys.stderr)  # fmt: skip
         sys.exit(2)
     if args.metric is not None:
-        keys = {k for d in args.run_dirs for r in read_records(d / "metrics.jsonl") for k in r}
+        keys = {k for d in args.run_dirs for r in read_records(metrics_file(d)) for k in r}
         if args.metric not in keys:
             print(f"error: no run logged --metric {args.metric!r}; they log {sorted(keys)}",
                   file=sys.stderr)  # fmt: skip

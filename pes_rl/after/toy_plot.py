@@ -22,6 +22,7 @@ from pes_rl import envs
 from pes_rl.cli import ArgumentParser
 from pes_rl.envs.lr_toy2d import LRToy2D
 from pes_rl.envs.unrolled import inner_run
+from pes_rl.training.run_dir import metrics_file
 from pes_rl.training.run_log import read_records
 
 BOUNDS = (-5.0, 5.0)
@@ -48,7 +49,7 @@ def surface(env: LRToy2D, grid: int) -> tuple[np.ndarray, np.ndarray]:
 
 def trajectory(run_dir: Path) -> np.ndarray:
     """θ after every iteration [iterations, 2], from ``metrics.jsonl``."""
-    rows = [r["theta"] for r in read_records(run_dir / "metrics.jsonl") if "theta" in r]
+    rows = [r["theta"] for r in read_records(metrics_file(run_dir)) if "theta" in r]
     return np.asarray(rows, np.float32).reshape(-1, 2)
 
 
@@ -62,7 +63,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     for run_dir in args.run_dirs:
         config = run_dir / "config.yaml"
-        metrics = run_dir / "metrics.jsonl"
+        metrics = metrics_file(run_dir)
         if (
             not (config.exists() and metrics.exists())
             or OmegaConf.load(config).env.id != "lr_toy2d"

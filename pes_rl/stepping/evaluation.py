@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -26,20 +27,15 @@ class RunKeys(NamedTuple):
     evaluation: jax.Array  # evaluations: fold_in(evaluation, iteration)
 
 
-def run_keys(seed: int, agent: str = "") -> RunKeys:
-    """The keys a run of ``agent`` draws from its seed. Random search splits in three, as it
-    always has, so that its published numbers reproduce."""
-    key = jax.random.key(seed)
-    if agent == "random_search":
-        stream, policy, evaluation = jax.random.split(key, 3)
-        return RunKeys(stream, policy, policy, evaluation)
-    return RunKeys(*jax.random.split(key, 4))
+def run_keys(seed: int) -> RunKeys:
+    """The keys a run draws from its seed (a strategy's ``run_keys`` unless it says otherwise)."""
+    return RunKeys(*jax.random.split(jax.random.key(seed), 4))
 
 
-def evaluation_key(seed: int, iteration: int, agent: str = "") -> jax.Array:
+def evaluation_key(keys: RunKeys, iteration: int) -> jax.Array:
     """The key of a run's evaluation after ``iteration``: ``pes-rl evaluate`` without
     ``--seed`` uses it too, and so repeats the run's own ``eval_return``."""
-    return jax.random.fold_in(run_keys(seed, agent).evaluation, iteration)
+    return jax.random.fold_in(keys.evaluation, iteration)
 
 
 def mean_return(returns: jax.Array | np.ndarray) -> jax.Array | np.floating:
@@ -48,13 +44,16 @@ def mean_return(returns: jax.Array | np.ndarray) -> jax.Array | np.floating:
     return jnp.mean(returns) if isinstance(returns, jax.Array) else np.mean(returns)
 
 
-def make_episode_returns_for(env: Env, policy: Policy, num_episodes: int, num_steps: int):
-    """The episode evaluation of ``env``'s population kind (:func:`make_episode_returns` for
-    JAX envs, its host twin for Gymnasium envs): what the trainer and ``pes-rl evaluate``
-    share."""
-    from pes_rl.stepping import population
+@dataclasses.dataclass(frozen=True)
+class Evaluation:
+    """An evaluation ``run(params, obs_norm, key)`` and ``close()``, which releases what it
+    holds outside JAX (a Gymnasium env's sub-envs; nothing for a JAX env's)."""
 
-    return population.kind(env).make_episode_returns(env, policy, num_episodes, num_steps)
+    run: Callable[..., Any]
+    close: Callable[[], None] = lambda: None
+
+    def __call__(self, params: Any, obs_norm: Any, key: jax.Array) -> Any:
+        return self.run(params, obs_norm, key)
 
 
 def make_evaluate(env: Env, policy: Policy, num_episodes: int, num_steps: int) -> Callable:

@@ -24,7 +24,7 @@ from pes_rl import normalization
 from pes_rl.envs.gymnasium_env import GymnasiumEnv
 from pes_rl.stepping import engine, memory, sharding
 from pes_rl.stepping.engine import Particles, Window
-from pes_rl.stepping.evaluation import mean_return
+from pes_rl.stepping.evaluation import Evaluation, mean_return
 from pes_rl.stepping.population import Population
 
 
@@ -223,7 +223,9 @@ class HostPopulation(Population):
             self._vector = None
 
 
-def make_host_episode_returns(env: GymnasiumEnv, policy, num_episodes: int, num_steps: int):
+def make_host_episode_returns(
+    env: GymnasiumEnv, policy, num_episodes: int, num_steps: int
+) -> Evaluation:
     """``episode_returns(params, obs_norm, key) -> [num_episodes]``: one complete episode of θ
     unperturbed on each of ``num_episodes`` sub-envs (at most ``num_steps`` steps when the env
     has no time limit), reset with seeds drawn from ``key``. ``episode_returns.close()`` closes
@@ -239,11 +241,12 @@ def make_host_episode_returns(env: GymnasiumEnv, policy, num_episodes: int, num_
         )
         return np.asarray(window.reward_first)
 
-    episode_returns.close = population.close
-    return episode_returns
+    return Evaluation(episode_returns, population.close)
 
 
-def make_host_evaluate(env: GymnasiumEnv, policy, num_episodes: int, num_steps: int):
+def make_host_evaluate(
+    env: GymnasiumEnv, policy, num_episodes: int, num_steps: int
+) -> Evaluation:
     """``evaluate(params, obs_norm, key) -> {"eval_return": ...}``: the mean of
     :func:`make_host_episode_returns`; ``evaluate.close()`` closes its sub-envs."""
     episode_returns = make_host_episode_returns(env, policy, num_episodes, num_steps)
@@ -251,5 +254,4 @@ def make_host_evaluate(env: GymnasiumEnv, policy, num_episodes: int, num_steps: 
     def evaluate(params, obs_norm, key: jax.Array) -> dict:
         return {"eval_return": float(mean_return(episode_returns(params, obs_norm, key)))}
 
-    evaluate.close = episode_returns.close
-    return evaluate
+    return Evaluation(evaluate, episode_returns.close)

@@ -1,33 +1,33 @@
-"""Populations: who steps the particles' envs, the seam between estimators and engines.
+"""The population interface: who steps the particles' envs, the seam between strategies and
+engines.
 
 An estimator decides *what* each particle runs (θ + ε, which weight a window's reward gets); a
 population decides *how* the particles' envs are stepped, and carries everything that depends
 on it: whether a window can run inside ``jit``, be staggered or shortened, be checkpointed,
 and whether one state can be copied into every particle (TES's Algorithm 1). Two kinds:
 
-* :class:`JaxPopulation`: the engine's jitted ``lax.scan`` over a ``vmap``'d step
-  (:mod:`pes_rl.stepping.engine`), split over a device mesh when given one
+* :class:`pes_rl.stepping.jax_population.JaxPopulation`: the engine's jitted ``lax.scan``
+  over a ``vmap``'d step (:mod:`pes_rl.stepping.engine`), split over a device mesh when given one
   (:mod:`pes_rl.stepping.sharding`);
 * :class:`pes_rl.stepping.host_engine.HostPopulation`: Gymnasium vector envs stepped from
   Python, a slice of the sub-envs per ``jax.distributed`` process.
 
-:func:`kind` is the one place that tells them apart; estimators and the trainer never ask.
+:func:`pes_rl.stepping.populations.kind` is the one place that tells them apart; strategies
+and the trainer never ask.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any, ClassVar
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
-from jax.sharding import Mesh
 
 from pes_rl.envs.base import Env
 from pes_rl.policies import Policy
-from pes_rl.stepping import engine, memory, sharding
+from pes_rl.stepping import engine
+from pes_rl.stepping.evaluation import Evaluation
 
 
 def flat_act(policy: Policy) -> engine.ActFn:
@@ -98,93 +98,15 @@ class Population:
     @classmethod
     def make_episode_returns(
         cls, env: Env, policy: Policy, num_episodes: int, num_steps: int
-    ) -> Callable[..., Any]:
+    ) -> Evaluation:
         """``episode_returns(params, obs_norm, key) -> [num_episodes]``: the returns of θ
-        unperturbed, the evaluation the trainer and ``pes-rl evaluate`` share."""
+        unperturbed, the evaluation the trainer and ``pes-rl evaluate`` share; ``close()`` it."""
         raise NotImplementedError
 
     @classmethod
     def make_evaluate(
         cls, env: Env, policy: Policy, num_episodes: int, num_steps: int
-    ) -> Callable[..., dict]:
-        """The trainer's ``evaluate(params, obs_norm, key) -> metrics`` (``eval_return``, ...)."""
+    ) -> Evaluation:
+        """The trainer's ``evaluate(params, obs_norm, key) -> metrics`` (``eval_return``, ...);
+        ``close()`` it."""
         raise NotImplementedError
-
-
-class JaxPopulation(Population):
-    """A JAX env's particles: the engine's scan, split over ``mesh`` when there is one."""
-
-    jittable = True
-    can_stagger = True
-    can_shorten_windows = True
-    restorable = True
-    can_split_over_devices = True
-    can_copy_state = True
-
-    def __init__(
-        self, env: Env, policy: Policy, num_particles: int, antithetic: bool,
-        mesh: Mesh | None = None,
-    ):  # fmt: skip
-        sharding.check_divisible(num_particles, mesh, antithetic)
-        super().__init__(env, policy, num_particles, antithetic)
-        self.mesh = mesh
-
-    def particle_bytes(self) -> int:
-        env_bytes = memory.tree_bytes(jax.eval_shape(self.env.reset, jax.random.key(0)))
-        return memory.particle_bytes(self.policy, env_bytes)
-
-    def reset(self, key: jax.Array) -> engine.Particles:
-        """Fresh episodes; a population of one particle (TES's shared trajectory) resets from
-        ``key`` itself."""
-        if self.num_particles == 1:
-            return engine.reset_particles(self.env, key[None])
-        keys = jax.random.split(key, self.num_particles)[self.reset_group]
-        return engine.reset_particles(self.env, keys)
-
-    def keep_split(self, tree: Any) -> Any:
-        if self.mesh is None:
-            return tree
-        return sharding.constrain_particles(tree, self.mesh, self.num_particles)
-
-    def unroll(self, particles, theta, key, steps, **kwargs):
-        if self.mesh is not None:
-            return sharding.unroll(
-                self.mesh, self.env, self.act, particles, theta, key, steps, **kwargs
-            )
-        return engine.unroll(self.env, self.act, particles, theta, key, steps, **kwargs)
-
-    def copy_state(self, source, particles):
-        del source  # JAX states are arrays: the copy is a broadcast
-        return jax.tree.map(
-            lambda x: jnp.broadcast_to(x, (self.num_particles, *x.shape[1:])), particles
-        )
-
-    @classmethod
-    def make_episode_returns(cls, env, policy, num_episodes, num_steps):
-        from pes_rl.stepping.evaluation import make_episode_returns
-
-        return make_episode_returns(env, policy, num_episodes, num_steps)
-
-    @classmethod
-    def make_evaluate(cls, env, policy, num_episodes, num_steps):
-        from pes_rl.stepping.evaluation import make_evaluate
-
-        return make_evaluate(env, policy, num_episodes, num_steps)
-
-
-def kind(env: Env) -> type[Population]:
-    """The population that steps ``env``: host (Gymnasium) envs step in Python, every other
-    env inside JAX."""
-    if getattr(env, "is_host", False):
-        from pes_rl.stepping.host_engine import HostPopulation
-
-        return HostPopulation
-    return JaxPopulation
-
-
-def make(
-    env: Env, policy: Policy, num_particles: int, antithetic: bool, mesh: Mesh | None = None
-) -> Population:
-    """The population of ``num_particles`` particles for ``env``; ``mesh`` splits a JAX env's
-    particles over devices."""
-    return kind(env)(env, policy, num_particles, antithetic, mesh)

@@ -26,7 +26,7 @@ import yaml
 DEFAULT_ROOT = "runs"  # default run dirs: runs/[<family>/]<env>/<agent>/seed<seed>-<time>
 LOCK_NAME = ".lock"  # holds the owner's PID; flock'ed while the owner lives
 HYDRA_LOG = "train.log"  # Hydra's job log (with .hydra/), written before train() runs
-RESULTS = ("metrics.jsonl", "checkpoints")
+RESULTS = ("metrics.jsonl", "metrics.jsonl.gz", "checkpoints")
 MARKERS = frozenset({"config.yaml", *RESULTS})  # any of these: a run (see foreign_run)
 CONFIG_KEYS = ("agent", "env", "train")  # in every pes_rl run's config.yaml
 RECORD_KEYS = ("iteration", "env_steps")  # in every pes_rl metrics record
@@ -189,9 +189,18 @@ def remove_empty_default_parents(run_dir: Path) -> None:
             return
 
 
+def metrics_file(run_dir: Path) -> Path:
+    """The run's metrics: ``metrics.jsonl`` as a run writes it, or ``metrics.jsonl.gz`` where
+    a finished run's file was archived with gzip (benchmarks/results); ``metrics.jsonl`` when
+    neither exists."""
+    archived = run_dir / "metrics.jsonl.gz"
+    written = run_dir / "metrics.jsonl"
+    return archived if archived.exists() and not written.exists() else written
+
+
 def has_metrics(run_dir: Path) -> bool:
     """Whether a run wrote at least one metrics record here."""
-    metrics = run_dir / "metrics.jsonl"
+    metrics = metrics_file(run_dir)
     return metrics.exists() and metrics.stat().st_size > 0
 
 

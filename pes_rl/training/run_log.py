@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import gzip
 import json
 import logging
 import math
@@ -46,9 +47,11 @@ def parse_record(line: str) -> dict[str, Any] | None:
 
 
 def read_records(path: Path) -> list[dict[str, Any]]:
-    """The records of a ``metrics.jsonl``; a torn last line (a crash cut it short) is dropped
-    with a warning, any other unreadable line raises RunDirError."""
-    lines = [(n, line) for n, line in enumerate(path.read_text().splitlines(), 1) if line.strip()]
+    """The records of a ``metrics.jsonl`` (or of an archived ``metrics.jsonl.gz``); a torn last
+    line (a crash cut it short) is dropped with a warning, any other unreadable line raises
+    RunDirError."""
+    text = gzip.decompress(path.read_bytes()).decode() if path.suffix == ".gz" else path.read_text()
+    lines = [(n, line) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
     records = []
     for n, line in lines:
         record = parse_record(line)

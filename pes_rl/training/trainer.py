@@ -32,9 +32,8 @@ from pes_rl.agents.base import WindowLength
 from pes_rl.checks import is_number
 from pes_rl.envs.gymnax_env import twin_hint
 from pes_rl.envs.learned_optimizer import LearnedOptimizer
-from pes_rl.meta.random_search import RandomSearch
 from pes_rl.stepping import distributed, memory, sharding
-from pes_rl.stepping.evaluation import evaluation_key, run_keys
+from pes_rl.stepping.evaluation import evaluation_key
 from pes_rl.training.checkpoint import Checkpointer, NoCheckpoint
 from pes_rl.training.components import make_env, make_policy
 from pes_rl.training.config import RESUMABLE_KEYS, as_config, differing_keys, validate
@@ -84,7 +83,8 @@ class TrainingInterrupted(Exception):
 
 
 def build(cfg: DictConfig):
-    """The env, policy, estimator and optax optimizer a config describes.
+    """The env, policy, strategy (:class:`pes_rl.agents.Strategy`) and optax optimizer a
+    config describes.
 
     ``agent.curriculum`` (a dict, or null) is not the estimator's: see :func:`make_curriculum`.
     """
@@ -94,10 +94,7 @@ def build(cfg: DictConfig):
     agent_kwargs.pop("curriculum", None)
     name = agent_kwargs.pop("name")
     mesh = make_population_mesh(cfg, env, name)
-    if name == RandomSearch.name:  # a search strategy beside the estimators
-        agent = RandomSearch(env, policy, agent_kwargs["num_particles"])
-    else:
-        agent = agents.make(name, env=env, policy=policy, mesh=mesh, **agent_kwargs)
+    agent = agents.make(name, env=env, policy=policy, mesh=mesh, **agent_kwargs)
     optimizer = make_optimizer(cfg.optimizer)
     return env, policy, agent, optimizer
 
@@ -107,10 +104,10 @@ def make_population_mesh(cfg: DictConfig, env, agent_name: str):
     every local device where the population can be split (a JAX env; es, ars, tes, pes, nres) and
     one device elsewhere; an explicit count > 1 there is an error."""
     devices = OmegaConf.select(cfg, "train.devices", default="all")
-    estimator = None if agent_name == RandomSearch.name else agents.resolve(agent_name)
-    if estimator is not None and estimator.splits_over_devices(env):
+    strategy = agents.resolve(agent_name)
+    if strategy.splits_over_devices(env):
         return sharding.make_mesh(devices)
-    if jax.process_count() > 1 and (estimator is None or not estimator.supports_sharding):
+    if jax.process_count() > 1 and not strategy.supports_sharding:
         raise ValueError(
             f"train.distributed runs es, ars, tes, pes or nres (got {agent_name}): hybrid and "
             "random_search run in one process"
@@ -131,7 +128,7 @@ def make_curriculum(cfg: DictConfig, agent) -> curriculum.TruncationCurriculum |
     settings = OmegaConf.to_container(settings, resolve=True)
     if not isinstance(settings, dict):
         raise ValueError(f"agent.curriculum must be null or a mapping, got {settings!r}")
-    if not agent.supports_curriculum or not agent.population.can_shorten_windows:
+    if not agent.shortens_windows:
         raise ValueError(
             f"agent.curriculum needs a persistent estimator (tes, pes, nres, hybrid) on a JAX "
             f"env; got {agent.name} on {agent.env!r}"
@@ -178,41 +175,26 @@ def logs_theta(env) -> bool:
     return theta_init is not None and theta_init.size <= THETA_LOG_SIZE
 
 
-def estimator_update(agent, optimizer: optax.GradientTransformation):
-    """``update(params, opt_state, agent_state, key, window)``: the estimator's ascent
-    direction, its negation handed to optax (a search strategy such as random search brings its
-    own ``update``)."""
-
-    def update(params, opt_state, agent_state, key, window):
-        grad, agent_state, metrics = agent.estimate_traced(agent_state, params, key, window)
-        # The estimate is an ascent direction on E[return]; optax descends, so pass -grad.
-        updates, opt_state = optimizer.update(jax.tree.map(jnp.negative, grad), opt_state, params)
-        params = optax.apply_updates(params, updates)
-        return params, opt_state, agent_state, metrics | {"grad_norm": optax.global_norm(grad)}
-
-    return update
-
-
-def make_iteration(agent, optimizer: optax.GradientTransformation):
-    """One outer iteration, the run's one jit boundary: estimate the ascent direction and
-    update θ (or the search strategy's own update).
+def make_iteration(agent: agents.Strategy, optimizer: optax.GradientTransformation):
+    """One outer iteration, the run's one jit boundary: the strategy's ``update`` (an
+    estimator's: estimate the ascent direction, hand its negation to optax).
 
     ``iteration(state, steps, limit)``: the window runs ``steps`` (static) steps, of which the
     first ``limit`` count (None: all); see ``Estimator.estimate``.
     """
     log_theta = logs_theta(agent.env)
-    update = agent.update if isinstance(agent, RandomSearch) else estimator_update(agent, optimizer)
 
     def iteration(state: TrainState, steps: int, limit) -> tuple[TrainState, dict]:
         key, step_key = jax.random.split(state.key)
-        params, opt_state, agent_state, metrics = update(
-            state.params, state.opt_state, state.agent_state, step_key, WindowLength(steps, limit)
-        )
+        params, opt_state, agent_state, metrics = agent.update(
+            optimizer, state.params, state.opt_state, state.agent_state, step_key,
+            WindowLength(steps, limit),
+        )  # fmt: skip
         if log_theta:  # hyperparameters of a meta task: their trajectory is a result
             metrics["theta"] = ravel_pytree(params)[0]
         return TrainState(params, opt_state, agent_state, key, state.iteration + 1), metrics
 
-    if not agent.population.jittable:
+    if not agent.jittable:
         return iteration  # host envs step in Python; the population jits the policy call
     return jax.jit(iteration, static_argnums=1, donate_argnums=0)
 
@@ -279,7 +261,7 @@ def restore_run(
     if env_steps is None:
         env_steps = next(r["env_steps"] for r in records if r["iteration"] == start)
     state = TrainState(**saved)
-    if not agent.population.restorable:
+    if not agent.restorable:
         # Gymnasium sub-envs cannot be restored from a checkpoint: θ, the optimizer, the
         # normalizer and the random stream continue; the particles start fresh episodes.
         fresh = agent.init(jax.random.fold_in(agent_key, start), state.params)
@@ -360,14 +342,14 @@ class HeldNotices:
 
 
 def train_in_run_dir(cfg: DictConfig, run_dir: Path, notices: HeldNotices) -> TrainResult:
-    """``train`` in a run dir this process has claimed (an estimator, or random search);
-    ``notices`` holds the set-up's warnings and hints until it succeeded. The population's
-    sub-envs (an async vector env's worker processes) are closed on every exit path."""
+    """``train`` in a run dir this process has claimed; ``notices`` holds the set-up's warnings
+    and hints until it succeeded. The strategy's population (an async vector env's worker
+    processes) is closed on every exit path."""
     env, policy, agent, optimizer = build(cfg)
     try:
         return train_built(cfg, run_dir, notices, env, policy, agent, optimizer)
     finally:
-        agent.population.close()
+        agent.close()
 
 
 def train_built(
@@ -381,7 +363,8 @@ def train_built(
     total = cfg.train.iterations
 
     # Initial state, or the last checkpoint when resuming.
-    key, policy_key, agent_key, eval_key = run_keys(cfg.train.seed, cfg.agent.name)
+    keys = agent.run_keys(cfg.train.seed)
+    key, policy_key, agent_key, eval_key = keys
     params = policy.init(policy_key)
     params, opt_state, key, iteration = sharding.replicate(
         (params, optimizer.init(params), key, jnp.zeros((), jnp.int32)), agent.mesh
@@ -415,9 +398,7 @@ def train_built(
     schedule = make_curriculum(cfg, agent)
     curriculum_key = jax.random.fold_in(eval_key, CURRICULUM_STREAM)
     save_lopt = isinstance(env, LearnedOptimizer)
-    evaluate = agent.population.make_evaluate(
-        env, policy, cfg.train.eval_episodes, cfg.train.eval_steps
-    )
+    evaluate = agent.make_evaluate(cfg.train.eval_episodes, cfg.train.eval_steps)
     notices.release()  # the set-up succeeded
     wandb_run = WandbRun(cfg, run_dir, enabled=primary)
     progress = Progress(
@@ -503,7 +484,7 @@ def train_built(
                     eval_metrics = evaluate(
                         state.params,
                         state.agent_state.obs_norm,
-                        evaluation_key(cfg.train.seed, iteration, cfg.agent.name),
+                        evaluation_key(keys, iteration),
                     )
                 flush(eval_metrics)
             if do_checkpoint or stop["requested"]:
@@ -529,5 +510,5 @@ def train_built(
         metrics_file.close()
         wandb_run.finish()
         checkpointer.close()
-        getattr(evaluate, "close", lambda: None)()  # a Gymnasium env's evaluation sub-envs
+        evaluate.close()  # a Gymnasium env's evaluation sub-envs
     return TrainResult(state.params, metrics_file.history, run_dir)
