@@ -2,21 +2,11 @@
 older perturbations of the episode (biased, lower variance). Train it with
 ``python train.py agent.name=examples.decaying_pes:DecayingPES`` (docs/own-estimator.md)."""
 
-from typing import NamedTuple
-
 import jax
 import jax.numpy as jnp
 
-from pes_rl.agents import Estimator
+from pes_rl.agents import Estimator, PESState  # PES's state: particles, ξ [N, D], obs_norm
 from pes_rl.agents.base import WindowWeights, after_end_key, episode_accumulator
-from pes_rl.normalization import ObsNormState
-from pes_rl.stepping.engine import Particles
-
-
-class DecayingPESState(NamedTuple):
-    particles: Particles  # each particle's env state, episode clock and return so far
-    xi: jax.Array  # [N, D] the decayed sum of the perturbations of its episode
-    obs_norm: ObsNormState | None  # the running observation normalizer (or None)
 
 
 class DecayingPES(Estimator):
@@ -26,7 +16,7 @@ class DecayingPES(Estimator):
 
     def _init(self, key, theta, obs_norm):
         xi = jnp.zeros((self.num_particles, theta.size))
-        return DecayingPESState(self.reset_population(key), xi, obs_norm)
+        return PESState(self.reset_population(key), xi, obs_norm)
 
     def _window(self, state, theta, key, length):
         eps_key, unroll_key = jax.random.split(key)
