@@ -29,15 +29,16 @@ from pes_rl.agents.random_search import RandomSearch
 from pes_rl.agents.strategy import Strategy, is_strategy
 from pes_rl.agents.tes import TES, TESState
 
-AGENTS: dict[str, type[Strategy]] = {
+ESTIMATORS: dict[str, type[Estimator]] = {
     "es": ES,
     "ars": ARS,
     "tes": TES,
     "pes": PES,
     "nres": NRES,
     "hybrid": Hybrid,
-    "random_search": RandomSearch,
 }
+# What ``agent=`` names: the estimators and the search strategies.
+AGENTS: dict[str, type[Strategy]] = ESTIMATORS | {"random_search": RandomSearch}
 
 
 def resolve(name: str) -> type[Strategy]:
@@ -47,7 +48,7 @@ def resolve(name: str) -> type[Strategy]:
     if ":" not in name:
         if name not in AGENTS:
             raise ValueError(
-                f"unknown estimator {name!r}: agent must be one of {list(AGENTS)} or "
+                f"unknown agent {name!r}: agent must be one of {list(AGENTS)} or "
                 "'module:Class' (your own Estimator subclass)"
             )
         return AGENTS[name]
@@ -94,6 +95,7 @@ def make(name: str, **kwargs: Any) -> Strategy:
 
 __all__ = [
     "AGENTS",
+    "ESTIMATORS",
     "ARS",
     "ES",
     "ESState",

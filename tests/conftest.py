@@ -25,7 +25,7 @@ def key() -> jax.Array:
     return jax.random.key(0)
 
 
-@pytest.fixture(params=sorted(agents.AGENTS))
+@pytest.fixture(params=sorted(agents.ESTIMATORS))
 def agent_name(request) -> str:
     return request.param
 

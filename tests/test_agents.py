@@ -101,7 +101,8 @@ def test_odd_particles_without_antithetic_is_fine():
 def test_unknown_estimator_names_the_choices():
     env = envs.make("influence_balancing")
     with pytest.raises(
-        ValueError, match=r"agent must be one of \['es', 'ars', 'tes', 'pes', 'nres', 'hybrid'\]"
+        ValueError,
+        match=r"one of \['es', 'ars', 'tes', 'pes', 'nres', 'hybrid', 'random_search'\]",
     ):
         agents.make(
             "ppo",

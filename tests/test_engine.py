@@ -97,3 +97,28 @@ def test_rare_early_end_in_an_unprepared_window_starts_a_fresh_inner_run():
     assert particles.env_state.inner["params"][0].tolist() == [1.0, 1.0]  # a fresh start
     # Its first run ended at once, charged the cap for all 100 steps it had.
     assert window.reward_first[0] == -env.loss_cap * 100
+
+
+@pytest.mark.parametrize("autoreset", [True, False])
+def test_recorded_steps_are_the_windows_steps(autoreset):
+    """``record``: one value per step and particle, the state after that step (before an
+    autoreset); rewards recorded while a particle stepped sum to the window's reward, and the
+    steps a window skips (``num_steps``) record zeros."""
+    env = RandomLengthEpisodes(max_length=4)
+    num, unroll_length, taken = 6, 9, 7
+    particles = engine.reset_particles(env, jax.random.split(jax.random.key(1), num))
+    theta = jnp.linspace(-1.0, 1.0, num)[:, None]
+    _, window, (rewards, dones) = jax.jit(
+        lambda p, t, k: engine.unroll(
+            env, act, p, t, k, unroll_length, autoreset=autoreset, num_steps=taken,
+            record=lambda state: (state.reward, state.done),
+        )
+    )(particles, theta, jax.random.key(7))
+    assert rewards.shape == dones.shape == (unroll_length, num)
+    assert not jnp.any(rewards[taken:]) and not jnp.any(dones[taken:])
+    # A particle counts the steps up to and including its first end: the first recorded done.
+    ended = dones[:taken] > 0
+    first_done = jnp.where(jnp.any(ended, axis=0), jnp.argmax(ended, axis=0) + 1, taken)
+    assert jnp.array_equal(first_done, window.steps_first)
+    before_end = jnp.arange(unroll_length)[:, None] < window.steps_first[None]
+    assert jnp.allclose(jnp.sum(jnp.where(before_end, rewards, 0.0), 0), window.reward_first)

@@ -159,4 +159,5 @@ def test_unknown_policy_and_constant_on_discrete_are_rejected():
 
 
 def test_registry_lists_every_estimator():
-    assert sorted(agents.AGENTS) == ["ars", "es", "hybrid", "nres", "pes", "tes"]
+    assert sorted(agents.ESTIMATORS) == ["ars", "es", "hybrid", "nres", "pes", "tes"]
+    assert sorted(agents.AGENTS) == sorted([*agents.ESTIMATORS, "random_search"])

@@ -19,11 +19,12 @@ from typing import Any
 import gymnasium
 import jax
 import numpy as np
+from jax.flatten_util import ravel_pytree
 
-from pes_rl import normalization
 from pes_rl.after.trained import TrainedPolicy
 from pes_rl.envs.brax_env import BraxEnv
 from pes_rl.envs.playground_env import PlaygroundEnv
+from pes_rl.stepping import engine
 
 TRACKING_CAMERA = "track"
 HOW_TO_FIX = (
@@ -105,22 +106,20 @@ def episode_joint_positions(trained: TrainedPolicy, joint_positions, key: jax.Ar
     """[steps + 1, nq]: the joint positions after ``env.reset(key)`` and after each step of θ
     unperturbed, until the episode ends (or the horizon)."""
     env, policy, params, obs_norm = trained.env, trained.policy, trained.params, trained.obs_norm
+    flat, unravel = ravel_pytree(params)
 
     @jax.jit
     def episode(key):
-        def step(state, unused_t):
-            obs = normalization.normalize(obs_norm, state.obs[None])[0]
-            state = env.step(state, policy.apply(params, obs))
-            return state, (joint_positions(state), state.done)
+        particles = engine.reset_particles(env, key[None])
+        _, window, qpos = engine.unroll(
+            env, lambda theta, obs: policy.apply(unravel(theta), obs), particles, flat[None],
+            key, env.spec.horizon, autoreset=False, obs_norm=obs_norm, record=joint_positions,
+        )  # fmt: skip
+        start = jax.vmap(joint_positions)(particles.env_state)[0]
+        return start, qpos[:, 0], window.steps_first[0]
 
-        start = env.reset(key)
-        _, (qpos, dones) = jax.lax.scan(step, start, None, length=env.spec.horizon)
-        return joint_positions(start), qpos, dones
-
-    start, qpos, dones = jax.device_get(episode(key))
-    ended = np.flatnonzero(np.asarray(dones) > 0)
-    length = int(ended[0]) + 1 if ended.size else len(dones)
-    return np.concatenate([np.asarray(start)[None], np.asarray(qpos)[:length]])
+    start, qpos, length = jax.device_get(episode(key))
+    return np.concatenate([np.asarray(start)[None], np.asarray(qpos)[: int(length)]])
 
 
 def draw(model, qpos: np.ndarray, size: tuple[int, int], camera: str | None) -> list[np.ndarray]:

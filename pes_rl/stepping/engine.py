@@ -220,7 +220,8 @@ def unroll(
     step_limit: jax.Array | None = None,
     num_steps: jax.Array | None = None,
     obs_norm: normalization.ObsNormState | None = None,
-) -> tuple[Particles, Window]:
+    record: Callable[[Any], Any] | None = None,
+) -> tuple[Particles, Window] | tuple[Particles, Window, Any]:
     """Advances every particle ``unroll_length`` steps in one ``lax.scan``.
 
     Args:
@@ -247,9 +248,13 @@ def unroll(
         skips the rest of the scan (a ``lax.cond``, no compute), so windows of any length share
         the compiled scan of ``unroll_length`` (truncation curricula); default: all.
       obs_norm: observation normalizer, frozen for the window; None = raw observations.
+      record: maps one particle's env state after a step to what a caller needs of every
+        step (an evaluation's rewards, render's joint positions); default: nothing.
 
     Returns:
-      The particles after the window and the window's per-particle rewards and counters.
+      The particles after the window and the window's per-particle rewards and counters;
+      with ``record``, also its values of every step, [unroll_length, N, ...] (a particle that
+      stopped or waited repeats its last state's).
     """
     num = particles.clock.shape[0]
     group = jnp.arange(num) if reset_group is None else reset_group
@@ -296,20 +301,28 @@ def unroll(
                     starts = jax.lax.cond(prepared, lambda: fresh, fresh_states)
                 return tree_where(done, starts, s)
 
+            recorded = None if record is None else jax.vmap(record)(next_state)
             next_state = jax.lax.cond(jnp.any(done), start_new_episodes, lambda s: s, next_state)
-        return (next_state, tally), None
+        else:
+            recorded = None if record is None else jax.vmap(record)(next_state)
+        return (next_state, tally), recorded
 
     body = step
     if num_steps is not None:
 
         def body(carry, index):
-            return jax.lax.cond(index < num_steps, step, lambda c, i: (c, None), carry, index)
+            skipped = None
+            if record is not None:  # a skipped step records zeros
+                shapes = jax.eval_shape(step, carry, index)[1]
+                skipped = jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), shapes)
+            return jax.lax.cond(index < num_steps, step, lambda c, i: (c, skipped), carry, index)
 
     init = (particles.env_state, start_tally(particles, obs_size))
-    (env_state, tally), _ = jax.lax.scan(body, init, jnp.arange(unroll_length))
+    (env_state, tally), recorded = jax.lax.scan(body, init, jnp.arange(unroll_length))
     if autoreset:
         env_state = _reset_waiting(env, env_state, waiting(tally), key, group)
-    return finish(env_state, tally)
+    particles, window = finish(env_state, tally)
+    return (particles, window) if record is None else (particles, window, recorded)
 
 
 WAIT_RESET_STREAM = 0x7FFFFFFF  # folded into a window's key for the resets of waiting particles

@@ -75,20 +75,14 @@ def make_evaluate(env: Env, policy: Policy, num_episodes: int, num_steps: int) -
     @jax.jit
     def evaluate(params, obs_norm: normalization.ObsNormState | None, key: jax.Array) -> dict:
         flat, unravel = ravel_pytree(params)
-        reset_key, _ = jax.random.split(key)
-
-        def act(theta, obs):
-            return policy.apply(unravel(theta), obs)
-
-        state = env.reset(reset_key)
-
-        def step(state, unused_t):
-            obs = normalization.normalize(obs_norm, state.obs[None])[0]
-            state = env.step(state, act(flat, obs))
-            return state, state.reward
-
-        _, rewards = jax.lax.scan(step, state, None, length=num_steps)
-        return {"eval_return": rewards.sum(), "eval_final_reward": rewards[-1]}
+        reset_key, unroll_key = jax.random.split(key)
+        _, _, rewards = engine.unroll(
+            env,
+            lambda theta, obs: policy.apply(unravel(theta), obs),
+            engine.reset_particles(env, reset_key[None]), flat[None], unroll_key, num_steps,
+            autoreset=False, obs_norm=obs_norm, record=lambda state: state.reward,
+        )  # fmt: skip
+        return {"eval_return": rewards[:, 0].sum(), "eval_final_reward": rewards[-1, 0]}
 
     return evaluate
 
