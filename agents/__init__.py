@@ -28,6 +28,7 @@ from pes_rl.agents.pes import PES, PESState
 from pes_rl.agents.random_search import RandomSearch
 from pes_rl.agents.strategy import Strategy, is_strategy
 from pes_rl.agents.tes import TES, TESState
+from pes_rl.checks import SettingError
 
 ESTIMATORS: dict[str, type[Estimator]] = {
     "es": ES,
@@ -86,8 +87,8 @@ def make(name: str, **kwargs: Any) -> Strategy:
     accepted = settings_of(estimator)
     unknown = sorted(set(kwargs) - set(accepted))
     if unknown:
-        raise ValueError(
-            f"agent.{unknown[0]} is not a setting of agent {name!r}: it takes "
+        raise SettingError(
+            f"{{{unknown[0]}}} is not a setting of agent {name!r}: it takes "
             f"{[p for p in accepted if p not in ('env', 'policy', 'mesh')]}"
         )
     return estimator(**kwargs)

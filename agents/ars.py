@@ -19,6 +19,7 @@ References: https://arxiv.org/abs/1803.07055, https://github.com/modestyachts/AR
 from __future__ import annotations
 
 from pes_rl.agents.es import ES
+from pes_rl.checks import SettingError
 
 
 class ARS(ES):
@@ -28,13 +29,13 @@ class ARS(ES):
 
     def __init__(self, env, policy, num_particles, sigma, unroll_length=None, **kwargs):
         if not kwargs.get("antithetic", True):
-            raise ValueError(
-                "ars samples antithetic pairs (M ± ν·δ): it needs agent.antithetic=true"
+            raise SettingError(
+                "ars samples antithetic pairs (M ± ν·δ): it needs {antithetic}=true"
             )
         if kwargs.get("fitness_shaping", "std") != "std":
-            raise ValueError(
+            raise SettingError(
                 "ars divides by σ_R, the std of the returns it uses: it takes "
-                f"agent.fitness_shaping=std, got {kwargs['fitness_shaping']!r}"
+                f"{{fitness_shaping}}=std, got {kwargs['fitness_shaping']!r}"
             )
         kwargs["fitness_shaping"] = "std"
         super().__init__(env, policy, num_particles, sigma, unroll_length, **kwargs)

@@ -24,7 +24,7 @@ from jax.sharding import Mesh
 
 from pes_rl import normalization
 from pes_rl.agents import shaping
-from pes_rl.checks import is_number, is_positive_int
+from pes_rl.checks import SettingError, is_number, is_positive_int
 from pes_rl.envs.base import Env
 from pes_rl.policies import Policy
 from pes_rl.stepping import engine, evaluation, memory, populations
@@ -75,24 +75,24 @@ class Estimator:
         mesh: Mesh | None = None,
     ):
         if not is_positive_int(num_particles):
-            raise ValueError(f"agent.num_particles must be an int >= 1, got {num_particles!r}")
+            raise SettingError(f"{{num_particles}} must be an int >= 1, got {num_particles!r}")
         if antithetic and num_particles % 2:
-            raise ValueError(
-                f"agent.num_particles must be even with antithetic=True (±ε pairs), got "
-                f"{num_particles}; use an even number or agent.antithetic=false"
+            raise SettingError(
+                f"{{num_particles}} must be even with antithetic=True (±ε pairs), got "
+                f"{num_particles}; use an even number or {{antithetic}}=false"
             )
         if not isinstance(sigma, int | float) or not math.isfinite(sigma) or sigma <= 0:
-            raise ValueError(f"agent.sigma must be a finite number > 0, got {sigma!r}")
+            raise SettingError(f"{{sigma}} must be a finite number > 0, got {sigma!r}")
         if unroll_length is not None and not is_positive_int(unroll_length):
-            raise ValueError(f"agent.unroll_length must be an int >= 1, got {unroll_length!r}")
+            raise SettingError(f"{{unroll_length}} must be an int >= 1, got {unroll_length!r}")
         if fitness_shaping not in shaping.FITNESS_SHAPINGS:
-            raise ValueError(
-                f"agent.fitness_shaping must be one of {list(shaping.FITNESS_SHAPINGS)}, "
+            raise SettingError(
+                f"{{fitness_shaping}} must be one of {list(shaping.FITNESS_SHAPINGS)}, "
                 f"got {fitness_shaping!r}"
             )
         if stagger and (env.spec.horizon is None or not self.supports_stagger):
-            raise ValueError(
-                f"agent.stagger=true needs a finite env horizon and a persistent estimator "
+            raise SettingError(
+                f"{{stagger}}=true needs a finite env horizon and a persistent estimator "
                 f"(tes, pes, nres); got {self.name} on horizon {env.spec.horizon}"
             )
         if mesh is not None and not self.supports_sharding:
@@ -103,9 +103,9 @@ class Estimator:
         # Who steps the particles' envs; every check that depends on it lives there.
         self.population = populations.make(env, policy, num_particles, antithetic, mesh)
         if stagger and not self.population.can_stagger:
-            raise ValueError(
-                f"agent.stagger=true is not supported on {env!r}: its particles cannot be "
-                "advanced one at a time; use agent.stagger=false"
+            raise SettingError(
+                f"{{stagger}}=true is not supported on {env!r}: its particles cannot be "
+                "advanced one at a time; use {stagger}=false"
             )
         # A population that cannot fit is refused here, in one line, before anything is built.
         self.state_bytes = memory.local_bytes(num_particles, self.population.particle_bytes(), mesh)
@@ -122,7 +122,7 @@ class Estimator:
         self.obs_normalization = obs_normalization
         reward_shift = 0.0 if reward_shift is None else reward_shift
         if not is_number(reward_shift) or not math.isfinite(reward_shift):
-            raise ValueError(f"agent.reward_shift must be a finite number, got {reward_shift!r}")
+            raise SettingError(f"{{reward_shift}} must be a finite number, got {reward_shift!r}")
         self.reward_shift = float(reward_shift)
         self.top_directions = self._check_top_directions(top_directions)
         self.num_groups = self.population.num_groups
@@ -152,19 +152,19 @@ class Estimator:
             return None
         pairs = self.num_particles // 2
         if not self.antithetic:
-            raise ValueError(
-                "agent.top_directions ranks antithetic pairs (±ε): it needs agent.antithetic=true"
+            raise SettingError(
+                "{top_directions} ranks antithetic pairs (±ε): it needs {antithetic}=true"
             )
         if not is_positive_int(top_directions) or top_directions > pairs:
-            raise ValueError(
-                f"agent.top_directions must be an int in [1, {pairs}] (the number of antithetic "
+            raise SettingError(
+                f"{{top_directions}} must be an int in [1, {pairs}] (the number of antithetic "
                 f"pairs, num_particles/2) or null, got {top_directions!r}"
             )
         return None if top_directions == pairs else top_directions
 
     def _check_unroll_length(self, unroll_length: int | None) -> int:
         if unroll_length is None:
-            raise ValueError(f"agent.unroll_length is required for {self.name}: an int >= 1")
+            raise SettingError(f"{{unroll_length}} is required for {self.name}: an int >= 1")
         return unroll_length
 
     # Public API ----------------------------------------------------------------------------

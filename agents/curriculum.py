@@ -19,7 +19,7 @@ from typing import NamedTuple
 
 import jax
 
-from pes_rl.checks import is_positive_int
+from pes_rl.checks import SettingError, is_positive_int
 
 
 class TruncationCurriculum(NamedTuple):
@@ -43,14 +43,14 @@ class TruncationCurriculum(NamedTuple):
 def make(
     end: int, start: int = 50, iterations: int = 1000, jitter: float = 0.2
 ) -> TruncationCurriculum:
-    """Checks the settings (``agent.curriculum.*``) and builds the curriculum."""
+    """Checks the settings (``agent.curriculum.*`` in a config) and builds the curriculum."""
     for name, value in (("start", start), ("end", end), ("iterations", iterations)):
         if not is_positive_int(value):
-            raise ValueError(f"agent.curriculum.{name} must be an int >= 1, got {value!r}")
+            raise SettingError(f"{{{name}}} must be an int >= 1, got {value!r}")
     if start > end:
-        raise ValueError(
-            f"agent.curriculum.start ({start}) must be <= the window length it grows to ({end})"
+        raise SettingError(
+            f"{{start}} ({start}) must be <= the window length it grows to ({end})"
         )
     if not isinstance(jitter, int | float) or not math.isfinite(jitter) or not 0 <= jitter < 1:
-        raise ValueError(f"agent.curriculum.jitter must be in [0, 1), got {jitter!r}")
+        raise SettingError(f"{{jitter}} must be in [0, 1), got {jitter!r}")
     return TruncationCurriculum(start, end, iterations, float(jitter))

@@ -16,6 +16,7 @@ import jax
 
 from pes_rl import normalization
 from pes_rl.agents.base import Estimator, WindowWeights
+from pes_rl.checks import SettingError
 
 
 class ESState(NamedTuple):
@@ -33,14 +34,14 @@ class ES(Estimator):
         horizon = self.env.spec.horizon
         if horizon is None:
             if unroll_length is None:
-                raise ValueError(
-                    "agent.unroll_length is required for es on a never-ending env: an int >= 1 "
+                raise SettingError(
+                    "{unroll_length} is required for es on a never-ending env: an int >= 1 "
                     "(the number of steps unrolled from each reset)"
                 )
             return unroll_length
         if unroll_length not in (None, horizon):
-            raise ValueError(
-                f"es unrolls whole episodes: agent.unroll_length must be null or the env horizon "
+            raise SettingError(
+                f"es unrolls whole episodes: {{unroll_length}} must be null or the env horizon "
                 f"{horizon}, got {unroll_length}; use tes, pes or nres for partial episodes"
             )
         return horizon

@@ -31,6 +31,7 @@ from jax.flatten_util import ravel_pytree
 
 from pes_rl import normalization
 from pes_rl.agents.base import Estimator, WindowLength
+from pes_rl.checks import SettingError
 from pes_rl.stepping import engine
 
 
@@ -79,16 +80,22 @@ class Hybrid(Estimator):
                 f"autodiff through the unroll); {env!r} is not: use pes, nres, tes or es"
             )
         if kwargs.get("fitness_shaping", "none") != "none":
-            raise ValueError("hybrid takes fitness_shaping=none: autodiff gradients are unshaped")
+            raise SettingError(
+                "hybrid takes {fitness_shaping}=none: autodiff gradients are unshaped"
+            )
         if kwargs.get("reward_shift") not in (None, 0, 0.0):
-            raise ValueError("hybrid takes reward_shift=0: its autodiff gradients are unshifted")
+            raise SettingError(
+                "hybrid takes {reward_shift}=0: its autodiff gradients are unshifted"
+            )
         if kwargs.get("top_directions") is not None:
-            raise ValueError("hybrid takes top_directions=null: it mixes every particle's estimate")
+            raise SettingError(
+                "hybrid takes {top_directions}=null: it mixes every particle's estimate"
+            )
         super().__init__(env, policy, num_particles, sigma, unroll_length, **kwargs)
         if num_particles < (4 if self.antithetic else 2):
-            raise ValueError(
+            raise SettingError(
                 f"hybrid needs two samples of each estimator to weigh their variances: "
-                f"num_particles >= 4 with antithetic pairs (2 without), got {num_particles}"
+                f"{{num_particles}} >= 4 with antithetic pairs (2 without), got {num_particles}"
             )
 
     def _init(self, key, theta, obs_norm):

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import optax
 
 from pes_rl.agents.base import WindowLength
-from pes_rl.checks import is_positive_int
+from pes_rl.checks import SettingError, is_positive_int
 from pes_rl.envs.base import Env
 from pes_rl.envs.unrolled import UnrolledOptimizationEnv, inner_run
 from pes_rl.normalization import ObsNormState
@@ -80,11 +80,11 @@ class RandomSearch:
                 f"lr_schedule, hparams29), got {env!r}"
             )
         if not is_positive_int(num_particles):
-            raise ValueError(f"agent.num_particles must be an int >= 1, got {num_particles!r}")
+            raise SettingError(f"{{num_particles}} must be an int >= 1, got {num_particles!r}")
         for setting, value in (("sigma", sigma), ("unroll_length", unroll_length)):
             if value is not None:
-                raise ValueError(
-                    f"agent.{setting} must be null for random_search: it samples the task's "
+                raise SettingError(
+                    f"{{{setting}}} must be null for random_search: it samples the task's "
                     f"search space and scores whole inner runs, got {value!r}"
                 )
         # One device (splits_over_devices); the best point needs no shaping (train.yaml sets

@@ -13,6 +13,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from pes_rl.checks import SettingError
+
 FITNESS_SHAPINGS = ("none", "std", "centered_ranks")
 
 
@@ -67,4 +69,4 @@ def shape(
         shaped_first = centered_ranks(reward_first, has_first)
         shaped_rest = centered_ranks(reward_rest, has_rest)
         return shaped_first, shaped_rest, jnp.asarray(1.0 / (num * sigma**2))
-    raise ValueError(f"agent.fitness_shaping must be one of {list(FITNESS_SHAPINGS)}, got {kind!r}")
+    raise SettingError(f"{{fitness_shaping}} must be one of {list(FITNESS_SHAPINGS)}, got {kind!r}")

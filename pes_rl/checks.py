@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import re
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
@@ -71,3 +72,26 @@ def init_chain(target: Callable) -> list[Callable]:
 def _takes_any_keyword(target: Callable) -> bool:
     parameters = inspect.signature(target).parameters.values()
     return any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
+
+
+_PLACEHOLDER = re.compile(r"\{([A-Za-z_][\w.]*)\}")
+
+
+class SettingError(ValueError):
+    """A bad argument of a library function, in one line that names its parameters as
+    ``{name}`` placeholders: called from Python they read as the parameters
+    (``num_particles must be an int >= 1``); where the trainer built the call from a config,
+    :meth:`as_config_error` names the config keys (``agent.num_particles must be ...``), the
+    one place that maps parameters back to keys."""
+
+    def __init__(self, template: str):
+        self.template = template
+        super().__init__(self.naming(""))
+
+    def naming(self, prefix: str) -> str:
+        """The message with each parameter written as ``prefix + name``."""
+        return _PLACEHOLDER.sub(lambda match: prefix + match.group(1), self.template)
+
+    def as_config_error(self, prefix: str) -> ValueError:
+        """The same error naming config keys under ``prefix`` (e.g. ``"agent."``)."""
+        return ValueError(self.naming(prefix))

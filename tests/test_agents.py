@@ -81,13 +81,35 @@ def test_same_seed_same_result(agent_name):
         (dict(num_particles=0), "num_particles must be an int >= 1"),
         (dict(unroll_length=0), "unroll_length must be an int >= 1"),
         (dict(fitness_shaping="best"), r"fitness_shaping must be one of \['none'"),
-        (dict(stagger=True), "agent.stagger=true needs a finite env horizon"),
+        (dict(stagger=True), "^stagger=true needs a finite env horizon"),
     ],
 )
 def test_bad_arguments_name_the_argument(kwargs, message):
     args = dict(num_particles=8, sigma=0.1, unroll_length=1) | kwargs
     with pytest.raises(ValueError, match=message):
         make_influence_agent("pes", **args)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["agent.num_particles=7"],
+         r"^agent.num_particles must be even .*; use an even number or agent.antithetic=false$"),
+        (["agent=hybrid", "agent.fitness_shaping=none", "agent.top_directions=2"],
+         r"^hybrid takes agent.top_directions=null"),
+        (["agent.curriculum={start: 200}"], r"^agent.curriculum.start \(200\) must be <="),
+    ],
+)  # fmt: skip
+def test_the_trainer_names_the_config_keys_of_bad_arguments(overrides, message):
+    """The library names its parameters; the trainer, which built the call from the config,
+    names the keys (one mapping, in ``build`` and ``make_curriculum``)."""
+    from pes_rl.training import trainer
+    from pes_rl.training.config import compose
+
+    cfg = compose(["env=influence_balancing", "agent.unroll_length=10", *overrides])
+    with pytest.raises(ValueError, match=message):
+        _, _, agent, _ = trainer.build(cfg)
+        trainer.make_curriculum(cfg, agent)
 
 
 def test_odd_particles_without_antithetic_is_fine():
@@ -177,6 +199,6 @@ def test_reward_shift_is_the_estimate_of_the_shifted_env():
     assert float(true_metrics["train_return"]) - float(shifted_metrics["train_return"]) == (
         pytest.approx(0.75 * steps / 8)
     )
-    with pytest.raises(ValueError, match="agent.reward_shift must be a finite number"):
+    with pytest.raises(ValueError, match="^reward_shift must be a finite number"):
         agents.make("pes", env=base, policy=policy, num_particles=4, sigma=0.1,
                     unroll_length=5, reward_shift=float("nan"))  # fmt: skip

@@ -112,9 +112,9 @@ def test_top_directions_credit_only_the_best_pairs_in_partial_windows():
     [
         ("pes", dict(top_directions=5), r"top_directions must be an int in \[1, 4\]"),
         ("pes", dict(top_directions=0), r"top_directions must be an int in \[1, 4\]"),
-        ("nres", dict(top_directions=2, antithetic=False), "needs agent.antithetic=true"),
+        ("nres", dict(top_directions=2, antithetic=False), "needs antithetic=true"),
         ("ars", dict(antithetic=False), "ars samples antithetic pairs"),
-        ("ars", dict(fitness_shaping="none"), "it takes agent.fitness_shaping=std"),
+        ("ars", dict(fitness_shaping="none"), "it takes fitness_shaping=std"),
         ("hybrid", dict(top_directions=2), "hybrid takes top_directions=null"),
     ],
 )

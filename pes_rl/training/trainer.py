@@ -29,7 +29,7 @@ from pes_rl import agents, interrupts, lopt
 from pes_rl.after.trained import POLICY_FILE, save_policy
 from pes_rl.agents import curriculum
 from pes_rl.agents.base import WindowLength
-from pes_rl.checks import is_number
+from pes_rl.checks import SettingError, is_number
 from pes_rl.envs.gymnax_env import twin_hint
 from pes_rl.envs.learned_optimizer import LearnedOptimizer
 from pes_rl.stepping import distributed, memory, sharding
@@ -94,7 +94,10 @@ def build(cfg: DictConfig):
     agent_kwargs.pop("curriculum", None)
     name = agent_kwargs.pop("name")
     mesh = make_population_mesh(cfg, env, name)
-    agent = agents.make(name, env=env, policy=policy, mesh=mesh, **agent_kwargs)
+    try:
+        agent = agents.make(name, env=env, policy=policy, mesh=mesh, **agent_kwargs)
+    except SettingError as error:  # the strategy's parameters are the agent.* keys
+        raise error.as_config_error("agent.") from None
     optimizer = make_optimizer(cfg.optimizer)
     return env, policy, agent, optimizer
 
@@ -143,7 +146,10 @@ def make_curriculum(cfg: DictConfig, agent) -> curriculum.TruncationCurriculum |
             f"agent.curriculum.end ({settings['end']}) must equal agent.unroll_length "
             f"({agent.unroll_length}), the longest window the agent compiles"
         )
-    return curriculum.make(**settings)
+    try:
+        return curriculum.make(**settings)
+    except SettingError as error:
+        raise error.as_config_error("agent.curriculum.") from None
 
 
 OPTIMIZERS = {"sgd": optax.sgd, "adam": optax.adam}
