@@ -57,6 +57,7 @@ class Estimator:
     supports_stagger: ClassVar[bool] = True
     supports_curriculum: ClassVar[bool] = True  # windows may be shorter than unroll_length
     supports_sharding: ClassVar[bool] = True  # the population may be split over a device mesh
+    supports_sync_pairs: ClassVar[bool] = False  # its episodes may wait for their partners'
     direction_scale: float = 1.0  # a constant factor on the estimate (ARS's step convention)
 
     def __init__(
@@ -73,6 +74,7 @@ class Estimator:
         reward_shift: float | None = None,
         top_directions: int | None = None,
         mesh: Mesh | None = None,
+        sync_pairs: bool = False,
     ):
         if not is_positive_int(num_particles):
             raise SettingError(f"{{num_particles}} must be an int >= 1, got {num_particles!r}")
@@ -94,6 +96,13 @@ class Estimator:
             raise SettingError(
                 f"{{stagger}}=true needs a finite env horizon and a persistent estimator "
                 f"(tes, pes, nres); got {self.name} on horizon {env.spec.horizon}"
+            )
+        if sync_pairs not in (True, False):
+            raise SettingError(f"{{sync_pairs}} must be true or false, got {sync_pairs!r}")
+        if sync_pairs and not self.supports_sync_pairs:
+            raise SettingError(
+                f"{{sync_pairs}}=true needs an estimator on persistent particles that restart "
+                f"at episode ends (pes, nres); got {self.name}"
             )
         if mesh is not None and not self.supports_sharding:
             raise ValueError(
@@ -125,6 +134,8 @@ class Estimator:
             raise SettingError(f"{{reward_shift}} must be a finite number, got {reward_shift!r}")
         self.reward_shift = float(reward_shift)
         self.top_directions = self._check_top_directions(top_directions)
+        # Antithetic partners (a reset group) start every episode together: an end waits.
+        self.sync_pairs = bool(sync_pairs)
         self.num_groups = self.population.num_groups
         self.reset_group = self.population.reset_group  # antithetic partners reset alike
         if not self.population.jittable:  # stepped in Python; its policy call is jitted
@@ -366,6 +377,7 @@ class Estimator:
         keyword arguments are :func:`pes_rl.stepping.engine.unroll`'s."""
         if length.limit is not None:
             kwargs["num_steps"] = length.limit
+        kwargs.setdefault("sync_groups", self.sync_pairs)
         population = population or self.population
         return population.unroll(particles, theta, key, length.steps, **kwargs)
 
@@ -393,6 +405,7 @@ class Estimator:
             reset_group=self.reset_group,
             step_limit=starts[self.reset_group],
             obs_norm=obs_norm,
+            sync_groups=self.sync_pairs,
         )
 
     # Estimator-specific pieces ---------------------------------------------------------------

@@ -33,6 +33,7 @@ class NRES(Estimator):
     """NRES: persistent particles, one ε per episode."""
 
     name = "nres"
+    supports_sync_pairs = True
 
     def _init(self, key, theta, obs_norm):
         reset_key, eps_key, next_key, stagger_key = jax.random.split(key, 4)

@@ -35,6 +35,7 @@ class PES(Estimator):
     """PES: persistent particles, per-window ε, reward credited to the accumulated ξ."""
 
     name = "pes"
+    supports_sync_pairs = True
 
     def _init(self, key, theta, obs_norm):
         reset_key, eps_key, stagger_key = jax.random.split(key, 3)

@@ -122,3 +122,39 @@ def test_recorded_steps_are_the_windows_steps(autoreset):
     assert jnp.array_equal(first_done, window.steps_first)
     before_end = jnp.arange(unroll_length)[:, None] < window.steps_first[None]
     assert jnp.allclose(jnp.sum(jnp.where(before_end, rewards, 0.0), 0), window.reward_first)
+
+
+def test_synced_groups_start_every_episode_together():
+    """``sync_groups``: partners (a reset group) whose episodes end at different steps (the
+    hazard task with ±a) stay in step: an ended particle waits, unstepped and uncounted, with
+    clock −1 until its partner has ended too, and the pair starts from one reset."""
+    from toy_envs import HazardEnv
+
+    env = HazardEnv(base_hazard=0.05, hazard_slope=0.2)
+    num, unroll_length = 8, 10
+    group = jnp.arange(num) // 2
+    theta = jnp.tile(jnp.array([[1.0], [-0.5]]), (num // 2, 1))  # partners fall at other rates
+    particles = engine.reset_particles(env, jax.random.split(jax.random.key(0), num)[group])
+    unroll = jax.jit(
+        lambda p, k: engine.unroll(
+            env, act, p, theta, k, unroll_length, reset_group=group, sync_groups=True
+        )
+    )
+    waited = restarted = 0
+    for index in range(30):
+        before = particles
+        particles, window = unroll(particles, jax.random.key(index))
+        clock, pairs = particles.clock, particles.clock.reshape(-1, 2)
+        assert jnp.all((pairs[:, 0] == pairs[:, 1]) | jnp.any(pairs == -1, axis=1)), clock
+        assert int(window.env_steps + window.idle_steps) == num * unroll_length
+        still = (before.clock == -1) & (clock == -1)  # waited the whole window: not stepped
+        state_after = jax.tree.leaves(particles.env_state)
+        state_before = jax.tree.leaves(before.env_state)
+        for after, was in zip(state_after, state_before, strict=True):
+            assert jnp.array_equal(after[still], was[still])
+        both = jnp.repeat(jnp.all(pairs == 0, axis=1) & jnp.any(window.ended.reshape(-1, 2), 1), 2)
+        for leaf in state_after:  # a pair that restarted starts from one reset
+            assert jnp.array_equal(leaf[both][0::2], leaf[both][1::2])
+        waited += int(jnp.sum(still))
+        restarted += int(jnp.sum(both)) // 2
+    assert waited > 0 and restarted > 0  # the test saw both

@@ -145,3 +145,28 @@ def test_discrete_actions_are_argmax_of_logits():
 def test_unsupported_envs_get_clear_errors(env_id, message):
     with pytest.raises(ValueError, match=message):
         envs.make(env_id)
+
+
+def test_synced_partners_start_every_episode_together_on_a_host_env():
+    """``sync_groups`` on Gymnasium sub-envs (the hazard task, partners at ±a fall at other
+    steps): partners' clocks stay equal unless one waits (−1), and a waiting sub-env's steps
+    are not counted."""
+    env = envs.make("gym/toy_gym:Hazard-v0", base_hazard=0.05, hazard_slope=0.2)
+    policy = policies.make("constant", env)
+    agent = agents.make("pes", env=env, policy=policy, num_particles=8, sigma=0.1,
+                        unroll_length=10, sync_pairs=True)  # fmt: skip
+    particles = agent.reset_population(jax.random.key(1))
+    theta = jnp.tile(jnp.array([[1.0], [-0.5]]), (4, 1))
+    waited = 0
+    for index in range(20):
+        before = np.asarray(particles.clock)
+        particles, window = agent.unroll(
+            particles, theta, jax.random.key(index), agent.window_length(None),
+            reset_group=agent.reset_group,
+        )  # fmt: skip
+        pairs = np.asarray(particles.clock).reshape(-1, 2)
+        assert np.all((pairs[:, 0] == pairs[:, 1]) | np.any(pairs == -1, axis=1)), pairs
+        stepped = int(window.env_steps)
+        waited += int(np.sum(before == -1))
+        assert stepped <= int(np.sum(before != -1)) * 10  # waiting particles take no steps
+    assert waited > 0

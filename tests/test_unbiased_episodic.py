@@ -33,9 +33,9 @@ SHORT_EPISODES = {"base_hazard": 0.01, "hazard_slope": 0.04}  # E[T] ≈ 41 at a
 LONG_EPISODES = {"base_hazard": 0.001, "hazard_slope": 0.004, "horizon": 10_000}
 
 
-def hazard_agent(name: str, env, num_particles: int):
+def hazard_agent(name: str, env, num_particles: int, sync_pairs: bool = False):
     policy = policies.make("constant", env)
-    kwargs = {} if name == "es" else {"unroll_length": UNROLL_LENGTH}
+    kwargs = {} if name == "es" else {"unroll_length": UNROLL_LENGTH, "sync_pairs": sync_pairs}
     return agents.make(
         name, env=env, policy=policy, num_particles=num_particles, sigma=SIGMA, **kwargs
     )
@@ -91,10 +91,13 @@ def check_exact(statistics: np.ndarray, exact: float, max_relative_stderr: float
     assert stderr < max_relative_stderr * abs(exact), f"too noisy to test: {message}"
 
 
+@pytest.mark.parametrize("sync_pairs", [False, True])
 @pytest.mark.parametrize("name", ["pes", "nres"])
-def test_episodic_gradient_with_short_episodes_on_the_jax_population(name):
+def test_episodic_gradient_with_short_episodes_on_the_jax_population(name, sync_pairs):
+    """``sync_pairs``: an ended episode waits for its partner's, and the pair restarts at a
+    window's end; each episode still runs on perturbations drawn apart from its start."""
     env = HazardEnv(**SHORT_EPISODES)
-    agent = hazard_agent(name, env, num_particles=1000)
+    agent = hazard_agent(name, env, num_particles=1000, sync_pairs=sync_pairs)
     statistics = jax_stream_statistics(agent, populations=8, burn_in=10, windows=40)
     check_exact(statistics, env.smoothed_return_gradient(THETA, SIGMA), 0.05)
 
@@ -112,27 +115,31 @@ def test_hazard_env_matches_its_exact_return():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["es", "pes", "nres"])
+@pytest.mark.parametrize(
+    "name, sync_pairs",
+    [("es", False), ("pes", False), ("nres", False), ("pes", True), ("nres", True)],
+)
 @pytest.mark.parametrize("regime", ["short", "long"])
-def test_episodic_gradient_on_the_jax_population(name, regime):
+def test_episodic_gradient_on_the_jax_population(name, sync_pairs, regime):
     env = HazardEnv(**(SHORT_EPISODES if regime == "short" else LONG_EPISODES))
     windows = {"short": 40, "long": 60}[regime] if name != "es" else 10
     populations = 16 if regime == "short" else (128 if name == "es" else 512)
-    agent = hazard_agent(name, env, num_particles=1000)
+    agent = hazard_agent(name, env, num_particles=1000, sync_pairs=sync_pairs)
     statistics = jax_stream_statistics(agent, populations, burn_in=20, windows=windows)
     check_exact(statistics, env.smoothed_return_gradient(THETA, SIGMA), 0.05)
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("sync_pairs", [False, True])
 @pytest.mark.parametrize("name", ["pes", "nres"])  # ES's whole episodes: the JAX test above
-def test_episodic_gradient_with_short_episodes_on_a_gymnasium_env(name):
+def test_episodic_gradient_with_short_episodes_on_a_gymnasium_env(name, sync_pairs):
     """The host population through ``gymnasium.vector`` (Hazard-v0, E[T] ≈ 41). Python
     stepping fits 1/20 of the JAX test's particle-steps in two minutes, and partners that end
     at different steps reset with different seeds (the JAX engine shares one per window), so
     the bound on the standard error is 20 %: the reward-rate estimate (+12.9 where the
     episodic gradient is −6.9) would still be rejected by about 15 standard errors."""
     env = envs.make("gym/toy_gym:Hazard-v0")
-    agent = hazard_agent(name, env, num_particles=200)
+    agent = hazard_agent(name, env, num_particles=200, sync_pairs=sync_pairs)
     windows = 30
     statistics = host_stream_statistics(agent, populations=10, burn_in=3, windows=windows)
     check_exact(statistics, HazardEnv(**SHORT_EPISODES).smoothed_return_gradient(THETA, SIGMA), 0.2)

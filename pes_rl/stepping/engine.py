@@ -31,8 +31,12 @@ class Particles:
     """The persistent part of a population (or of TES's single shared trajectory)."""
 
     env_state: Any  # [N, ...] each particle's env state
-    clock: jax.Array  # [N] int32: steps since the particle's episode began
+    clock: jax.Array  # [N] int32: steps since the particle's episode began (−1: its episode
+    # ended and it waits for its reset group's others to end too, ``sync_groups``)
     episode_return: jax.Array  # [N] float32: return of the current episode so far
+
+
+WAITS_FOR_GROUP = -1  # the clock of a particle that waits for its group (``sync_groups``)
 
 
 class Window(NamedTuple):
@@ -44,7 +48,8 @@ class Window(NamedTuple):
     steps_since_end: jax.Array  # [N] int32: steps of the episode now running (0: ended last step)
     steps_first: jax.Array  # [N] int32: steps in the part before (and at) the first episode end
     steps_rest: jax.Array  # [N] int32: steps after it (0: no end, or it fell on the last step)
-    waiting: jax.Array  # [N] bool: stopped stepping (a second end; autoreset=False: the first)
+    waiting: jax.Array  # [N] bool: stopped stepping (a second end; autoreset=False or
+    # sync_groups: the first, or waiting for its group since an earlier window)
     completed_return_sum: jax.Array  # shape=(): Σ returns of episodes that ended in the window
     completed_count: jax.Array  # shape=(): number of episodes that ended in the window
     env_steps: jax.Array  # shape=(): real env steps taken (finished, masked particles excluded)
@@ -81,13 +86,16 @@ class Tally(NamedTuple):
 
 
 def start_tally(particles: Particles, obs_size: int) -> Tally:
+    """A window's bookkeeping before its first step; a particle that waits for its group
+    (clock −1) starts the window stopped, as if its episode had just ended."""
     num = particles.clock.shape[0]
     zeros = jnp.zeros(num, jnp.float32)
+    waits = jnp.asarray(particles.clock) == WAITS_FOR_GROUP
     return Tally(
         clock=jnp.asarray(particles.clock, jnp.int32),
         episode_return=jnp.asarray(particles.episode_return, jnp.float32),
-        alive=jnp.ones(num, bool),
-        ended=jnp.zeros(num, bool),
+        alive=~waits,
+        ended=waits,
         steps_since_end=jnp.zeros(num, jnp.int32),
         steps_first=jnp.zeros(num, jnp.int32),
         steps_rest=jnp.zeros(num, jnp.int32),
@@ -221,6 +229,7 @@ def unroll(
     num_steps: jax.Array | None = None,
     obs_norm: normalization.ObsNormState | None = None,
     record: Callable[[Any], Any] | None = None,
+    sync_groups: bool = False,
 ) -> tuple[Particles, Window] | tuple[Particles, Window, Any]:
     """Advances every particle ``unroll_length`` steps in one ``lax.scan``.
 
@@ -250,6 +259,11 @@ def unroll(
       obs_norm: observation normalizer, frozen for the window; None = raw observations.
       record: maps one particle's env state after a step to what a caller needs of every
         step (an evaluation's rewards, render's joint positions); default: nothing.
+      sync_groups: with ``autoreset``, the particles of a reset group start every episode
+        together (antithetic partners stay in step): a particle whose episode ends stops,
+        unstepped and uncounted, and at the end of the first window by which every particle
+        of its group has ended they all start fresh episodes from the group's reset; until
+        then it waits with clock −1, across windows. Groups are contiguous blocks (pairs).
 
     Returns:
       The particles after the window and the window's per-particle rewards and counters;
@@ -258,9 +272,10 @@ def unroll(
     """
     num = particles.clock.shape[0]
     group = jnp.arange(num) if reset_group is None else reset_group
-    freeze = (not autoreset) or step_limit is not None
+    restarts_in_window = autoreset and not sync_groups
+    freeze = (not restarts_in_window) or step_limit is not None
     obs_size = particles.env_state.obs.reshape(num, -1).shape[1]
-    if autoreset:
+    if restarts_in_window:
         # One fresh episode start per particle for the whole window, computed once (resets
         # can cost far more than steps): a particle whose episode ends continues from it.
         reset_keys = jax.vmap(jax.random.fold_in, (None, 0))(key, group)
@@ -289,11 +304,11 @@ def unroll(
         next_state = jax.vmap(env.step)(env_state, jax.vmap(act)(params, obs))
         tally, done = account_step(
             tally, env_state.obs, next_state.reward, next_state.done > 0, stepping,
-            env.spec.horizon, autoreset, obs_norm is not None, scheduled,
+            env.spec.horizon, restarts_in_window, obs_norm is not None, scheduled,
         )  # fmt: skip
         if freeze:
             next_state = tree_where(stepping, next_state, env_state)
-        if autoreset:
+        if restarts_in_window:
             # An unprepared window (a rare early end) computes its resets when one happens.
             def start_new_episodes(s):
                 starts = fresh
@@ -319,13 +334,27 @@ def unroll(
 
     init = (particles.env_state, start_tally(particles, obs_size))
     (env_state, tally), recorded = jax.lax.scan(body, init, jnp.arange(unroll_length))
-    if autoreset:
+    if restarts_in_window:
         env_state = _reset_waiting(env, env_state, waiting(tally), key, group)
+    elif autoreset:  # sync_groups: a group whose particles have all ended starts together
+        stopped = waiting(tally)
+        ready = stopped & whole_group(stopped, group)
+        env_state = _reset_waiting(env, env_state, ready, key, group)
+        clock = jnp.where(ready, 0, jnp.where(stopped, WAITS_FOR_GROUP, tally.clock))
+        tally = tally._replace(clock=clock)
     particles, window = finish(env_state, tally)
     return (particles, window) if record is None else (particles, window, recorded)
 
 
 WAIT_RESET_STREAM = 0x7FFFFFFF  # folded into a window's key for the resets of waiting particles
+
+
+def whole_group(mask: jax.Array, group: jax.Array) -> jax.Array:
+    """[N] bool: whether ``mask`` holds for every particle of each particle's reset group
+    (groups are contiguous blocks of particles, as populations make them)."""
+    local = group - jnp.min(group)  # a shard of a split population holds whole groups
+    everyone = jax.ops.segment_min(mask.astype(jnp.int32), local, num_segments=mask.shape[0])
+    return everyone[local] > 0
 
 
 def _reset_waiting(env: Env, env_state: Any, waiting: jax.Array, key: jax.Array, group):

@@ -153,6 +153,7 @@ class HostPopulation(Population):
         reset_group: np.ndarray | None = None,
         autoreset: bool = True,
         obs_norm: normalization.ObsNormState | None = None,
+        sync_groups: bool = False,
     ) -> tuple[Particles, Window]:
         """Advances every sub-env ``steps`` steps; see :func:`pes_rl.stepping.engine.unroll`.
 
@@ -160,7 +161,9 @@ class HostPopulation(Population):
         the vector env can keep stepping, but nothing it does is counted), and the window
         stops early once every particle has finished. With ``autoreset=True`` a particle whose
         second episode ends in the window waits the same way, and its sub-env is reset once
-        more at the window's end: the next window starts it on a fresh episode.
+        more at the window's end: the next window starts it on a fresh episode. With
+        ``sync_groups`` an end stops the particle until every particle of its group has ended;
+        the group's sub-envs are then reset together at a window's end.
         """
         group = np.arange(self.num_particles) if reset_group is None else np.asarray(reset_group)
         num_groups = int(group.max()) + 1  # every process draws the seeds of all groups
@@ -171,6 +174,7 @@ class HostPopulation(Population):
         rng = seed_stream(key)
         obs = np.asarray(particles.env_state, np.float32)
         tally = engine.start_tally(particles, obs.reshape(len(obs), -1).shape[1])
+        restarts_in_window = autoreset and not sync_groups
 
         for _ in range(steps):
             alive = np.asarray(tally.alive)
@@ -180,7 +184,7 @@ class HostPopulation(Population):
             next_obs, reward, terminated, truncated, _ = self.vector.step(action)
             tally, done = self._account(
                 tally, obs, np.asarray(reward, np.float32), terminated | truncated, alive,
-                autoreset=autoreset, track_obs=obs_norm is not None,
+                autoreset=restarts_in_window, track_obs=obs_norm is not None,
             )  # fmt: skip
             # Masked-out particles keep stepping (the vector steps them all): reset them too.
             needs_reset = np.asarray(done) | terminated | truncated
@@ -188,7 +192,14 @@ class HostPopulation(Population):
             next_obs = np.asarray(next_obs, np.float32).reshape(obs.shape)
             obs = self._reset_where(needs_reset, group_seeds[group], next_obs)
         waiting = np.asarray(engine.waiting(tally))
-        if autoreset and waiting.any():
+        if autoreset and sync_groups:  # a group whose particles have all ended starts together
+            ready = waiting & np.asarray(engine.whole_group(waiting, group))
+            if ready.any():
+                group_seeds = rng.integers(0, 2**31 - 1, size=num_groups)
+                obs = self._reset_where(ready, group_seeds[group], obs)
+            clock = np.where(ready, 0, np.where(waiting, engine.WAITS_FOR_GROUP, tally.clock))
+            tally = tally._replace(clock=clock)
+        elif autoreset and waiting.any():
             group_seeds = rng.integers(0, 2**31 - 1, size=num_groups)
             obs = self._reset_where(waiting, group_seeds[group], obs)
         particles, window = engine.finish(obs, tally)

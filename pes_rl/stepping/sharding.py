@@ -82,6 +82,7 @@ def unroll(
     num_steps: jax.Array | None = None,
     autoreset: bool = True,
     obs_norm=None,
+    sync_groups: bool = False,
 ) -> tuple[engine.Particles, engine.Window]:
     """``engine.unroll`` with every per-particle argument split over ``mesh``.
 
@@ -98,7 +99,7 @@ def unroll(
     def local(particles, theta, per_particle, key, obs_norm, num_steps):
         particles, window = engine.unroll(
             env, act, particles, theta, key, unroll_length, autoreset=autoreset,
-            obs_norm=obs_norm, num_steps=num_steps, **per_particle,
+            obs_norm=obs_norm, num_steps=num_steps, sync_groups=sync_groups, **per_particle,
         )  # fmt: skip
         per_particle, totals = engine.split_window(window)
         return particles, engine.Window(*per_particle, *jax.lax.psum(totals, AXIS))

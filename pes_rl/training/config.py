@@ -192,8 +192,8 @@ def differing_keys(
     a: DictConfig, b: DictConfig, ignore: tuple[str, ...] = RESUMABLE_KEYS
 ) -> list[str]:
     """Dotted keys whose values differ between two configs, skipping ``ignore`` prefixes and
-    keys ``a`` lacks that ``b`` leaves empty (settings added to pes_rl since ``a`` was saved,
-    such as ``env.wrappers: []``)."""
+    keys ``a`` lacks that ``b`` leaves empty or off (settings added to pes_rl since ``a`` was
+    saved, such as ``env.wrappers: []`` or ``agent.sync_pairs: false``)."""
 
     def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
         if isinstance(node, dict):
@@ -211,7 +211,8 @@ def differing_keys(
         return any(key == p or key.startswith(p + ".") for p in ignore)
 
     def added_empty(key: str) -> bool:  # a key added since ``a`` was saved, left empty
-        return key not in flat_a and flat_b[key] in (None, [])
+        value = flat_b.get(key)
+        return key not in flat_a and (value is None or value is False or value == [])
 
     return [
         k for k in keys if not ignored(k) and not added_empty(k) and flat_a.get(k) != flat_b.get(k)
