@@ -116,10 +116,10 @@ def test_hazard_env_matches_its_exact_return():
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "name, sync_pairs",
-    [("es", False), ("pes", False), ("nres", False), ("pes", True), ("nres", True)],
+    "name, sync_pairs, regime",
+    [(name, False, regime) for name in ("es", "pes", "nres") for regime in ("short", "long")]
+    + [("pes", True, "long"), ("nres", True, "long")],  # sync_pairs, short: the default suite
 )
-@pytest.mark.parametrize("regime", ["short", "long"])
 def test_episodic_gradient_on_the_jax_population(name, sync_pairs, regime):
     env = HazardEnv(**(SHORT_EPISODES if regime == "short" else LONG_EPISODES))
     windows = {"short": 40, "long": 60}[regime] if name != "es" else 10
@@ -130,8 +130,9 @@ def test_episodic_gradient_on_the_jax_population(name, sync_pairs, regime):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sync_pairs", [False, True])
-@pytest.mark.parametrize("name", ["pes", "nres"])  # ES's whole episodes: the JAX test above
+@pytest.mark.parametrize(  # ES's whole episodes: the JAX test above
+    "name, sync_pairs", [("pes", False), ("nres", False), ("nres", True)]
+)
 def test_episodic_gradient_with_short_episodes_on_a_gymnasium_env(name, sync_pairs):
     """The host population through ``gymnasium.vector`` (Hazard-v0, E[T] ≈ 41). Python
     stepping fits 1/20 of the JAX test's particle-steps in two minutes, and partners that end
