@@ -81,6 +81,17 @@ def host_stream_statistics(agent, populations: int, burn_in: int, windows: int) 
     return np.array(ratios)
 
 
+def exact_gradient(env: HazardEnv, agent) -> float:
+    """What the estimator is unbiased for: the gradient of the expected return smoothed by one
+    ε per episode (ES, NRES), or, for PES, by one ε per window. PES's windows start where its
+    episodes start only with ``sync_pairs``; otherwise no closed form is known and the
+    one-ε value stands in (they differ by 0.5 % in the short regime and 3 % in the long one,
+    inside the unsynced PES tests' standard error)."""
+    if agent.name == "pes" and agent.sync_pairs:
+        return env.window_smoothed_return_gradient(THETA, SIGMA, UNROLL_LENGTH)
+    return env.smoothed_return_gradient(THETA, SIGMA)
+
+
 def check_exact(statistics: np.ndarray, exact: float, max_relative_stderr: float) -> None:
     mean = statistics.mean()
     stderr = statistics.std(ddof=1) / np.sqrt(len(statistics))
@@ -99,7 +110,7 @@ def test_episodic_gradient_with_short_episodes_on_the_jax_population(name, sync_
     env = HazardEnv(**SHORT_EPISODES)
     agent = hazard_agent(name, env, num_particles=1000, sync_pairs=sync_pairs)
     statistics = jax_stream_statistics(agent, populations=8, burn_in=10, windows=40)
-    check_exact(statistics, env.smoothed_return_gradient(THETA, SIGMA), 0.05)
+    check_exact(statistics, exact_gradient(env, agent), 0.05)
 
 
 def test_hazard_env_matches_its_exact_return():
@@ -126,7 +137,7 @@ def test_episodic_gradient_on_the_jax_population(name, sync_pairs, regime):
     populations = 16 if regime == "short" else (128 if name == "es" else 512)
     agent = hazard_agent(name, env, num_particles=1000, sync_pairs=sync_pairs)
     statistics = jax_stream_statistics(agent, populations, burn_in=20, windows=windows)
-    check_exact(statistics, env.smoothed_return_gradient(THETA, SIGMA), 0.05)
+    check_exact(statistics, exact_gradient(env, agent), 0.05)
 
 
 @pytest.mark.slow

@@ -168,3 +168,22 @@ class HazardEnv(Env):
             return jnp.sum(weights * jax.vmap(expected_return)(theta + sigma * nodes))
 
         return float(jax.grad(smoothed)(jnp.float32(theta)))
+
+    def window_smoothed_return_gradient(self, theta: float, sigma: float, window: int) -> float:
+        """PES's own target where episodes start on window boundaries (``sync_pairs``): ∇θ of
+        the expected return when every window of K steps of the episode draws its own
+        ε ~ N(0, σ²). Windows are independent, so with f = E_ε[a(1 − (1 − h)^K)/h] (a window's
+        return) and q = E_ε[(1 − h)^K] (surviving it), E[R] = f·(1 − q^n)/(1 − q), n = H/K.
+        It differs from ``smoothed_return_gradient`` (one ε per episode) by O(σ²)."""
+        nodes, weights = np.polynomial.hermite_e.hermegauss(40)
+        weights = weights / weights.sum()
+        windows = self.spec.horizon // window
+
+        def smoothed(theta):
+            action = jnp.clip(theta + sigma * nodes, -2.0, 2.0)
+            hazard = self.hazard(action)
+            window_return = jnp.sum(weights * action * (1 - (1 - hazard) ** window) / hazard)
+            survival = jnp.sum(weights * (1 - hazard) ** window)
+            return window_return * (1 - survival**windows) / (1 - survival)
+
+        return float(jax.grad(smoothed)(jnp.float32(theta)))
