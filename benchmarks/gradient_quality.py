@@ -15,10 +15,13 @@ std shaping, top b = 4 of 8 pairs where the experiment has it) or one change of 
   is the sum of its calls' estimates. Reported: cos(block, reference), mean ± SE over blocks,
   for each B in ``--budgets`` and for the whole stream (B = all).
 * The same windows re-credited offline with each part's reward centered on its mean over the
-  credited particles (a constant baseline): antithetic ±ε weights make that a no-op, so it
-  shows how much of an estimator's noise is the mean reward times Σ of weights that are no
-  longer ±ε of each other. Every window's estimate is rebuilt from its recorded parts first,
-  and the worst 1 − cos(rebuilt, returned) is reported as a check of the rebuild.
+  credited particles (a constant baseline per window; antithetic ±ε weights make it a no-op).
+  For whole episodes that is an ordinary baseline (unbiased). For PES and NRES it is not a
+  noise decomposition: an episode's ε is credited in every window it lives through, so a
+  constant per window acts like a larger per-step reward shift and changes the objective
+  (the "live longer" part of the gradient is carried by the mean window reward). Every
+  window's estimate is rebuilt from its recorded parts first, and the worst
+  1 − cos(rebuilt, returned) is reported as a check of the rebuild.
 * Antithetic partners (particles 2j, 2j+1): at every window's start, whether their episode
   clocks agree (in phase: they began their episodes on the same step, from the same reset
   seed), whether their weights are still ±ε of each other, the correlation of their shifted
