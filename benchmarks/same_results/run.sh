@@ -22,7 +22,6 @@ run cp_pes experiment=gymnax_cartpole_pes_cpu train.iterations=20 train.eval_eve
 run cp_es experiment=gymnax_cartpole_es_cpu train.iterations=5 train.eval_every=5
 run cp_nres experiment=gymnax_cartpole_nres_cpu train.iterations=20 train.eval_every=10
 run cp_ars env=gymnax env.id=CartPole-v1 agent=ars agent.num_particles=8 agent.top_directions=2 agent.sigma=0.05 train.iterations=4 train.eval_every=2
-run ib_hybrid env=influence_balancing agent=hybrid agent.fitness_shaping=none agent.num_particles=8 agent.unroll_length=10 train.iterations=20 train.eval_every=10
 run lopt_hybrid experiment=learned_optimizer_hybrid_cpu train.iterations=3 train.eval_every=3
 run gym_pes env=gym env.id=CartPole-v1 agent=pes agent.num_particles=8 agent.unroll_length=20 train.iterations=20 train.eval_every=10
 run own_estimator agent.name=examples.decaying_pes:DecayingPES train.iterations=20 train.eval_every=10
