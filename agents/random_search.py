@@ -29,7 +29,7 @@ from pes_rl.envs.base import Env
 from pes_rl.envs.unrolled import UnrolledOptimizationEnv, inner_run
 from pes_rl.normalization import ObsNormState
 from pes_rl.policies import Policy
-from pes_rl.stepping import evaluation, memory
+from pes_rl.stepping import evaluation, memory, populations
 
 
 def make_search_step(env: UnrolledOptimizationEnv, num_points: int) -> Callable:
@@ -58,7 +58,6 @@ class RandomSearch:
     the best point so far (``update`` keeps the optimizer's state as it is)."""
 
     name = "random_search"
-    supports_curriculum = False
     supports_sharding = False
     jittable = True
     restorable = True
@@ -93,9 +92,8 @@ class RandomSearch:
         self.env, self.policy, self.num_particles = env, policy, num_particles
         self.unroll_length = env.spec.horizon  # a point's score: one whole inner run
         self.mesh = None
-        env_bytes = memory.tree_bytes(jax.eval_shape(env.reset, jax.random.key(0)))
         self.state_bytes = memory.local_bytes(
-            num_particles, memory.particle_bytes(policy, env_bytes), None
+            num_particles, memory.jax_env_particle_bytes(env, policy), None
         )
         self._search_step = make_search_step(env, num_particles)
 
@@ -148,9 +146,7 @@ class RandomSearch:
         return params, opt_state, state._replace(best_return=best_return), metrics
 
     def make_evaluate(self, num_episodes: int, num_steps: int) -> evaluation.Evaluation:
-        return evaluation.Evaluation(
-            evaluation.make_evaluate(self.env, self.policy, num_episodes, num_steps)
-        )
+        return populations.make_evaluate(self.env, self.policy, num_episodes, num_steps)
 
     def close(self) -> None:
         """Nothing outside JAX to release."""

@@ -308,6 +308,7 @@ def unroll(
         )  # fmt: skip
         if freeze:
             next_state = tree_where(stepping, next_state, env_state)
+        recorded = None if record is None else jax.vmap(record)(next_state)  # before a restart
         if restarts_in_window:
             # An unprepared window (a rare early end) computes its resets when one happens.
             def start_new_episodes(s):
@@ -316,10 +317,7 @@ def unroll(
                     starts = jax.lax.cond(prepared, lambda: fresh, fresh_states)
                 return tree_where(done, starts, s)
 
-            recorded = None if record is None else jax.vmap(record)(next_state)
             next_state = jax.lax.cond(jnp.any(done), start_new_episodes, lambda s: s, next_state)
-        else:
-            recorded = None if record is None else jax.vmap(record)(next_state)
         return (next_state, tally), recorded
 
     body = step
@@ -337,11 +335,8 @@ def unroll(
     if restarts_in_window:
         env_state = _reset_waiting(env, env_state, waiting(tally), key, group)
     elif autoreset:  # sync_groups: a group whose particles have all ended starts together
-        stopped = waiting(tally)
-        ready = stopped & whole_group(stopped, group)
+        ready, tally = restart_whole_groups(tally, group)
         env_state = _reset_waiting(env, env_state, ready, key, group)
-        clock = jnp.where(ready, 0, jnp.where(stopped, WAITS_FOR_GROUP, tally.clock))
-        tally = tally._replace(clock=clock)
     particles, window = finish(env_state, tally)
     return (particles, window) if record is None else (particles, window, recorded)
 
@@ -349,12 +344,17 @@ def unroll(
 WAIT_RESET_STREAM = 0x7FFFFFFF  # folded into a window's key for the resets of waiting particles
 
 
-def whole_group(mask: jax.Array, group: jax.Array) -> jax.Array:
-    """[N] bool: whether ``mask`` holds for every particle of each particle's reset group
-    (groups are contiguous blocks of particles, as populations make them)."""
+def restart_whole_groups(tally: Tally, group: jax.Array) -> tuple[jax.Array, Tally]:
+    """``sync_groups`` at a window's end (both engines): which stopped particles start a fresh
+    episode now (every particle of their reset group has stopped; groups are contiguous
+    blocks, as populations make them), and the tally with their clocks at 0 and the others'
+    that stopped at −1 (waiting for their group)."""
+    stopped = waiting(tally)
     local = group - jnp.min(group)  # a shard of a split population holds whole groups
-    everyone = jax.ops.segment_min(mask.astype(jnp.int32), local, num_segments=mask.shape[0])
-    return everyone[local] > 0
+    everyone = jax.ops.segment_min(stopped.astype(jnp.int32), local, num_segments=len(stopped))
+    ready = stopped & (everyone[local] > 0)
+    clock = jnp.where(ready, 0, jnp.where(stopped, WAITS_FOR_GROUP, tally.clock))
+    return ready, tally._replace(clock=clock)
 
 
 def _reset_waiting(env: Env, env_state: Any, waiting: jax.Array, key: jax.Array, group):

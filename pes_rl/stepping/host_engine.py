@@ -193,12 +193,11 @@ class HostPopulation(Population):
             obs = self._reset_where(needs_reset, group_seeds[group], next_obs)
         waiting = np.asarray(engine.waiting(tally))
         if autoreset and sync_groups:  # a group whose particles have all ended starts together
-            ready = waiting & np.asarray(engine.whole_group(waiting, group))
+            ready, tally = engine.restart_whole_groups(tally, group)
+            ready = np.asarray(ready)
             if ready.any():
                 group_seeds = rng.integers(0, 2**31 - 1, size=num_groups)
                 obs = self._reset_where(ready, group_seeds[group], obs)
-            clock = np.where(ready, 0, np.where(waiting, engine.WAITS_FOR_GROUP, tally.clock))
-            tally = tally._replace(clock=clock)
         elif autoreset and waiting.any():
             group_seeds = rng.integers(0, 2**31 - 1, size=num_groups)
             obs = self._reset_where(waiting, group_seeds[group], obs)

@@ -35,8 +35,7 @@ class JaxPopulation(Population):
         self.mesh = mesh
 
     def particle_bytes(self) -> int:
-        env_bytes = memory.tree_bytes(jax.eval_shape(self.env.reset, jax.random.key(0)))
-        return memory.particle_bytes(self.policy, env_bytes)
+        return memory.jax_env_particle_bytes(self.env, self.policy)
 
     def reset(self, key: jax.Array) -> engine.Particles:
         """Fresh episodes; a population of one particle (TES's shared trajectory) resets from

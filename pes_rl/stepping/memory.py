@@ -41,6 +41,11 @@ def particle_bytes(policy, env_bytes: int) -> int:
     return WORK_FACTOR * (4 * THETA_VECTORS * theta_size + env_bytes + CLOCK_BYTES)
 
 
+def jax_env_particle_bytes(env, policy) -> int:
+    """:func:`particle_bytes` of a JAX env's particle: its whole env state is on the device."""
+    return particle_bytes(policy, tree_bytes(jax.eval_shape(env.reset, jax.random.key(0))))
+
+
 def host_available_bytes() -> int | None:
     """The host's available memory (``MemAvailable``, else free pages); None if unknown."""
     meminfo = Path("/proc/meminfo")
